@@ -1,0 +1,3 @@
+"""AdaRand fine-tuning engine (the repository root is the package ``adarand``)."""
+
+__version__ = "0.1.0"

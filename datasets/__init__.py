@@ -1,0 +1,48 @@
+"""Target datasets: train / val / test splits with the paper's transforms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..engine.config import DataConfig
+from .folder import load_image_folder
+from .image_list import ImageList
+from .sklearn_digits import materialize_digits
+from .splits import reduce_and_split
+from .stanford_cars import load_stanford_cars
+from .transforms import eval_transform, train_transform
+
+
+@dataclass
+class DataSplits:
+    train: ImageList  # train transform
+    train_eval: ImageList  # the same samples with the eval transform (prior statistics)
+    val: ImageList
+    test: ImageList
+    classes: list[str]
+    root: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def dataset_root(cfg: DataConfig, cache_dir: str) -> Path:
+    root = Path(cfg.root.replace("{cache_dir}", cache_dir)).expanduser()
+    if cfg.name == "sklearn_digits":
+        root = materialize_digits(root, cfg.digits_task)
+    return root.resolve()
+
+
+def create_datasets(cfg: DataConfig, cache_dir: str) -> DataSplits:
+    root = dataset_root(cfg, cache_dir)
+    if cfg.name == "stanford_cars":
+        train_all, test, classes = load_stanford_cars(root)
+    else:
+        train_all, test, classes = load_image_folder(root)
+    train, val = reduce_and_split(train_all, cfg.use_ratio, cfg.val_ratio, cfg.split_seed)
+    tt, et = train_transform(cfg), eval_transform(cfg)
+    g = cfg.grayscale
+    return DataSplits(train=ImageList(train, tt, g), train_eval=ImageList(train, et, g), val=ImageList(val, et, g),
+                      test=ImageList(test, et, g), classes=classes, root=str(root))

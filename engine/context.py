@@ -1,0 +1,54 @@
+"""What a regularizer may use from the run: model, device, data, length, shared statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..datasets import DataSplits
+from ..handlers import priors
+from ..models import Classifier, PretrainedInfo
+from .config import Config
+
+
+@dataclass
+class RunContext:
+    cfg: Config
+    model: nn.Module  # as trained (may be wrapped for data parallelism)
+    net: Classifier  # the unwrapped model: .backbone, .head, .stages
+    device: torch.device
+    data: DataSplits
+    epoch_length: int
+    pretrained: PretrainedInfo
+    _class_stats: priors.ClassStatistics | None = field(default=None, repr=False)
+    prior_cache_hit: bool | None = None
+
+    @property
+    def total_iterations(self) -> int:
+        return self.epoch_length * self.cfg.train.epochs
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.cfg.cache_dir).expanduser()
+
+    def class_statistics(self) -> priors.ClassStatistics:
+        """Statistics of the *pretrained* extractor on the training split: computed once per run
+        (whichever method asks first) and cached on disk for later runs and seeds."""
+        if self._class_stats is None:
+            data = self.data
+            extractor = self.net.backbone
+            key = priors.cache_key(extractor, data.train_eval.samples, data.num_classes,
+                                   data.train_eval.transform, data.root)
+            cache_file = self.cache_dir / "priors" / f"{key}.pt"
+            loader = priors.prior_loader(data.train_eval, self.cfg.data.eval_batch_size or self.cfg.data.batch_size,
+                                         self.cfg.data.num_workers)
+
+            def compute():
+                return priors.accumulate_statistics(extractor, loader, data.num_classes, self.device,
+                                                    progress=self.cfg.train.progress)
+
+            self._class_stats, self.prior_cache_hit = priors.load_or_compute(cache_file, compute, self.device)
+        return self._class_stats

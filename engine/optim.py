@@ -1,0 +1,38 @@
+"""The network's optimizer and its learning-rate schedule."""
+
+from __future__ import annotations
+
+import torch
+from ignite.handlers import LRScheduler
+
+from ..engine.config import OptimConfig
+from ..models import Classifier
+
+
+def create_optimizer(cfg: OptimConfig, net: Classifier, extra_groups: list[dict] = ()) -> torch.optim.Optimizer:
+    """Parameter groups: the backbone at ``lr``, the new head at ``lr * head_lr_mult``, then the
+    regularizer's own groups (each may carry its own ``lr``)."""
+    groups = [
+        {"params": [p for p in net.backbone.parameters() if p.requires_grad], "lr": cfg.lr, "name": "backbone"},
+        {"params": list(net.head.parameters()), "lr": cfg.lr * cfg.head_lr_mult, "name": "head"},
+        *extra_groups,
+    ]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                               weight_decay=cfg.weight_decay)
+    if cfg.name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def create_lr_scheduler(cfg: OptimConfig, optimizer: torch.optim.Optimizer, epoch_length: int,
+                        epochs: int) -> LRScheduler:
+    """An Ignite LRScheduler over iterations (attach to ITERATION_STARTED): ``multistep`` drops
+    by ``gamma`` at the given epochs, ``cosine`` anneals to 0 over the run, ``constant`` keeps lr."""
+    if cfg.scheduler == "multistep":
+        sched = torch.optim.lr_scheduler.MultiStepLR(optimizer, [m * epoch_length for m in cfg.milestones], cfg.gamma)
+    elif cfg.scheduler == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * epoch_length))
+    else:
+        sched = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[], gamma=1.0)
+    return LRScheduler(sched)

@@ -1,0 +1,73 @@
+"""Small stateful objects that go into the training checkpoint next to Ignite's own."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+class RNGState:
+    """The random number generators' states (torch CPU and CUDA, numpy, Python), as tensors and
+    plain data so the checkpoint loads with ``weights_only=True``."""
+
+    def state_dict(self) -> dict:
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        version, internal, gauss = random.getstate()
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached": float(cached)},
+            "python": {"version": version, "internal": list(internal), "gauss": gauss},
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        torch.set_rng_state(state["torch"])
+        n = state["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+        p = state["python"]
+        random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
+        if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class RunRecord:
+    """Best validation epoch so far, per-epoch training times, and the wall time of the run
+    (summed over the segments of a resumed run; setup before training is not counted)."""
+
+    best_epoch: int = 0
+    best_val_accuracy: float = -1.0
+    epoch_times: list[float] = field(default_factory=list)
+    wall_time: float = 0.0
+    _last: float | None = field(default=None, repr=False)
+
+    def tick(self, count: bool = True) -> None:
+        """Add the time since the last tick to ``wall_time`` (``count=False``: only restart the clock)."""
+        now = time.time()
+        if count and self._last is not None:
+            self.wall_time += now - self._last
+        self._last = now
+
+    def observe(self, epoch: int, accuracy: float) -> bool:
+        """Record a validation result; True when it is a new best (strictly better, as Checkpoint)."""
+        if accuracy > self.best_val_accuracy:
+            self.best_epoch, self.best_val_accuracy = epoch, accuracy
+            return True
+        return False
+
+    def state_dict(self) -> dict:
+        return {"best_epoch": self.best_epoch, "best_val_accuracy": self.best_val_accuracy,
+                "epoch_times": list(self.epoch_times), "wall_time": self.wall_time}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_epoch = int(state["best_epoch"])
+        self.best_val_accuracy = float(state["best_val_accuracy"])
+        self.epoch_times = [float(t) for t in state["epoch_times"]]
+        self.wall_time = float(state["wall_time"])

@@ -1,0 +1,251 @@
+"""Building a run from a config: data, model, regularizer, engines, and the handlers around them.
+
+``run_training`` is the whole run; the ``setup_*`` / ``create_*`` functions are its parts, and
+``attach_handlers`` is the one place where everything is attached to the engines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import resource
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import ignite
+import ignite.distributed as idist
+import torch
+import torchvision
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, DiskSaver, ProgressBar, TerminateOnNan, global_step_from_engine
+from ignite.handlers.tensorboard_logger import OptimizerParamsHandler, OutputHandler, TensorboardLogger
+from ignite.utils import manual_seed
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..datasets import DataSplits, create_datasets
+from ..handlers.diagnostics import TrainingDiagnostics
+from ..handlers.registry import Regularizer, get_regularizer_class
+from ..models import Classifier, create_model
+from .config import Config
+from .context import RunContext
+from .errors import UserError
+from .evaluator import create_evaluator
+from .optim import create_lr_scheduler, create_optimizer
+from .state import RNGState, RunRecord
+from .trainer import create_trainer
+
+log = logging.getLogger(__name__)
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class Loaders:
+    train: DataLoader
+    val: DataLoader
+    test: DataLoader
+
+
+def setup_data(cfg: Config) -> tuple[DataSplits, Loaders]:
+    data = create_datasets(cfg.data, cfg.cache_dir)
+    d = cfg.data
+    world, rank = idist.get_world_size(), idist.get_rank()
+    if len(data.train) < d.batch_size * world:
+        raise UserError(f"data: the training split has {len(data.train)} images, fewer than one global batch "
+                        f"(batch_size {d.batch_size} x {world} processes)")
+    if len(data.val) == 0:
+        raise UserError("data.val_ratio: the validation split is empty; model selection needs one")
+    pin = torch.cuda.is_available()
+    # A seeded sampler even on one process: the order of epoch e depends only on (seed, e),
+    # which is what makes --resume reproduce an uninterrupted run.
+    sampler = DistributedSampler(data.train, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
+                                 drop_last=True)
+    train = DataLoader(data.train, batch_size=d.batch_size, sampler=sampler, num_workers=d.num_workers,
+                       drop_last=True, pin_memory=pin)
+    ebs = d.eval_batch_size or d.batch_size
+
+    def eval_loader(ds):
+        s = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=False) if world > 1 else None
+        return DataLoader(ds, batch_size=ebs, sampler=s, shuffle=False, num_workers=d.num_workers, pin_memory=pin)
+
+    return data, Loaders(train=train, val=eval_loader(data.val), test=eval_loader(data.test))
+
+
+def setup_model(cfg: Config, data: DataSplits):
+    net, info = create_model(cfg.model, data.num_classes, in_channels=1 if cfg.data.grayscale else 3)
+    device = idist.device()
+    net = net.to(device)
+    model = idist.auto_model(net)
+    return net, model, info, device
+
+
+def setup_regularizer(ctx: RunContext) -> Regularizer:
+    cls = get_regularizer_class(ctx.cfg.method.name)
+    return cls(ctx.cfg.method.params, ctx)
+
+
+def attach_handlers(cfg: Config, run_dir: Path, trainer: Engine, val_evaluator: Engine, loaders: Loaders,
+                    net: Classifier, optimizer, lr_scheduler, regularizer: Regularizer, record: RunRecord,
+                    data: DataSplits) -> dict:
+    """Every handler of the run, in the order they fire within an event."""
+    rank0 = idist.get_rank() == 0
+    tb = TensorboardLogger(log_dir=str(run_dir)) if rank0 else None
+
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: loaders.train.sampler.set_epoch(e.state.epoch))
+    trainer.add_event_handler(Events.ITERATION_STARTED, lr_scheduler)
+    regularizer.attach(trainer)
+    diagnostics = TrainingDiagnostics(tb.writer if tb else None, data.num_classes, cfg.train.log_every,
+                                      cfg.diagnostics.max_samples, cfg.diagnostics.chunk_size,
+                                      len(loaders.train), enabled=cfg.diagnostics.enabled)
+    diagnostics.attach(trainer)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=cfg.train.log_every),
+                              TerminateOnNan(output_transform=lambda step: step.loss))
+
+    trainer.add_event_handler(Events.STARTED, lambda _: record.tick(count=False))
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def record_time_and_validate(engine: Engine) -> None:
+        record.epoch_times.append(float(engine.state.times[Events.EPOCH_COMPLETED.name]))
+        record.tick()
+        val_evaluator.run(loaders.val)
+        record.observe(engine.state.epoch, float(val_evaluator.state.metrics["accuracy"]))
+
+    saver = DiskSaver(str(run_dir / CHECKPOINTS), require_empty=False)  # writes on rank 0 only
+    best = Checkpoint({"model": net}, saver, filename_prefix="best", n_saved=1,
+                      score_function=Checkpoint.get_default_score_fn("accuracy"), score_name="val_accuracy",
+                      global_step_transform=global_step_from_engine(trainer))
+    val_evaluator.add_event_handler(Events.COMPLETED, best)
+
+    to_save = {"trainer": trainer, "model": net, "optimizer": optimizer, "lr_scheduler": lr_scheduler,
+               "regularizer": regularizer, "rng": RNGState(), "record": record, "best_checkpoint": best}
+    last = Checkpoint(to_save, saver, filename_prefix="last", n_saved=1)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, last)
+
+    if cfg.train.stop_after is not None:
+        @trainer.on(Events.EPOCH_COMPLETED)
+        def stop(engine: Engine) -> None:
+            if engine.state.epoch >= cfg.train.stop_after:
+                engine.terminate()
+
+    if tb is not None:
+        tb.attach(trainer, OptimizerParamsHandler(optimizer, param_name="lr"),
+                  Events.ITERATION_STARTED(every=cfg.train.log_every))
+        tb.attach(val_evaluator, OutputHandler(tag="val", metric_names=["accuracy", "loss"],
+                                               global_step_transform=global_step_from_engine(trainer)),
+                  Events.COMPLETED)
+    if rank0 and cfg.train.progress:
+        ProgressBar(persist=False, desc="train").attach(trainer, metric_names="all")
+        ProgressBar(persist=False, desc="val").attach(val_evaluator)
+    return {"to_save": to_save, "best": best, "tb": tb, "diagnostics": diagnostics}
+
+
+def find_last_checkpoint(path: Path) -> Path:
+    """``path`` itself when it is a file, else the newest ``last_*.pt`` under ``path/checkpoints``."""
+    if path.is_file():
+        return path
+    found = sorted((path / CHECKPOINTS).glob("last_*.pt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise UserError(f"--resume: no checkpoint at {path} (expected a file or a run folder with "
+                        f"{CHECKPOINTS}/last_checkpoint_*.pt)")
+    return found[-1]
+
+
+def versions() -> dict:
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "pytorch-ignite": ignite.__version__}
+
+
+def peak_memory_mib(device: torch.device) -> dict:
+    out = {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    if device.type == "cuda":
+        out["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | None,
+                 on_ready=None) -> dict | None:
+    """The whole run. Returns the results (also written to results.json), or None if stopped early.
+
+    Nothing is written to ``run_dir`` before data, model and method are set up; then
+    ``on_ready()`` is called (the command line writes the resolved config there)."""
+    rank = idist.get_rank()
+    manual_seed(cfg.seed + rank)
+    data, loaders = setup_data(cfg)
+    net, model, pretrained, device = setup_model(cfg, data)
+    ctx = RunContext(cfg=cfg, model=model, net=net, device=device, data=data, epoch_length=len(loaders.train),
+                     pretrained=pretrained)
+    regularizer = setup_regularizer(ctx)
+    optimizer = create_optimizer(cfg.optim, net, regularizer.parameter_groups())
+    lr_scheduler = create_lr_scheduler(cfg.optim, optimizer, len(loaders.train), cfg.train.epochs)
+    trainer = create_trainer(model, optimizer, device)
+    val_evaluator = create_evaluator(model, device)
+    record = RunRecord()
+    if on_ready is not None:
+        on_ready()
+    handlers = attach_handlers(cfg, run_dir, trainer, val_evaluator, loaders, net, optimizer, lr_scheduler,
+                               regularizer, record, data)
+
+    if resume is not None:
+        checkpoint = torch.load(resume, map_location="cpu", weights_only=True)
+        Checkpoint.load_objects(to_load=handlers["to_save"], checkpoint=checkpoint)
+        log.info("resumed from %s at epoch %d", resume, trainer.state.epoch)
+
+    try:
+        trainer.run(loaders.train, max_epochs=cfg.train.epochs)
+    finally:
+        regularizer.close()
+    tb = handlers["tb"]
+    if trainer.state.epoch < cfg.train.epochs:
+        if tb is not None:
+            tb.close()
+        if rank == 0:
+            print(f"stopped after epoch {trainer.state.epoch} of {cfg.train.epochs}; continue with: "
+                  f"python run.py {cfg.source} --resume {run_dir}")
+        return None
+
+    # the best-validation model on the test split
+    best_file = run_dir / CHECKPOINTS / Path(handlers["best"].last_checkpoint).name
+    best_file = Path(idist.broadcast(str(best_file), src=0)) if idist.get_world_size() > 1 else best_file
+    Checkpoint.load_objects(to_load={"model": net}, checkpoint=torch.load(best_file, map_location="cpu",
+                                                                          weights_only=True))
+    test_evaluator = create_evaluator(model, device)
+    if rank == 0 and cfg.train.progress:
+        ProgressBar(persist=False, desc="test").attach(test_evaluator)
+    test_evaluator.run(loaders.test)
+    test = test_evaluator.state.metrics
+    record.tick()
+    results = {
+        "best_epoch": record.best_epoch,
+        "val_accuracy": record.best_val_accuracy,
+        "test_accuracy": float(test["accuracy"]),
+        "test_loss": float(test["loss"]),
+        "seed": cfg.seed,
+        "method": cfg.method.name,
+        "config": cfg.source,
+        "epochs": cfg.train.epochs,
+        "time_per_epoch_s": sum(record.epoch_times) / max(1, len(record.epoch_times)),
+        "wall_time_s": record.wall_time,
+        "world_size": idist.get_world_size(),
+        "device": str(device),
+        "versions": versions(),
+        "checkpoint": str(best_file),
+        "method_report": regularizer.report(),
+        **peak_memory_mib(device),
+    }
+    if tb is not None:
+        tb.writer.add_scalar("test/accuracy", results["test_accuracy"], record.best_epoch)
+        tb.close()
+    if rank == 0:
+        write_json_atomic(run_dir / "results.json", results)
+    return results
+

@@ -1,0 +1,173 @@
+"""The paper's feature diagnostics (SPEC §6) and the per-iteration / per-epoch training log.
+
+* feature norm ||g(x)||^2, averaged over samples;
+* gradient norm ||grad_W CE||^2 of the head, in closed form: with P = softmax(f) - onehot(y)
+  (B x K) and G the features (B x d), grad_W = P^T G / B and ||P^T G||_F^2 = sum((P P^T) * (G G^T)),
+  so it costs two B x B Gram matrices and no backward pass;
+* feature entropy (Faivishevsky-Goldberger): H = d * mean over pairs i != j at non-zero
+  distance of log ||g_i - g_j||^2 (with no duplicate points this is d / (N(N-1)) sum_{i!=j});
+* mutual information I(g; y) = H(g) - sum_k (N_k / N) H_k over classes with N_k >= 2
+  (weights renormalised over those classes).
+
+Pairwise distances are computed block by block (``chunk`` x ``chunk``), so memory stays bounded
+whatever N is; the per-class sums come out of the same pass (pairs with equal labels).
+"""
+
+from __future__ import annotations
+
+import math
+
+import ignite.distributed as idist
+import torch
+import torch.nn.functional as F
+from ignite.engine import Engine, Events
+
+
+def feature_norm_sq(features: torch.Tensor) -> torch.Tensor:
+    return features.detach().float().pow(2).sum(1).mean()
+
+
+def head_grad_norm_sq(logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """||grad_W mean_i CE(W g_i + b, y_i)||_F^2 without autograd."""
+    p = torch.softmax(logits.detach().float(), dim=1)
+    p = p - F.one_hot(labels, p.shape[1]).to(p.dtype)
+    g = features.detach().float()
+    b = g.shape[0]
+    return ((p @ p.t()) * (g @ g.t())).sum() / (b * b)
+
+
+@torch.no_grad()
+def pairwise_log_sums(features: torch.Tensor, labels: torch.Tensor | None = None, num_classes: int = 0,
+                      chunk: int = 512):
+    """Sum and count of log ||g_i - g_j||^2 over ordered pairs i != j at non-zero distance;
+    with labels also per class over pairs inside the class. Float64, blockwise."""
+    x = features.detach().double()
+    n = x.shape[0]
+    sq = x.pow(2).sum(1)
+    total_sum = x.new_zeros(())
+    total_cnt = x.new_zeros(())
+    cls_sum = x.new_zeros(num_classes)
+    cls_cnt = x.new_zeros(num_classes)
+    for i0 in range(0, n, chunk):
+        a = x[i0:i0 + chunk]
+        ia = torch.arange(i0, i0 + a.shape[0], device=x.device)
+        for j0 in range(0, n, chunk):
+            b = x[j0:j0 + chunk]
+            jb = torch.arange(j0, j0 + b.shape[0], device=x.device)
+            d2 = (sq[i0:i0 + chunk, None] + sq[None, j0:j0 + chunk] - 2.0 * a @ b.t()).clamp(min=0.0)
+            scale = sq[i0:i0 + chunk, None] + sq[None, j0:j0 + chunk]
+            valid = (ia[:, None] != jb[None, :]) & (d2 > 1e-12 * scale.clamp(min=1e-300))
+            logs = torch.where(valid, d2.clamp(min=1e-300).log(), torch.zeros_like(d2))
+            total_sum += logs.sum()
+            total_cnt += valid.sum()
+            if labels is not None:
+                same = labels[i0:i0 + chunk, None] == labels[None, j0:j0 + chunk]
+                row_lab = labels[i0:i0 + chunk]
+                cls_sum.index_add_(0, row_lab, (logs * same).sum(1))
+                cls_cnt.index_add_(0, row_lab, (valid & same).sum(1).double())
+    return total_sum, total_cnt, cls_sum, cls_cnt
+
+
+def feature_entropy(features: torch.Tensor, chunk: int = 512) -> float:
+    s, c, _, _ = pairwise_log_sums(features, chunk=chunk)
+    return features.shape[1] * float(s / c) if c > 0 else float("nan")
+
+
+def entropy_and_mutual_info(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                            chunk: int = 512) -> tuple[float, float]:
+    d = features.shape[1]
+    s, c, cs, cc = pairwise_log_sums(features, labels, num_classes, chunk)
+    if c == 0:
+        return float("nan"), float("nan")
+    h = d * float(s / c)
+    n_k = torch.bincount(labels, minlength=num_classes).double()
+    keep = (n_k >= 2) & (cc > 0)
+    if not bool(keep.any()):
+        return h, float("nan")
+    w = n_k[keep] / n_k[keep].sum()
+    h_cond = float((w * d * cs[keep] / cc[keep]).sum())
+    return h, h - h_cond
+
+
+class TrainingDiagnostics:
+    """Accumulates per-iteration scalars on the device (no host sync), writes their means every
+    ``log_every`` iterations and every epoch, and the epoch's entropy and mutual information.
+
+    Scalars: every loss term (``loss_<name>``), the total loss, feature norm, head gradient norm,
+    and whatever a regularizer put into ``step.logs``.
+    """
+
+    def __init__(self, writer, num_classes: int, log_every: int, max_samples: int, chunk: int,
+                 epoch_length: int, enabled: bool = True):
+        self.writer = writer  # a SummaryWriter on rank 0, None elsewhere
+        self.num_classes = num_classes
+        self.log_every = log_every
+        self.max_samples = max_samples
+        self.chunk = chunk
+        self.enabled = enabled
+        self.per_batch = max(1, math.ceil(max_samples / max(1, epoch_length)))
+        self._interval: dict[str, torch.Tensor] = {}
+        self._epoch: dict[str, torch.Tensor] = {}
+        self._n_interval = 0
+        self._n_epoch = 0
+        self._feats: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
+        self.last_epoch: dict[str, float] = {}
+
+    def attach(self, trainer: Engine) -> None:
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, self.accumulate)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(every=self.log_every), self.write_interval)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self.write_epoch)
+
+    def scalars(self, step) -> dict[str, torch.Tensor]:
+        out = {f"loss_{k}": v.detach().float() for k, v in step.losses.items()}
+        out["loss"] = step.loss.float()
+        out.update({k: v.detach().float() for k, v in step.logs.items()})
+        if self.enabled:
+            out["feature_norm"] = feature_norm_sq(step.features)
+            out["grad_norm"] = head_grad_norm_sq(step.logits, step.features, step.y)
+        return out
+
+    def accumulate(self, engine: Engine) -> None:
+        step = engine.state.output
+        values = self.scalars(step)
+        for store in (self._interval, self._epoch):
+            for k, v in values.items():
+                store[k] = store[k] + v if k in store else v.clone()
+        self._n_interval += 1
+        self._n_epoch += 1
+        if self.enabled and sum(f.shape[0] for f in self._feats) < self.max_samples:
+            self._feats.append(step.features.detach()[: self.per_batch].float())
+            self._labels.append(step.y[: self.per_batch])
+
+    @staticmethod
+    def _means(store: dict[str, torch.Tensor], n: int) -> dict[str, float]:
+        if not store:
+            return {}
+        names = list(store)
+        values = (torch.stack([store[k] for k in names]) / max(n, 1)).cpu().tolist()  # the one host sync
+        return dict(zip(names, values))
+
+    def write_interval(self, engine: Engine) -> None:
+        means = self._means(self._interval, self._n_interval)
+        self._interval, self._n_interval = {}, 0
+        engine.state.metrics.update({k: v for k, v in means.items() if k.startswith("loss")})
+        if self.writer is not None:
+            for k, v in means.items():
+                self.writer.add_scalar(f"train_iter/{k}", v, engine.state.iteration)
+
+    def write_epoch(self, engine: Engine) -> None:
+        means = self._means(self._epoch, self._n_epoch)
+        self._epoch, self._n_epoch = {}, 0
+        if self.enabled and self._feats:
+            feats, labels = torch.cat(self._feats), torch.cat(self._labels)
+            if idist.get_world_size() > 1:
+                feats, labels = idist.all_gather(feats), idist.all_gather(labels)
+            feats, labels = feats[: self.max_samples], labels[: self.max_samples]
+            h, mi = entropy_and_mutual_info(feats, labels, self.num_classes, self.chunk)
+            means["feature_entropy"], means["mutual_info"] = h, mi
+        self._feats, self._labels = [], []
+        self.last_epoch = means
+        if self.writer is not None:
+            for k, v in means.items():
+                self.writer.add_scalar(f"train_epoch/{k}", v, engine.state.epoch)

@@ -1,0 +1,202 @@
+"""Class-conditional feature statistics of the pretrained extractor (SPEC §4, Eq. 9-10).
+
+One full pass of the extractor over the training split (evaluation transform, eval mode, no
+gradients). Per class k: mean mu_k and population variance sigma^2_k, accumulated in float64
+as sums, sums of squares and counts; in a multi-process run those three are summed across
+processes (each process reads a disjoint shard, without the padding a DistributedSampler adds),
+so every process ends with the same statistics. The class-agnostic mean and variance over all
+samples come from the same sums.
+
+The statistics are cached on disk under a key of everything they depend on (the extractor's
+weights, the dataset root, the exact training sample list, the transform, the image size).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import ProgressBar
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClassStatistics:
+    sums: torch.Tensor  # (K, d) float64
+    sumsq: torch.Tensor  # (K, d) float64
+    counts: torch.Tensor  # (K,) int64
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.sums / self.counts.clamp(min=1).unsqueeze(1).double()
+
+    @property
+    def var(self) -> torch.Tensor:
+        n = self.counts.clamp(min=1).unsqueeze(1).double()
+        return (self.sumsq / n - self.mean.pow(2)).clamp(min=0.0)
+
+    @property
+    def global_mean(self) -> torch.Tensor:
+        return self.sums.sum(0) / self.counts.sum().clamp(min=1).double()
+
+    @property
+    def global_var(self) -> torch.Tensor:
+        n = self.counts.sum().clamp(min=1).double()
+        return (self.sumsq.sum(0) / n - self.global_mean.pow(2)).clamp(min=0.0)
+
+    def state_dict(self) -> dict:
+        return {"sums": self.sums, "sumsq": self.sumsq, "counts": self.counts}
+
+
+def class_sums(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
+               dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class sums (K, d) and counts (K,) of a batch, without a loop over classes."""
+    f = features if dtype is None else features.to(dtype)
+    sums = torch.zeros(num_classes, f.shape[1], dtype=f.dtype, device=f.device).index_add_(0, labels, f)
+    counts = torch.bincount(labels, minlength=num_classes)
+    return sums, counts
+
+
+@torch.no_grad()
+def accumulate_statistics(extractor: nn.Module, loader, num_classes: int, device: torch.device,
+                          progress: bool = False) -> ClassStatistics:
+    """Sums over this process's share of ``loader``, then summed across processes."""
+    was_training = extractor.training
+    extractor.eval()
+    acc: dict[str, torch.Tensor] = {}
+
+    def step(engine, batch):
+        x, y = batch
+        f = extractor(x.to(device, non_blocking=True)).double()
+        y = y.to(device, non_blocking=True)
+        s, c = class_sums(f, y, num_classes)
+        sq, _ = class_sums(f * f, y, num_classes)
+        if not acc:
+            acc.update(sums=torch.zeros_like(s), sumsq=torch.zeros_like(sq), counts=torch.zeros_like(c))
+        acc["sums"] += s
+        acc["sumsq"] += sq
+        acc["counts"] += c
+
+    engine = Engine(step)
+    if progress and idist.get_rank() == 0:
+        ProgressBar(persist=False, desc="prior statistics").attach(engine)
+    try:
+        engine.run(loader, max_epochs=1)
+    finally:
+        extractor.train(was_training)
+    if not acc:  # this process had no samples
+        dim = _feature_dim(extractor, loader, device)
+        acc.update(sums=torch.zeros(num_classes, dim, dtype=torch.float64, device=device),
+                   sumsq=torch.zeros(num_classes, dim, dtype=torch.float64, device=device),
+                   counts=torch.zeros(num_classes, dtype=torch.int64, device=device))
+    if idist.get_world_size() > 1:
+        for k in acc:
+            acc[k] = idist.all_reduce(acc[k])
+    return ClassStatistics(acc["sums"], acc["sumsq"], acc["counts"])
+
+
+def _feature_dim(extractor: nn.Module, loader, device) -> int:
+    dataset = getattr(loader.dataset, "dataset", loader.dataset)  # a Subset's full dataset
+    x, _ = dataset[0]
+    with torch.no_grad():
+        return int(extractor(x.unsqueeze(0).to(device)).shape[1])
+
+
+def shard_without_padding(dataset, rank: int | None = None, world: int | None = None) -> Subset:
+    """This process's disjoint share of ``dataset``: indices rank, rank + world, ..."""
+    rank = idist.get_rank() if rank is None else rank
+    world = idist.get_world_size() if world is None else world
+    return Subset(dataset, list(range(rank, len(dataset), world)))
+
+
+def fingerprint_module(module: nn.Module) -> str:
+    """A digest of a module's parameters and buffers (names, shapes, values)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def cache_key(extractor: nn.Module, samples: list[tuple[str, int]], num_classes: int, transform, root: str) -> str:
+    parts = {
+        "version": 1,
+        "weights": fingerprint_module(extractor),
+        "root": str(root),
+        "samples": hashlib.sha256(json.dumps(samples).encode()).hexdigest(),
+        "num_classes": num_classes,
+        "transform": repr(transform),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def load_or_compute(cache_file: Path | None, compute: Callable[[], ClassStatistics],
+                    device: torch.device) -> tuple[ClassStatistics, bool]:
+    """Read the statistics from ``cache_file`` or compute and write them; returns (stats, hit)."""
+    hit = cache_file is not None and cache_file.is_file()
+    if idist.get_world_size() > 1:  # every process takes the same branch
+        hit = bool(idist.broadcast(torch.tensor(int(hit), device=device), src=0).item())
+    if hit:
+        state = torch.load(cache_file, map_location=device, weights_only=True)
+        log.info("prior statistics read from cache %s", cache_file)
+        return ClassStatistics(state["sums"], state["sumsq"], state["counts"]), True
+    stats = compute()
+    if cache_file is not None and idist.get_rank() == 0:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache_file.parent, suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save({k: v.cpu() for k, v in stats.state_dict().items()}, tmp)
+            os.replace(tmp, cache_file)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        log.info("prior statistics cached at %s", cache_file)
+    return stats, False
+
+
+def class_priors(stats: ClassStatistics, sigma_floor: float, class_names: list[str] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class (mu, sigma) in float32, with the fallbacks of SPEC §4.
+
+    A class without samples takes the class-agnostic statistics; any sigma below ``sigma_floor``
+    (a class with one sample, or a constant feature) is raised to it. Both warn.
+    """
+    mu, var = stats.mean.clone(), stats.var.clone()
+    empty = (stats.counts == 0).nonzero().flatten().tolist()
+    if empty:
+        names = [class_names[k] if class_names else str(k) for k in empty]
+        warnings.warn(f"prior statistics: no training samples for class(es) {', '.join(names)}; "
+                      "using the class-agnostic mean and variance for them", stacklevel=2)
+        mu[empty] = stats.global_mean
+        var[empty] = stats.global_var
+    sigma = var.sqrt()
+    low = sigma < sigma_floor
+    if bool(low.any()):
+        classes = low.any(1).nonzero().flatten().tolist()
+        names = [class_names[k] if class_names else str(k) for k in classes[:10]]
+        warnings.warn(f"prior statistics: sigma below {sigma_floor:g} in {int(low.sum())} entries "
+                      f"(classes {', '.join(names)}{', ...' if len(classes) > 10 else ''}); clamped to {sigma_floor:g}",
+                      stacklevel=2)
+        sigma = sigma.clamp(min=sigma_floor)
+    return mu.float(), sigma.float()
+
+
+def prior_loader(dataset, batch_size: int, num_workers: int) -> DataLoader:
+    return DataLoader(shard_without_padding(dataset), batch_size=batch_size, shuffle=False,
+                      num_workers=num_workers, pin_memory=torch.cuda.is_available())

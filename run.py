@@ -1,0 +1,76 @@
+"""Command line: ``python run.py CONFIG.yaml [key.path=value ...] [--output DIR] [--seed N] [--resume RUN]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import ignite.distributed as idist
+
+from adarand.engine.config import load_config, save_config
+from adarand.engine.errors import UserError
+from adarand.engine.training import CHECKPOINTS, find_last_checkpoint, run_training
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="run.py", description="Fine-tune a pretrained backbone (AdaRand and baselines).")
+    p.add_argument("config", help="YAML config, e.g. yaml/demo_adarand.yaml")
+    p.add_argument("overrides", nargs="*", help="config overrides key.path=value, e.g. train.epochs=3")
+    p.add_argument("--output", help="run folder (default: <output_root>/<config name>-seed<seed>-<time>)")
+    p.add_argument("--seed", type=int, help="run seed (overrides the config's seed)")
+    p.add_argument("--resume", help="continue a stopped run: its folder or its last_checkpoint_*.pt file")
+    return p.parse_intermixed_args(argv)
+
+
+def choose_run_dir(args: argparse.Namespace, cfg, resume: Path | None) -> Path:
+    if args.output:
+        run_dir = Path(args.output)
+    elif resume is not None:
+        run_dir = resume.parent.parent if resume.parent.name == CHECKPOINTS else resume.parent
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(cfg.output_root).expanduser() / f"{Path(args.config).stem}-seed{cfg.seed}-{stamp}"
+    if resume is None and (run_dir / "results.json").exists() or resume is None and (run_dir / CHECKPOINTS).exists():
+        raise UserError(f"--output: {run_dir} already holds a run; choose another folder or continue it with --resume")
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("ignite", "ignite.distributed.launcher.Parallel"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        cfg = load_config(args.config, args.overrides, seed=args.seed)
+        resume = find_last_checkpoint(Path(args.resume)) if args.resume else None
+        run_dir = choose_run_dir(args, cfg, resume)
+        outcome: list = []
+        with idist.Parallel(backend=None) as parallel:
+            parallel.run(_run, cfg, run_dir, resume, outcome)
+        results = outcome[0] if outcome else None
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if results is not None:
+        print(f"test accuracy: {100 * results['test_accuracy']:.2f} % (best validation epoch {results['best_epoch']}, "
+              f"val accuracy {100 * results['val_accuracy']:.2f} %)")
+        print(f"results: {run_dir / 'results.json'}")
+        print(f"view the training curves: tensorboard --logdir {run_dir}")
+    return 0
+
+
+def _run(local_rank: int, cfg, run_dir: Path, resume: Path | None, outcome: list) -> None:
+    outcome.append(run_training(local_rank, cfg, run_dir, resume, on_ready=lambda: _write_config(cfg, run_dir)))
+
+
+def _write_config(cfg, run_dir: Path) -> None:
+    if idist.get_rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""AdaRand's loss terms, EMA and sampling against naive implementations."""
+
+import math
+
+import pytest
+import torch
+
+from adarand.handlers.adarand import ema_class_means, feature_regularizer, prior_loss, sample_references
+
+
+def naive_cos(u, v):
+    return float(sum(a * b for a, b in zip(u, v)) / math.sqrt(sum(a * a for a in u)) / math.sqrt(sum(b * b for b in v)))
+
+
+def naive_prior_loss(mu, mu_bar, intra, inter, form):
+    k = len(mu)
+    li = 0.0
+    if intra:
+        for a, b in zip(mu, mu_bar):
+            c = naive_cos(a, b)
+            li += (1 - c) if form == "paper" else (c - 1) ** 2
+        li /= k
+    le = 0.0
+    if inter and k > 1:
+        for i in range(k):
+            for j in range(k):
+                if i != j:
+                    c = naive_cos(mu[i], mu[j])
+                    le += -(1 - c) if form == "paper" else c ** 2
+        le /= k * (k - 1)
+    return li + le
+
+
+@pytest.mark.parametrize("form", ["paper", "official"])
+@pytest.mark.parametrize("intra,inter", [(True, True), (False, True), (True, False)])
+def test_prior_loss_value_and_gradient(form, intra, inter):
+    g = torch.Generator().manual_seed(0)
+    mu0 = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    mu_bar = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    mu = mu0.clone().requires_grad_(True)
+    loss, _, _ = prior_loss(mu, mu_bar, intra, inter, form)
+    loss.backward()
+    expected = naive_prior_loss(mu0.tolist(), mu_bar.tolist(), intra, inter, form)
+    assert loss.item() == pytest.approx(expected, rel=1e-10)
+    # gradient against central finite differences of the naive implementation
+    eps = 1e-6
+    for i in range(4):
+        for j in range(3):
+            plus, minus = mu0.clone(), mu0.clone()
+            plus[i, j] += eps
+            minus[i, j] -= eps
+            fd = (naive_prior_loss(plus.tolist(), mu_bar.tolist(), intra, inter, form)
+                  - naive_prior_loss(minus.tolist(), mu_bar.tolist(), intra, inter, form)) / (2 * eps)
+            assert float(mu.grad[i, j]) == pytest.approx(fd, abs=1e-6)
+
+
+def test_prior_loss_ablations_change_only_their_term():
+    mu = torch.randn(5, 4, dtype=torch.float64)
+    mu_bar = torch.randn(5, 4, dtype=torch.float64)
+    total, li, le = prior_loss(mu, mu_bar, True, True)
+    _, li_only, le_zero = prior_loss(mu, mu_bar, True, False)
+    _, li_zero, le_only = prior_loss(mu, mu_bar, False, True)
+    assert float(le_zero) == 0.0 and float(li_zero) == 0.0
+    assert float(li_only) == pytest.approx(float(li)) and float(le_only) == pytest.approx(float(le))
+    assert float(total) == pytest.approx(float(li) + float(le))
+    # paper form: intra pulls mu to mu_bar (>= 0), inter pushes classes apart (<= 0)
+    assert float(li) >= 0 and float(le) <= 0
+
+
+def test_feature_regularizer_reductions():
+    f = torch.tensor([[1.0, 2.0, 3.0], [0.0, -1.0, 1.0]])
+    z = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    # squared differences: [0, 4, 9] and [1, 4, 0]
+    assert float(feature_regularizer(f, z, "mean")) == pytest.approx((13 + 5) / 6)
+    assert float(feature_regularizer(f, z, "sum")) == pytest.approx((13 + 5) / 2)
+
+
+def test_ema_skips_absent_classes():
+    mu_bar = torch.tensor([[0.0, 0.0], [10.0, 10.0], [4.0, -4.0]])
+    feats = torch.tensor([[1.0, 2.0], [3.0, 4.0], [6.0, 6.0]])
+    labels = torch.tensor([0, 0, 2])  # class 1 absent
+    out = ema_class_means(mu_bar, feats, labels, alpha=0.25)
+    expected = torch.tensor([[0.75 * 2.0, 0.75 * 3.0],   # 0.25*0 + 0.75*mean([1,2],[3,4])
+                             [10.0, 10.0],                # untouched
+                             [0.25 * 4 + 0.75 * 6, 0.25 * -4 + 0.75 * 6]])
+    assert torch.allclose(out, expected)
+
+
+def test_ema_reduce_is_applied_to_sums_and_counts():
+    # a "reduce" that doubles both (as an all-reduce over two identical processes) leaves means unchanged
+    mu_bar = torch.zeros(2, 2)
+    feats = torch.tensor([[2.0, 4.0]])
+    labels = torch.tensor([1])
+    seen = []
+    out = ema_class_means(mu_bar, feats, labels, 0.5, reduce=lambda t: (seen.append(t.clone()), 2 * t)[1])
+    assert len(seen) == 2
+    assert torch.allclose(out, torch.tensor([[0.0, 0.0], [1.0, 2.0]]))
+
+
+def test_sampling_statistics():
+    torch.manual_seed(0)
+    mu = torch.tensor([[1.0, -2.0], [5.0, 0.5]])
+    sigma = torch.tensor([[0.5, 2.0], [1.0, 0.1]])
+    labels = torch.tensor([1] * 20000 + [0] * 20000)
+    z = sample_references(mu, sigma, labels)
+    for k, rows in ((1, z[:20000]), (0, z[20000:])):
+        # standard error of the mean: sigma / sqrt(n) < 0.015; of the std: sigma / sqrt(2n) < 0.011
+        assert torch.allclose(rows.mean(0), mu[k], atol=0.06)
+        assert torch.allclose(rows.std(0), sigma[k], rtol=0.03)
+    assert not z.requires_grad

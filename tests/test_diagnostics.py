@@ -1,0 +1,79 @@
+"""Feature norm, closed-form head gradient norm, entropy and mutual information."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from adarand.handlers.diagnostics import (entropy_and_mutual_info, feature_entropy, feature_norm_sq,
+                                          head_grad_norm_sq)
+
+
+def test_feature_norm():
+    f = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
+    assert float(feature_norm_sq(f)) == pytest.approx((25 + 1) / 2)
+
+
+def test_grad_norm_closed_form_matches_autograd():
+    torch.manual_seed(0)
+    b, d, k = 7, 5, 4
+    g = torch.randn(b, d)
+    y = torch.randint(0, k, (b,))
+    head = torch.nn.Linear(d, k)
+    logits = head(g)
+    F.cross_entropy(logits, y).backward()
+    expected = head.weight.grad.pow(2).sum()
+    assert float(head_grad_norm_sq(logits, g, y)) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_entropy_three_points_by_hand():
+    # d = 1, points 0, 1, 3: squared distances 1, 9, 4 (each pair twice among ordered pairs)
+    g = torch.tensor([[0.0], [1.0], [3.0]])
+    assert feature_entropy(g) == pytest.approx(math.log(36) / 3)
+
+
+def test_entropy_skips_zero_distance_pairs():
+    g = torch.tensor([[0.0], [0.0], [2.0]])  # the duplicate pair is left out; four pairs at d^2 = 4
+    assert feature_entropy(g) == pytest.approx(math.log(4))
+
+
+def test_mutual_information_by_hand():
+    g = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.0, 4.0]])
+    y = torch.tensor([0, 0, 1, 1])
+    # all pairs: 1, 4, 16, 5, 17, 4 -> H = d * mean log = 2 * log(21760) / 6
+    h_expected = 2 * math.log(1 * 4 * 16 * 5 * 17 * 4) / 6
+    # class 0: d^2 = 1 -> H_0 = 0; class 1: d^2 = 4 -> H_1 = 2 log 4; equal weights
+    h_cond = 0.5 * 0 + 0.5 * 2 * math.log(4)
+    h, mi = entropy_and_mutual_info(g, y, num_classes=3)  # class 2 is empty: left out
+    assert h == pytest.approx(h_expected)
+    assert mi == pytest.approx(h_expected - h_cond)
+
+
+def test_singleton_classes_are_left_out_and_weights_renormalised():
+    g = torch.tensor([[0.0], [1.0], [3.0]])
+    y = torch.tensor([0, 0, 1])  # class 1 has one sample: only class 0 (H_0 = d * log 1 = 0) counts
+    h, mi = entropy_and_mutual_info(g, y, num_classes=2)
+    assert mi == pytest.approx(h - 0.0)
+    assert h == pytest.approx(math.log(36) / 3)
+
+
+def test_chunked_equals_naive():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(53, 6))
+    y = rng.integers(0, 4, size=53)
+    d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    off = ~np.eye(53, dtype=bool)
+    h = 6 * np.log(d2[off]).mean()
+    hk, nk = [], []
+    for k in range(4):
+        m = y == k
+        sub = d2[np.ix_(m, m)][~np.eye(m.sum(), dtype=bool)]
+        hk.append(6 * np.log(sub).mean())
+        nk.append(m.sum())
+    mi = h - np.dot(np.array(nk) / sum(nk), hk)
+    for chunk in (1, 7, 1000):
+        got_h, got_mi = entropy_and_mutual_info(torch.tensor(x), torch.tensor(y), 4, chunk=chunk)
+        assert got_h == pytest.approx(h, rel=1e-9)
+        assert got_mi == pytest.approx(mi, rel=1e-7, abs=1e-9)
