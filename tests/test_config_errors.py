@@ -1,0 +1,112 @@
+"""Every config error gives one line naming the file and the key, a non-zero exit, no traceback,
+and leaves no run folder behind."""
+
+import pytest
+
+from adarand.engine.config import load_config
+from adarand.engine.errors import ConfigError
+from conftest import REPO, run_cli
+
+BASE = """data:
+  root: /nonexistent
+model:
+  arch: small_cnn
+"""
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+CASES = [
+    # (file text, overrides, expected fragments of the message)
+    ("data: [1, 2\nmodel: {}\n", [], ["bad.yaml", "malformed YAML at line"]),
+    (BASE + "trian:\n  epochs: 3\n", [], ["bad.yaml", "key 'trian'", "unknown key"]),
+    (BASE + "train:\n  epochs: three\n", [], ["bad.yaml", "key 'train.epochs'", "expected an integer", "'three'"]),
+    (BASE + "optim:\n  lr: [1]\n", [], ["bad.yaml", "key 'optim.lr'", "expected a number"]),
+    (BASE + "optim:\n  scheduler: linear\n", [], ["bad.yaml", "key 'optim.scheduler'", "one of"]),
+    ("data:\n  batch_size: 4\nmodel:\n  arch: small_cnn\n", [], ["bad.yaml", "key 'data.root'", "required"]),
+    ("data:\n  root: x\n", [], ["bad.yaml", "key 'model'", "required"]),
+    (BASE + "method:\n  name: nosuch\n", [], ["bad.yaml", "key 'method.name'", "unknown method", "adarand", "finetune"]),
+    (BASE + "method:\n  name: adarand\n  lamda: 1.0\n", [], ["bad.yaml", "key 'method.lamda'", "lambda"]),
+    (BASE + "method:\n  name: adarand\n  alpha: 2.0\n", [], ["bad.yaml", "key 'method.alpha'", "[0, 1]"]),
+    (BASE + "method:\n  name: adarand\n  intra: maybe\n", [], ["bad.yaml", "key 'method.intra'", "boolean"]),
+    (BASE, ["train.epochs=x"], ["command line", "key 'train.epochs'", "expected an integer"]),
+    (BASE, ["train.nosuch=1"], ["command line", "key 'train.nosuch'", "unknown key"]),
+    (BASE, ["train.epochs"], ["command line", "expected key.path=value"]),
+    ("- a\n- b\n", [], ["bad.yaml", "expected a mapping"]),
+    ("extends: missing_base.yaml\n", [], ["missing_base.yaml", "no such config file"]),
+]
+
+
+@pytest.mark.parametrize("text,overrides,fragments", CASES)
+def test_load_config_errors(tmp_path, text, overrides, fragments):
+    p = write(tmp_path, "bad.yaml", text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p, overrides)
+    message = str(e.value)
+    assert "\n" not in message
+    for frag in fragments:
+        assert frag in message, message
+
+
+def test_error_names_the_base_file_that_set_the_key(tmp_path):
+    write(tmp_path, "base.yaml", BASE + "train:\n  epochs: -1\n")
+    p = write(tmp_path, "child.yaml", "extends: base.yaml\noptim:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert "base.yaml: key 'train.epochs'" in str(e.value)
+
+
+def test_extends_merges_and_overrides_apply(tmp_path):
+    write(tmp_path, "base.yaml", BASE + "optim:\n  lr: 0.5\n  milestones: [1, 2]\n")
+    p = write(tmp_path, "child.yaml", "extends: base.yaml\noptim:\n  lr: 0.1\nmethod:\n  name: adarand\n  lambda: 2\n")
+    cfg = load_config(p, ["optim.milestones=[3]", "method.prior_loss=official"], seed=7)
+    assert cfg.optim.lr == 0.1 and cfg.optim.milestones == [3] and cfg.seed == 7
+    assert cfg.data.root == "/nonexistent" and cfg.model.arch == "small_cnn"
+    assert cfg.method.name == "adarand" and cfg.method.params.lam == 2.0
+    assert cfg.method.params.prior_loss == "official"
+    assert cfg.to_dict()["method"]["lambda"] == 2.0
+
+
+def test_circular_extends(tmp_path):
+    write(tmp_path, "a.yaml", "extends: b.yaml\n")
+    write(tmp_path, "b.yaml", "extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="circular extends"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_every_shipped_config_validates():
+    for p in sorted((REPO / "yaml").glob("*.yaml")):
+        load_config(p)
+
+
+@pytest.mark.parametrize("text,overrides,fragments", [CASES[1], CASES[7], CASES[11]])
+def test_cli_prints_one_line_and_exits_nonzero(tmp_path, text, overrides, fragments):
+    p = write(tmp_path, "bad.yaml", text)
+    out = tmp_path / "run"
+    r = run_cli(p, *overrides, "--output", out)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    for frag in fragments:
+        assert frag in lines[0]
+    assert not out.exists()
+
+
+def test_cli_missing_dataset_is_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "run"
+    r = run_cli(REPO / "yaml/cars_adarand.yaml", f"data.root={tmp_path / 'nocars'}", "--output", out)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Stanford Cars not found" in lines[0] and "cars_train" in lines[0], r.stderr
+    assert "data.root" in lines[0]
+    assert not out.exists()
+
+
+def test_cli_missing_config_file(tmp_path):
+    r = run_cli(tmp_path / "nope.yaml")
+    assert r.returncode == 2 and "nope.yaml: no such config file" in r.stderr

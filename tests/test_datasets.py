@@ -1,0 +1,107 @@
+"""Image folders, the seeded splits, use_ratio, Stanford Cars in torchvision's layout."""
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from adarand.datasets import create_datasets
+from adarand.datasets.splits import reduce_and_split
+from adarand.engine.config import DataConfig
+from adarand.engine.errors import UserError
+from conftest import make_image_folder
+
+
+def samples(counts):
+    return [(f"c{k}/{i}.png", k) for k, n in counts.items() for i in range(n)]
+
+
+def test_split_is_stratified_disjoint_and_seeded():
+    s = samples({0: 20, 1: 10, 2: 1})
+    train, val = reduce_and_split(s, 1.0, 0.1, seed=0)
+    assert set(train).isdisjoint(val) and sorted(train + val) == sorted(s)
+    assert Counter(k for _, k in val) == {0: 2, 1: 1}  # the single-image class stays in train
+    assert reduce_and_split(s, 1.0, 0.1, seed=0) == (train, val)
+    assert reduce_and_split(s, 1.0, 0.1, seed=1) != (train, val)
+
+
+def test_use_ratio_keeps_a_fixed_stratified_fraction():
+    s = samples({0: 40, 1: 20})
+    train, val = reduce_and_split(s, 0.5, 0.1, seed=3)
+    kept = train + val
+    assert Counter(k for _, k in kept) == {0: 20, 1: 10}
+    train2, val2 = reduce_and_split(s, 0.5, 0.1, seed=3)
+    assert (train2, val2) == (train, val)
+    # the reduced set is a subset of the full one, and the full set's split is unaffected by the run seed
+    assert set(kept) <= set(s)
+
+
+def test_folder_dataset_and_transforms(tmp_path):
+    root = make_image_folder(tmp_path / "d", {0: 6, 1: 4})
+    cfg = DataConfig(root=str(root), image_size=8, resize_size=10, val_ratio=0.25)
+    data = create_datasets(cfg, str(tmp_path))
+    assert data.classes == ["class0", "class1"]
+    assert len(data.train) + len(data.val) == 10 and len(data.val) == 3 and len(data.test) == 4
+    x, y = data.train[0]
+    assert tuple(x.shape) == (3, 8, 8) and y in (0, 1)
+    assert data.train.samples == data.train_eval.samples
+    assert "RandomResizedCrop" in repr(data.train.transform) and "CenterCrop" in repr(data.val.transform)
+
+
+def test_missing_folder_says_what_goes_where(tmp_path):
+    cfg = DataConfig(root=str(tmp_path / "none"))
+    with pytest.raises(UserError, match=r"train/<class>/<image>"):
+        create_datasets(cfg, str(tmp_path))
+
+
+def test_stanford_cars_torchvision_layout(tmp_path):
+    from scipy.io import savemat
+
+    base = tmp_path / "cars" / "stanford_cars"
+    (base / "devkit").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = ["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Acura TL Sedan 2012"]
+    savemat(base / "devkit/cars_meta.mat", {"class_names": np.array(names, dtype=object)})
+
+    def annos(folder, n):
+        (base / folder).mkdir()
+        recs = []
+        for i in range(n):
+            fname = f"{i:05d}.jpg"
+            Image.fromarray(rng.integers(0, 255, (10, 12, 3), dtype=np.uint8)).save(base / folder / fname)
+            recs.append((1, 1, 5, 5, i % 3 + 1, fname))
+        dt = [("bbox_x1", "O"), ("bbox_y1", "O"), ("bbox_x2", "O"), ("bbox_y2", "O"), ("class", "O"), ("fname", "O")]
+        return np.array(recs, dtype=dt)
+
+    savemat(base / "devkit/cars_train_annos.mat", {"annotations": annos("cars_train", 12)})
+    savemat(base / "cars_test_annos_withlabels.mat", {"annotations": annos("cars_test", 6)})
+    cfg = DataConfig(name="stanford_cars", root=str(tmp_path / "cars"), image_size=8, resize_size=8, val_ratio=0.25)
+    data = create_datasets(cfg, str(tmp_path))
+    assert data.classes == names
+    assert len(data.train) + len(data.val) == 12 and len(data.test) == 6
+    assert sorted({y for _, y in data.test.samples}) == [0, 1, 2]
+    assert Path(data.test.samples[0][0]).name == "00000.jpg" and data.test.samples[0][1] == 0
+    x, _ = data.val[0]
+    assert tuple(x.shape) == (3, 8, 8)
+
+
+def test_stanford_cars_missing_names_the_files(tmp_path):
+    cfg = DataConfig(name="stanford_cars", root=str(tmp_path))
+    with pytest.raises(UserError) as e:
+        create_datasets(cfg, str(tmp_path))
+    msg = str(e.value)
+    assert "cars_train_annos.mat" in msg and "cars_test/" in msg and "train/<class>" in msg
+
+
+def test_sklearn_digits_tasks_are_disjoint(tmp_path):
+    src = create_datasets(DataConfig(name="sklearn_digits", root=str(tmp_path / "dg"), digits_task="source",
+                                     grayscale=True, mean=[0.3], std=[0.4], image_size=16, resize_size=16), "")
+    tgt = create_datasets(DataConfig(name="sklearn_digits", root=str(tmp_path / "dg"), digits_task="target",
+                                     grayscale=True, mean=[0.3], std=[0.4], image_size=16, resize_size=16), "")
+    assert src.classes == [f"digit{k}" for k in range(5)] and tgt.classes == [f"digit{k}" for k in range(5, 10)]
+    x, _ = tgt.test[0]
+    assert tuple(x.shape) == (1, 16, 16)
+    # about half of sklearn's 1797 images per task, half of those for test
+    assert 400 < len(tgt.test) < 500 and 400 < len(tgt.train) + len(tgt.val) < 500

@@ -1,0 +1,84 @@
+"""The demo end to end (reduced budget) and --resume equivalence, through the command line."""
+
+import json
+import math
+
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from adarand.engine.config import load_config
+from conftest import REPO, run_cli
+
+DEMO = REPO / "yaml" / "demo_adarand.yaml"
+
+
+def scalars(run_dir):
+    ea = EventAccumulator(str(run_dir))
+    ea.Reload()
+    return {tag: [(s.step, s.value) for s in ea.Scalars(tag)] for tag in ea.Tags()["scalars"]}
+
+
+def test_demo_end_to_end(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    r = run_cli(DEMO, "train.epochs=3", "train.log_every=2", f"cache_dir={cache_dir}", "--output", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "test accuracy:" in r.stdout and f"tensorboard --logdir {out}" in r.stdout
+    res = json.loads((out / "results.json").read_text())
+    for key in ("best_epoch", "val_accuracy", "test_accuracy", "seed", "versions", "wall_time_s", "time_per_epoch_s"):
+        assert key in res
+    assert 1 <= res["best_epoch"] <= 3 and 0.0 <= res["test_accuracy"] <= 1.0
+    assert res["test_accuracy"] > 0.4  # five classes: chance is 0.2; the pretrained extractor transfers
+    assert res["versions"]["torch"] == torch.__version__
+    # the resolved config is a valid config
+    assert load_config(out / "config.yaml").method.name == "adarand"
+    # checkpoints: best by val accuracy and last, plain tensors (weights_only)
+    best = list((out / "checkpoints").glob("best_model_*val_accuracy=*.pt"))
+    last = list((out / "checkpoints").glob("last_checkpoint_*.pt"))
+    assert len(best) == 1 and len(last) == 1
+    state = torch.load(last[0], weights_only=True)
+    assert {"trainer", "model", "optimizer", "lr_scheduler", "regularizer", "rng"} <= set(state)
+    assert state["regularizer"]["mu"].shape == (5, 128) and state["regularizer"]["initialized"]
+    # the prior statistics were cached
+    assert len(list((cache_dir / "priors").glob("*.pt"))) >= 1
+    tags = scalars(out)
+    for needle in ("feature_norm", "grad_norm", "entropy", "mutual_info", "loss_ce", "loss_reg", "loss_ada",
+                   "val/accuracy", "val/loss", "test/accuracy", "lr/"):
+        assert any(needle in t for t in tags), (needle, sorted(tags))
+    assert [s for s, _ in tags["train_epoch/feature_entropy"]] == [1, 2, 3]
+    assert all(math.isfinite(v) for _, v in tags["train_epoch/mutual_info"])
+    iter_steps = [s for s, _ in tags["train_iter/feature_norm"]]
+    assert iter_steps[:2] == [2, 4]
+    assert tags["test/accuracy"][0][1] == pytest_approx(res["test_accuracy"])
+
+
+def pytest_approx(x):
+    import pytest
+    return pytest.approx(x, rel=1e-6)
+
+
+def test_resume_gives_the_same_numbers(tmp_path, cache_dir):
+    common = [DEMO, "train.epochs=3", "optim.milestones=[2]", f"cache_dir={cache_dir}", "train.progress=false"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    r = run_cli(*common, "--output", full)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_cli(*common, "train.stop_after=1", "--output", part)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "stopped after epoch 1" in r.stdout and not (part / "results.json").exists()
+    r = run_cli(*common, "--resume", part)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = json.loads((full / "results.json").read_text())
+    b = json.loads((part / "results.json").read_text())
+    for key in ("best_epoch", "val_accuracy", "test_accuracy", "test_loss"):
+        assert a[key] == b[key], key
+    last_a = torch.load(next((full / "checkpoints").glob("last_*.pt")), weights_only=True)
+    last_b = torch.load(next((part / "checkpoints").glob("last_*.pt")), weights_only=True)
+    for k, v in last_a["model"].items():
+        assert torch.equal(v, last_b["model"][k]), k
+    for k in ("mu", "mu_bar", "sigma"):
+        assert torch.equal(last_a["regularizer"][k], last_b["regularizer"][k]), k
+    assert last_b["trainer"]["iteration"] == last_a["trainer"]["iteration"] > 0
+    assert len(last_b["record"]["epoch_times"]) == 3
+    # the per-epoch curves of the resumed run continue where the first segment stopped
+    ta, tb = scalars(full), scalars(part)
+    assert [v for _, v in ta["val/accuracy"]] == [v for _, v in tb["val/accuracy"]]
