@@ -130,8 +130,10 @@ def attach_handlers(cfg: Config, run_dir: Path, trainer: Engine, val_evaluator: 
                 engine.terminate()
 
     if tb is not None:
-        tb.attach(trainer, OptimizerParamsHandler(optimizer, param_name="lr"),
-                  Events.ITERATION_STARTED(every=cfg.train.log_every))
+        every = Events.ITERATION_STARTED(every=cfg.train.log_every)
+        tb.attach(trainer, OptimizerParamsHandler(optimizer, param_name="lr"), every)
+        for name, opt in regularizer.optimizers().items():
+            tb.attach(trainer, OptimizerParamsHandler(opt, param_name="lr", tag=name), every)
         tb.attach(val_evaluator, OutputHandler(tag="val", metric_names=["accuracy", "loss"],
                                                global_step_transform=global_step_from_engine(trainer)),
                   Events.COMPLETED)

@@ -142,7 +142,9 @@ class AdaRand(Regularizer):
         step.logs["loss_ada"] = loss.detach()
         step.logs["loss_intra"] = l_intra.detach()
         step.logs["loss_inter"] = l_inter.detach()
-        step.logs["lr_prior"] = loss.new_tensor(self.scheduler.get_last_lr()[0])
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"prior": self.optimizer}
 
     # -- checkpointing ----------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -63,10 +63,12 @@ class ClassStatistics:
 
 def class_sums(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
                dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-class sums (K, d) and counts (K,) of a batch, without a loop over classes."""
+    """Per-class sums (K, d) and counts (K,) of a batch, without a loop over classes and without
+    a host synchronisation (``torch.bincount`` would read the labels' maximum back to the host)."""
     f = features if dtype is None else features.to(dtype)
     sums = torch.zeros(num_classes, f.shape[1], dtype=f.dtype, device=f.device).index_add_(0, labels, f)
-    counts = torch.bincount(labels, minlength=num_classes)
+    counts = torch.zeros(num_classes, dtype=torch.int64, device=f.device).index_add_(
+        0, labels, torch.ones_like(labels, dtype=torch.int64))
     return sums, counts
 
 

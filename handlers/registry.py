@@ -4,6 +4,7 @@ A regularizer is an object that the run builds once, before the optimizer:
 
 * ``Params`` — a dataclass of its YAML parameters (validated by the config loader);
 * ``parameter_groups()`` — extra parameter groups for the network's optimizer (e.g. a source head);
+* ``optimizers()`` — optimizers of its own, by name, whose learning rates are logged;
 * ``attach(trainer)`` — attaches its Ignite handlers. To add a loss term it handles
   ``TrainEvents.COMPUTE_LOSS``, fired inside the train step after the forward pass, and writes
   into ``trainer.state.step.losses`` (it may also replace ``"ce"``). Work after the optimizer step
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
     from ignite.engine import Engine
 
     from ..engine.context import RunContext
@@ -47,6 +49,10 @@ class Regularizer:
 
     def attach(self, trainer: "Engine") -> None:
         pass
+
+    def optimizers(self) -> dict[str, "torch.optim.Optimizer"]:
+        """Optimizers of its own (their learning rates are logged to TensorBoard)."""
+        return {}
 
     def state_dict(self) -> dict:
         return {}

@@ -1,0 +1,98 @@
+"""Time per training step: fine-tuning vs AdaRand, measured in one run (interleaved rounds).
+
+    python benchmarks/step_time.py [--rounds 7] [--steps 20] [--device cpu]
+
+Both trainers are the project's Ignite trainer with the per-iteration diagnostics attached, as in
+a real run; AdaRand adds its handlers (sampling, L_reg, EMA of class means, Adam step on mu).
+Batches are synthetic tensors already in memory, so data loading does not blur the comparison.
+Prints the median time per step of each and their ratio, for the demo model and a ResNet-18.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from types import SimpleNamespace
+
+import torch
+from ignite.engine import Engine
+
+from adarand.engine.config import ModelConfig
+from adarand.engine.context import RunContext
+from adarand.engine.trainer import create_trainer
+from adarand.handlers.adarand import AdaRand, AdaRandParams
+from adarand.handlers.diagnostics import TrainingDiagnostics
+from adarand.handlers.priors import ClassStatistics
+from adarand.models import create_model
+
+CASES = {
+    # name: (arch, in_channels, image size, batch, classes)
+    "demo small_cnn (1x16x16, B=16, K=5)": ("small_cnn", 1, 16, 16, 5),
+    "resnet18 (3x112x112, B=16, K=196)": ("resnet18", 3, 112, 16, 196),
+}
+
+
+def build(arch, channels, k, device, method):
+    torch.manual_seed(0)
+    net, info = create_model(ModelConfig(arch=arch), num_classes=k, in_channels=channels)
+    net = net.to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
+    trainer = create_trainer(net, opt, device)
+    if method == "adarand":
+        d = net.feature_dim
+        feats = torch.randn(4 * k, d, dtype=torch.float64, device=device).abs()
+        labels = torch.arange(4 * k, device=device) % k
+        stats = ClassStatistics(
+            sums=torch.zeros(k, d, dtype=torch.float64, device=device).index_add_(0, labels, feats),
+            sumsq=torch.zeros(k, d, dtype=torch.float64, device=device).index_add_(0, labels, feats ** 2),
+            counts=torch.full((k,), 4, device=device))
+        ctx = RunContext(cfg=None, model=net, net=net, device=device,
+                         data=SimpleNamespace(num_classes=k, classes=[str(i) for i in range(k)]),
+                         epoch_length=1000, pretrained=info, _class_stats=stats)
+        ctx.cfg = SimpleNamespace(train=SimpleNamespace(epochs=1))
+        reg = AdaRand(AdaRandParams(), ctx)
+        reg.attach(trainer)
+    TrainingDiagnostics(None, k, log_every=10, max_samples=500, chunk=512, epoch_length=1000,
+                        enabled=True).attach(trainer)
+    return trainer
+
+
+def time_steps(trainer: Engine, batches, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    trainer.run(batches, max_epochs=1, epoch_length=len(batches))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / len(batches)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"{args.rounds} interleaved rounds of {args.steps} steps; median ms per step")
+    print(f"{'model':40s} {'fine-tuning':>12s} {'AdaRand':>12s} {'ratio':>8s}")
+    for name, (arch, ch, size, b, k) in CASES.items():
+        g = torch.Generator().manual_seed(0)
+        batches = [(torch.randn(b, ch, size, size, generator=g).to(device), torch.randint(0, k, (b,), generator=g).to(device))
+                   for _ in range(args.steps)]
+        trainers = {m: build(arch, ch, k, device, m) for m in ("finetune", "adarand")}
+        for t in trainers.values():  # warm-up (and AdaRand's prior initialisation)
+            time_steps(t, batches[:3], device)
+        times = {m: [] for m in trainers}
+        for r in range(args.rounds):
+            order = list(trainers) if r % 2 == 0 else list(reversed(trainers))
+            for m in order:
+                times[m].append(time_steps(trainers[m], batches, device))
+        ft, ad = statistics.median(times["finetune"]), statistics.median(times["adarand"])
+        print(f"{name:40s} {1e3 * ft:12.2f} {1e3 * ad:12.2f} {ad / ft:8.3f}")
+
+
+if __name__ == "__main__":
+    main()
