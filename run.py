@@ -33,7 +33,7 @@ def choose_run_dir(args: argparse.Namespace, cfg, resume: Path | None) -> Path:
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = Path(cfg.output_root).expanduser() / f"{Path(args.config).stem}-seed{cfg.seed}-{stamp}"
-    if resume is None and (run_dir / "results.json").exists() or resume is None and (run_dir / CHECKPOINTS).exists():
+    if resume is None and ((run_dir / "results.json").exists() or (run_dir / CHECKPOINTS).exists()):
         raise UserError(f"--output: {run_dir} already holds a run; choose another folder or continue it with --resume")
     return run_dir
 

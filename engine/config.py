@@ -9,7 +9,6 @@ command line are applied last; the value is parsed as YAML (``train.epochs=3``,
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -233,6 +232,3 @@ def load_config(path: str | Path, overrides: list[str] = (), seed: int | None = 
 def save_config(cfg: Config, path: Path) -> None:
     path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
-
-def replace(cfg: Config, **changes) -> Config:
-    return dataclasses.replace(cfg, **changes)

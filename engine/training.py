@@ -200,6 +200,9 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
     if resume is not None:
         checkpoint = torch.load(resume, map_location="cpu", weights_only=True)
         Checkpoint.load_objects(to_load=handlers["to_save"], checkpoint=checkpoint)
+        if trainer.state.epoch >= cfg.train.epochs:
+            raise UserError(f"--resume: {resume} is at epoch {trainer.state.epoch} of train.epochs "
+                            f"{cfg.train.epochs}: nothing left to train (raise train.epochs to train longer)")
         log.info("resumed from %s at epoch %d", resume, trainer.state.epoch)
 
     try:

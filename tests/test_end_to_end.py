@@ -82,3 +82,6 @@ def test_resume_gives_the_same_numbers(tmp_path, cache_dir):
     # the per-epoch curves of the resumed run continue where the first segment stopped
     ta, tb = scalars(full), scalars(part)
     assert [v for _, v in ta["val/accuracy"]] == [v for _, v in tb["val/accuracy"]]
+    # a finished run has nothing left to resume
+    r = run_cli(*common, "--resume", part)
+    assert r.returncode == 2 and "nothing left to train" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,34 @@
+"""Prior statistics in a 2-process (gloo, CPU) run equal the single-process statistics."""
+
+import ignite.distributed as idist
+import torch
+
+from adarand.datasets import create_datasets
+from adarand.engine.config import DataConfig
+from adarand.handlers.priors import accumulate_statistics, prior_loader
+from adarand.models.small_cnn import create_small_cnn
+from conftest import make_image_folder
+
+
+def _stats(local_rank, root, out_file):
+    data = create_datasets(DataConfig(root=str(root), image_size=12, resize_size=12, num_workers=0, val_ratio=0.0,
+                                      mean=[0.5] * 3, std=[0.25] * 3), "")
+    torch.manual_seed(0)
+    net = create_small_cnn(data.num_classes, in_channels=3, width=4)
+    loader = prior_loader(data.train_eval, batch_size=4, num_workers=0)
+    stats = accumulate_statistics(net.backbone, loader, data.num_classes, torch.device("cpu"))
+    if idist.get_rank() == 0:
+        torch.save({**stats.state_dict(), "world": idist.get_world_size(), "n_local": len(loader.dataset)}, out_file)
+
+
+def test_two_processes_agree_with_one(tmp_path):
+    root = make_image_folder(tmp_path / "d", {0: 5, 1: 4, 2: 2})  # 11 images: not divisible by 2
+    _stats(0, root, tmp_path / "single.pt")
+    with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
+        parallel.run(_stats, root, tmp_path / "double.pt")
+    one = torch.load(tmp_path / "single.pt", weights_only=True)
+    two = torch.load(tmp_path / "double.pt", weights_only=True)
+    assert one["world"] == 1 and two["world"] == 2 and two["n_local"] == 6  # rank 0's share, no padding
+    assert torch.equal(one["counts"], two["counts"]) and one["counts"].tolist() == [5, 4, 2]
+    assert torch.allclose(one["sums"], two["sums"], rtol=1e-6, atol=1e-8)
+    assert torch.allclose(one["sumsq"], two["sumsq"], rtol=1e-6, atol=1e-8)
