@@ -1,4 +1,7 @@
-"""Command line: ``python run.py CONFIG.yaml [key.path=value ...] [--output DIR] [--seed N] [--resume RUN]``."""
+"""Command line: ``python run.py CONFIG.yaml [MORE.yaml ...] [key.path=value ...] [--output DIR] [--seed N] [--resume RUN]``.
+
+Several config files are merged in order (``yaml/base/birds_resnet50.yaml yaml/methods/fnp.yaml``).
+"""
 
 from __future__ import annotations
 
@@ -17,12 +20,17 @@ from adarand.engine.training import CHECKPOINTS, find_last_checkpoint, run_train
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="run.py", description="Fine-tune a pretrained backbone (AdaRand and baselines).")
-    p.add_argument("config", help="YAML config, e.g. yaml/demo_adarand.yaml")
-    p.add_argument("overrides", nargs="*", help="config overrides key.path=value, e.g. train.epochs=3")
+    p.add_argument("items", nargs="+", metavar="CONFIG.yaml | key.path=value",
+                   help="config file(s), merged in order, then overrides, e.g. yaml/demo_adarand.yaml train.epochs=3")
     p.add_argument("--output", help="run folder (default: <output_root>/<config name>-seed<seed>-<time>)")
     p.add_argument("--seed", type=int, help="run seed (overrides the config's seed)")
     p.add_argument("--resume", help="continue a stopped run: its folder or its last_checkpoint_*.pt file")
-    return p.parse_intermixed_args(argv)
+    args = p.parse_intermixed_args(argv)
+    args.configs = [i for i in args.items if "=" not in i]
+    args.overrides = [i for i in args.items if "=" in i]
+    if not args.configs:
+        p.error("no config file given")
+    return args
 
 
 def choose_run_dir(args: argparse.Namespace, cfg, resume: Path | None) -> Path:
@@ -32,7 +40,7 @@ def choose_run_dir(args: argparse.Namespace, cfg, resume: Path | None) -> Path:
         run_dir = resume.parent.parent if resume.parent.name == CHECKPOINTS else resume.parent
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(cfg.output_root).expanduser() / f"{Path(args.config).stem}-seed{cfg.seed}-{stamp}"
+        run_dir = Path(cfg.output_root).expanduser() / f"{cfg.name}-seed{cfg.seed}-{stamp}"
     if resume is None and ((run_dir / "results.json").exists() or (run_dir / CHECKPOINTS).exists()):
         raise UserError(f"--output: {run_dir} already holds a run; choose another folder or continue it with --resume")
     return run_dir
@@ -44,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("ignite", "ignite.distributed.launcher.Parallel"):
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
-        cfg = load_config(args.config, args.overrides, seed=args.seed)
+        cfg = load_config(args.configs, args.overrides, seed=args.seed)
         resume = find_last_checkpoint(Path(args.resume)) if args.resume else None
         run_dir = choose_run_dir(args, cfg, resume)
         outcome: list = []

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine.config import DataConfig
+from .cub import load_cub
 from .folder import load_image_folder
 from .image_list import ImageList
 from .sklearn_digits import materialize_digits
 from .splits import reduce_and_split
 from .stanford_cars import load_stanford_cars
+from .torchvision_sets import SPECS, load_torchvision_dataset
 from .transforms import eval_transform, train_transform
 
 
@@ -39,6 +41,10 @@ def create_datasets(cfg: DataConfig, cache_dir: str) -> DataSplits:
     root = dataset_root(cfg, cache_dir)
     if cfg.name == "stanford_cars":
         train_all, test, classes = load_stanford_cars(root)
+    elif cfg.name == "birds":
+        train_all, test, classes = load_cub(root)
+    elif cfg.name in SPECS:
+        train_all, test, classes = load_torchvision_dataset(cfg.name, root)
     else:
         train_all, test, classes = load_image_folder(root)
     train, val = reduce_and_split(train_all, cfg.use_ratio, cfg.val_ratio, cfg.split_seed)

@@ -23,7 +23,7 @@ COMMAND_LINE = "command line"
 
 @dataclass(kw_only=True)
 class DataConfig:
-    name: Literal["folder", "stanford_cars", "sklearn_digits"] = "folder"
+    name: Literal["folder", "stanford_cars", "aircraft", "birds", "dtd", "flowers", "pets", "sklearn_digits"] = "folder"
     root: str  # dataset folder (``~`` is expanded, relative paths are taken from the working dir)
     val_ratio: float = 0.1  # share of the training set held out for validation (stratified)
     split_seed: int = 0  # seed of the train/val split and of ``use_ratio``; independent of the run seed
@@ -116,7 +116,8 @@ class Config:
     output_root: str = "runs"  # run folders go to output_root/<config name>-seed<seed>-<time>
     cache_dir: str = "~/.cache/adarand"  # prior statistics and demo data
     # set by load_config, not by the file:
-    source: str = field(default="", metadata={"key": "_source"}, init=False)
+    source: str = field(default="", init=False)  # the config file(s), as given
+    name: str = field(default="", init=False)  # the run's name, from the config file names
 
     def to_dict(self) -> dict:
         out = to_plain(self)
@@ -143,13 +144,23 @@ def _read_yaml(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[str, str
     if not isinstance(data, dict):
         raise ConfigError(shown, None, f"expected a mapping at the top level, got {type(data).__name__}")
     base, prov = {}, {}
-    parent = data.pop("extends", None)
-    if parent is not None:
-        if not isinstance(parent, str):
-            raise ConfigError(shown, "extends", f"expected a file name, got {parent!r}")
-        base, prov = _read_yaml(path.parent / parent, chain + (path.resolve(),))
+    parents = data.pop("extends", None)
+    if parents is not None:
+        if isinstance(parents, str):
+            parents = [parents]
+        if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+            raise ConfigError(shown, "extends", f"expected a file name or a list of them, got {parents!r}")
+        for parent in parents:  # later files override earlier ones
+            layer, layer_prov = _read_yaml(path.parent / parent, chain + (path.resolve(),))
+            _merge_layer(base, prov, layer, layer_prov)
     _merge(base, data, prov, shown, "")
     return base, prov
+
+
+def _merge_layer(base: dict, prov: dict[str, str], layer: dict, layer_prov: dict[str, str]) -> None:
+    """Merge an already-read file (with its own provenance) into ``base``."""
+    _merge(base, layer, prov, "", "")
+    prov.update(layer_prov)
 
 
 def _merge(base: dict, update: dict, prov: dict[str, str], source: str, prefix: str) -> None:
@@ -189,12 +200,23 @@ def _apply_override(data: dict, prov: dict[str, str], item: str) -> None:
     prov[key] = COMMAND_LINE
 
 
-def load_config(path: str | Path, overrides: list[str] = (), seed: int | None = None) -> Config:
-    """Load, merge, override and validate a config. Raises ConfigError with a one-line message."""
+def config_name(paths: list[str | Path]) -> str:
+    """A run's name from its config files: ``cars_adarand``, or ``cars_resnet50+fnp`` when composed."""
+    return "+".join(Path(p).stem for p in paths)
+
+
+def load_config(path: str | Path | list, overrides: list[str] = (), seed: int | None = None) -> Config:
+    """Load, merge, override and validate a config. Raises ConfigError with a one-line message.
+
+    ``path`` may be a list of files, merged in order (as if one file extended them all)."""
     from ..handlers.registry import get_regularizer_class, known_regularizers
 
-    path = Path(path)
-    data, prov = _read_yaml(path, ())
+    paths = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)]
+    data, prov = {}, {}
+    for p in paths:
+        layer, layer_prov = _read_yaml(p, ())
+        _merge_layer(data, prov, layer, layer_prov)
+    path = paths[-1]
     for item in overrides:
         _apply_override(data, prov, item)
     if seed is not None:
@@ -225,7 +247,8 @@ def load_config(path: str | Path, overrides: list[str] = (), seed: int | None = 
     params = build(cls.Params, method_raw, "method", where)
     cfg = build(Config, data, "", where)
     cfg.method = MethodConfig(name=name, params=params)
-    cfg.source = str(path)
+    cfg.source = " ".join(str(p) for p in paths)
+    cfg.name = config_name(paths)
     return cfg
 
 

@@ -174,14 +174,28 @@ def write_json_atomic(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
-def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | None,
-                 on_ready=None) -> dict | None:
-    """The whole run. Returns the results (also written to results.json), or None if stopped early.
+@dataclass
+class Run:
+    """The parts of a run, built but not yet attached to each other."""
 
-    Nothing is written to ``run_dir`` before data, model and method are set up; then
-    ``on_ready()`` is called (the command line writes the resolved config there)."""
-    rank = idist.get_rank()
-    manual_seed(cfg.seed + rank)
+    cfg: Config
+    data: DataSplits
+    loaders: Loaders
+    net: Classifier
+    model: torch.nn.Module
+    device: torch.device
+    ctx: RunContext
+    regularizer: Regularizer
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: object
+    trainer: Engine
+    val_evaluator: Engine
+
+
+def build_run(cfg: Config) -> Run:
+    """Data, model, regularizer, optimizer, schedule and engines, in that order (the regularizer
+    comes before the optimizer because it may add parameter groups)."""
+    manual_seed(cfg.seed + idist.get_rank())
     data, loaders = setup_data(cfg)
     net, model, pretrained, device = setup_model(cfg, data)
     ctx = RunContext(cfg=cfg, model=model, net=net, device=device, data=data, epoch_length=len(loaders.train),
@@ -190,11 +204,25 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
     optimizer = create_optimizer(cfg.optim, net, regularizer.parameter_groups())
     lr_scheduler = create_lr_scheduler(cfg.optim, optimizer, len(loaders.train), cfg.train.epochs)
     trainer = create_trainer(model, optimizer, device)
-    val_evaluator = create_evaluator(model, device)
+    return Run(cfg=cfg, data=data, loaders=loaders, net=net, model=model, device=device, ctx=ctx,
+               regularizer=regularizer, optimizer=optimizer, lr_scheduler=lr_scheduler, trainer=trainer,
+               val_evaluator=create_evaluator(model, device))
+
+
+def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | None,
+                 on_ready=None) -> dict | None:
+    """The whole run. Returns the results (also written to results.json), or None if stopped early.
+
+    Nothing is written to ``run_dir`` before data, model and method are set up; then
+    ``on_ready()`` is called (the command line writes the resolved config there)."""
+    rank = idist.get_rank()
+    run = build_run(cfg)
+    data, loaders, net, model, device = run.data, run.loaders, run.net, run.model, run.device
+    regularizer, optimizer, trainer = run.regularizer, run.optimizer, run.trainer
     record = RunRecord()
     if on_ready is not None:
         on_ready()
-    handlers = attach_handlers(cfg, run_dir, trainer, val_evaluator, loaders, net, optimizer, lr_scheduler,
+    handlers = attach_handlers(cfg, run_dir, trainer, run.val_evaluator, loaders, net, optimizer, run.lr_scheduler,
                                regularizer, record, data)
 
     if resume is not None:

@@ -1,16 +1,19 @@
 """AdaRand: adaptive class-conditional random feature regularization (SPEC §4).
 
 Per iteration:
-1. (COMPUTE_LOSS) sample z_i ~ N(mu_{y_i}, diag sigma^2_{y_i}) and add lambda * L_reg(g(x), z);
+1. (COMPUTE_LOSS) sample z_i ~ N(mu_{y_i}, diag sigma^2_{y_i}) and add lambda * L_reg(g(x), z)
+   (as ``randreg_cp``);
 2. (ITERATION_COMPLETED, after the network's step) move the running class means mu_bar towards
    this batch's class means (EMA with alpha; classes absent from the batch are skipped);
 3. one Adam step on mu to minimise L_ada = l_intra(mu, mu_bar) + l_inter(mu), lr cosine-annealed
    over the whole run. sigma stays at its initial value.
+
+``adarand_no_intra`` and ``adarand_no_inter`` are the ablations without one of the two terms.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import ignite.distributed as idist
@@ -18,22 +21,9 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
 
-from ..engine.trainer import TrainEvents
-from .priors import class_priors, class_sums
-from .registry import Regularizer, register
-
-
-def sample_references(mu: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """z_i = mu[y_i] + sigma[y_i] * eps_i, eps ~ N(0, I); detached."""
-    mu, sigma = mu.detach()[labels], sigma.detach()[labels]
-    return mu + sigma * torch.randn_like(mu)
-
-
-def feature_regularizer(features: torch.Tensor, z: torch.Tensor, reduction: str) -> torch.Tensor:
-    """``mean``: mean over samples and dims of (g - z)^2 (the published form);
-    ``sum``: the per-sample squared norm ||g - z||^2, averaged over the batch (the written form)."""
-    sq = (features.float() - z.float()).pow(2)
-    return sq.mean() if reduction == "mean" else sq.sum(1).mean()
+from .priors import class_sums
+from .random_features import PriorParams, RandRegCP
+from .registry import register
 
 
 def ema_class_means(mu_bar: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, alpha: float,
@@ -73,60 +63,41 @@ def prior_loss(mu: torch.Tensor, mu_bar: torch.Tensor, intra: bool = True, inter
 
 
 @dataclass(kw_only=True)
-class AdaRandParams:
-    lam: float = field(default=1.0, metadata={"key": "lambda"})
-    reduction: Literal["mean", "sum"] = "mean"
+class AdaRandParams(PriorParams):
     alpha: float = 0.5
     prior_lr: float = 0.01
     intra: bool = True
     inter: bool = True
     prior_loss: Literal["paper", "official"] = "paper"
-    sigma_floor: float = 1e-4
 
     def check(self):
         if not 0.0 <= self.alpha <= 1.0:
             return "alpha", f"expected a number in [0, 1], got {self.alpha}"
-        if self.sigma_floor <= 0:
-            return "sigma_floor", "expected a positive number"
-        return None
+        if not (self.intra or self.inter):
+            return "intra", "at least one of intra and inter must be true (with neither, use randreg_cp)"
+        return super().check()
 
 
 @register("adarand")
-class AdaRand(Regularizer):
+class AdaRand(RandRegCP):
     Params = AdaRandParams
 
     def __init__(self, params: AdaRandParams, ctx):
         super().__init__(params, ctx)
-        k, d, dev = ctx.data.num_classes, ctx.net.feature_dim, ctx.device
-        self.mu = torch.nn.Parameter(torch.zeros(k, d, device=dev))
-        self.mu_bar = torch.zeros(k, d, device=dev)
-        self.sigma = torch.ones(k, d, device=dev)
-        self.initialized = False
+        self.mu = torch.nn.Parameter(self.mu)
+        self.mu_bar = self.mu.detach().clone()
         self.optimizer = torch.optim.Adam([self.mu], lr=params.prior_lr)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, ctx.total_iterations))
 
-    # -- handlers ---------------------------------------------------------------------------
     def attach(self, trainer: Engine) -> None:
-        trainer.add_event_handler(Events.STARTED, self.initialize)
-        trainer.add_event_handler(TrainEvents.COMPUTE_LOSS, self.add_loss)
+        super().attach(trainer)
         trainer.add_event_handler(Events.ITERATION_COMPLETED, self.update_priors)
 
-    def initialize(self, engine: Engine | None = None) -> None:
-        """Priors from the pretrained extractor's class statistics (skipped when resumed)."""
-        if self.initialized:
-            return
-        stats = self.ctx.class_statistics()
-        mu, sigma = class_priors(stats, self.params.sigma_floor, self.ctx.data.classes)
-        with torch.no_grad():
+    def set_priors(self, mu: torch.Tensor, sigma: torch.Tensor, mu_bar: torch.Tensor | None = None) -> None:
+        with torch.no_grad():  # mu stays the Parameter the Adam optimizer holds
             self.mu.copy_(mu)
-        self.mu_bar = mu.clone()
+        self.mu_bar = (mu if mu_bar is None else mu_bar).detach().clone()
         self.sigma = sigma
-        self.initialized = True
-
-    def add_loss(self, engine: Engine) -> None:
-        step = engine.state.step
-        z = sample_references(self.mu, self.sigma, step.y)
-        step.losses["reg"] = self.params.lam * feature_regularizer(step.features, z, self.params.reduction)
 
     def update_priors(self, engine: Engine) -> None:
         step = engine.state.output
@@ -135,9 +106,8 @@ class AdaRand(Regularizer):
         self.mu_bar = ema_class_means(self.mu_bar, step.features.float(), step.y, p.alpha, reduce)
         self.optimizer.zero_grad(set_to_none=True)
         loss, l_intra, l_inter = prior_loss(self.mu, self.mu_bar, p.intra, p.inter, p.prior_loss)
-        if loss.requires_grad:
-            loss.backward()
-            self.optimizer.step()
+        loss.backward()
+        self.optimizer.step()
         self.scheduler.step()
         step.logs["loss_ada"] = loss.detach()
         step.logs["loss_intra"] = l_intra.detach()
@@ -146,22 +116,46 @@ class AdaRand(Regularizer):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"prior": self.optimizer}
 
-    # -- checkpointing ----------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"mu": self.mu.detach().clone(), "mu_bar": self.mu_bar.clone(), "sigma": self.sigma.clone(),
-                "initialized": self.initialized, "optimizer": self.optimizer.state_dict(),
+        return {**super().state_dict(), "mu_bar": self.mu_bar.clone(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         dev = self.ctx.device
-        with torch.no_grad():
-            self.mu.copy_(state["mu"].to(dev))
-        self.mu_bar = state["mu_bar"].to(dev)
-        self.sigma = state["sigma"].to(dev)
+        self.set_priors(state["mu"].to(dev), state["sigma"].to(dev), state["mu_bar"].to(dev))
         self.initialized = bool(state["initialized"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 
     def report(self) -> dict:
-        return {"prior_cache_hit": self.ctx.prior_cache_hit,
-                "prior_state_mib": 3 * self.mu.numel() * self.mu.element_size() / 2**20}
+        return {**super().report(), "prior_state_mib": 3 * self.mu.numel() * self.mu.element_size() / 2**20}
+
+
+@dataclass(kw_only=True)
+class NoIntraParams(AdaRandParams):
+    intra: bool = False
+
+    def check(self):
+        return ("intra", "adarand_no_intra drops l_intra; use adarand to keep it") if self.intra else super().check()
+
+
+@dataclass(kw_only=True)
+class NoInterParams(AdaRandParams):
+    inter: bool = False
+
+    def check(self):
+        return ("inter", "adarand_no_inter drops l_inter; use adarand to keep it") if self.inter else super().check()
+
+
+@register("adarand_no_intra")
+class AdaRandNoIntra(AdaRand):
+    """AdaRand whose prior update has l_inter only."""
+
+    Params = NoIntraParams
+
+
+@register("adarand_no_inter")
+class AdaRandNoInter(AdaRand):
+    """AdaRand whose prior update has l_intra only."""
+
+    Params = NoInterParams

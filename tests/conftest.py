@@ -34,3 +34,19 @@ def run_cli(*args, cwd=REPO, env_extra=None, timeout=600):
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
+
+
+def write_tiny_config(tmp_path: Path, method: str = "finetune", counts=None, extra: str = "") -> Path:
+    """A config for a tiny 3-class image folder and a small CNN (feature dim 16), CPU-quick."""
+    root = make_image_folder(tmp_path / "data", counts or {0: 10, 1: 8, 2: 6})
+    cfg = tmp_path / f"{method}.yaml"
+    cfg.write_text(f"""
+data: {{root: "{root}", image_size: 12, resize_size: 12, batch_size: 4, num_workers: 0, val_ratio: 0.2,
+        mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}}
+model: {{arch: small_cnn, width: 4}}
+optim: {{lr: 0.05, milestones: [100]}}
+train: {{progress: false, epochs: 2, log_every: 2}}
+cache_dir: "{tmp_path / 'cache'}"
+method: {{name: {method}}}
+{extra}""")
+    return cfg

@@ -81,6 +81,24 @@ def test_circular_extends(tmp_path):
 def test_every_shipped_config_validates():
     for p in sorted((REPO / "yaml").glob("*.yaml")):
         load_config(p)
+    methods = sorted((REPO / "yaml" / "methods").glob("*.yaml"))
+    bases = [b for b in sorted((REPO / "yaml" / "base").glob("*.yaml")) if b.stem != "resnet50_imagenet"]
+    assert len(methods) >= 9 and len(bases) >= 10
+    for b in bases:
+        for m in methods:
+            cfg = load_config([b, m])
+            assert cfg.method.name == m.stem and cfg.name == f"{b.stem}+{m.stem}"
+
+
+def test_composed_configs_keep_their_layers(tmp_path):
+    cfg = load_config([REPO / "yaml/base/cars25_resnet50.yaml", REPO / "yaml/methods/adarand_no_inter.yaml"],
+                      ["method.alpha=0.9"])
+    assert cfg.data.use_ratio == 0.25 and cfg.data.name == "stanford_cars" and cfg.model.arch == "resnet50"
+    assert cfg.optim.milestones == [60, 120, 160] and cfg.train.epochs == 200 and cfg.data.batch_size == 64
+    assert cfg.method.params.inter is False and cfg.method.params.alpha == 0.9
+    # a later method file replaces an earlier method section whole (no parameters leak across methods)
+    cfg = load_config([REPO / "yaml/cars_adarand.yaml", REPO / "yaml/methods/fnp.yaml"])
+    assert cfg.method.name == "fnp" and not hasattr(cfg.method.params, "alpha")
 
 
 @pytest.mark.parametrize("text,overrides,fragments", [CASES[1], CASES[7], CASES[11]])
