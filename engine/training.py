@@ -68,7 +68,9 @@ def setup_data(cfg: Config) -> tuple[DataSplits, Loaders]:
 
     def eval_loader(ds):
         s = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=False) if world > 1 else None
-        return DataLoader(ds, batch_size=ebs, sampler=s, shuffle=False, num_workers=d.num_workers, pin_memory=pin)
+        # own generator: evaluating does not move the global RNG that training draws from
+        return DataLoader(ds, batch_size=ebs, sampler=s, shuffle=False, num_workers=d.num_workers, pin_memory=pin,
+                          generator=torch.Generator().manual_seed(0))
 
     return data, Loaders(train=train, val=eval_loader(data.val), test=eval_loader(data.test))
 
@@ -232,6 +234,10 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
             raise UserError(f"--resume: {resume} is at epoch {trainer.state.epoch} of train.epochs "
                             f"{cfg.train.epochs}: nothing left to train (raise train.epochs to train longer)")
         log.info("resumed from %s at epoch %d", resume, trainer.state.epoch)
+        if rank == 0 and resume.resolve().parent == (run_dir / CHECKPOINTS).resolve():
+            # the new last checkpoint replaces the one resumed from (Checkpoint only knows its own files)
+            trainer.add_event_handler(Events.EPOCH_COMPLETED(once=trainer.state.epoch + 1),
+                                      lambda _: resume.unlink(missing_ok=True))
 
     try:
         trainer.run(loaders.train, max_epochs=cfg.train.epochs)

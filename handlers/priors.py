@@ -200,5 +200,8 @@ def class_priors(stats: ClassStatistics, sigma_floor: float, class_names: list[s
 
 
 def prior_loader(dataset, batch_size: int, num_workers: int) -> DataLoader:
+    # its own generator: the pass must not draw from the global RNG, or a run that reads the
+    # statistics from the cache would continue with other random numbers than one that computed them
     return DataLoader(shard_without_padding(dataset), batch_size=batch_size, shuffle=False,
-                      num_workers=num_workers, pin_memory=torch.cuda.is_available())
+                      num_workers=num_workers, pin_memory=torch.cuda.is_available(),
+                      generator=torch.Generator().manual_seed(0))

@@ -21,7 +21,8 @@ def scalars(run_dir):
 
 def test_demo_end_to_end(tmp_path, cache_dir):
     out = tmp_path / "run"
-    r = run_cli(DEMO, "train.epochs=3", "train.log_every=2", f"cache_dir={cache_dir}", "--output", out)
+    r = run_cli(DEMO, "train.epochs=3", "train.log_every=2", "data.use_ratio=0.3", f"cache_dir={cache_dir}",
+                "--output", out)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "test accuracy:" in r.stdout and f"tensorboard --logdir {out}" in r.stdout
     res = json.loads((out / "results.json").read_text())
@@ -71,6 +72,7 @@ def test_resume_gives_the_same_numbers(tmp_path, cache_dir):
     b = json.loads((part / "results.json").read_text())
     for key in ("best_epoch", "val_accuracy", "test_accuracy", "test_loss"):
         assert a[key] == b[key], key
+    assert len(list((part / "checkpoints").glob("last_*.pt"))) == 1  # the resumed-from one is replaced
     last_a = torch.load(next((full / "checkpoints").glob("last_*.pt")), weights_only=True)
     last_b = torch.load(next((part / "checkpoints").glob("last_*.pt")), weights_only=True)
     for k, v in last_a["model"].items():

@@ -1,0 +1,41 @@
+"""Aggregating run folders into tables: mean ± std against a hand computation."""
+
+import csv
+import json
+
+import pytest
+
+from adarand.engine.config import load_config, save_config
+from adarand.engine.report import main as table_main
+from conftest import REPO
+
+
+def fake_run(folder, configs, overrides, acc, epoch_time, rss):
+    folder.mkdir(parents=True)
+    save_config(load_config(configs, overrides), folder / "config.yaml")
+    (folder / "results.json").write_text(json.dumps({"test_accuracy": acc, "time_per_epoch_s": epoch_time,
+                                                     "peak_rss_mib": rss}))
+
+
+def test_table_mean_std_by_hand(tmp_path, capsys):
+    base = REPO / "yaml/base/digits_small_cnn.yaml"
+    ft, ada = REPO / "yaml/methods/finetune.yaml", REPO / "yaml/methods/adarand.yaml"
+    for i, acc in enumerate([0.80, 0.82, 0.87]):
+        fake_run(tmp_path / "a" / f"ft{i}", [base, ft], [], acc, 1.0 + i, 100 + i)
+    for i, acc in enumerate([0.90, 0.91]):  # made elsewhere: another folder
+        fake_run(tmp_path / "b" / f"ada{i}", [base, ada], ["method.lambda=0.5"], acc, 2.0, 300)
+    fake_run(tmp_path / "b" / "ada_default", [base, ada], [], 0.75, 2.0, 300)
+    out_csv = tmp_path / "t.csv"
+    assert table_main([str(tmp_path / "a"), str(tmp_path / "b"), "--csv", str(out_csv)]) == 0
+    text = capsys.readouterr().out
+    # finetune: mean 83.00; deviations -3, -1, 4 -> sample variance 26 / 2 = 13 -> std 3.61
+    assert "83.00 ± 3.61 (3)" in text
+    # adarand with lambda 0.5 is its own row: mean 90.50, std sqrt(0.5) = 0.71
+    assert "| adarand (lambda=0.5) |" in text and "90.50 ± 0.71 (2)" in text
+    assert "| adarand | 75.00 (1) |" in text
+    rows = {r["method"]: r for r in csv.DictReader(open(out_csv))}
+    assert float(rows["finetune"]["acc_mean"]) == pytest.approx(83.0)
+    assert float(rows["finetune"]["acc_std"]) == pytest.approx(13 ** 0.5, abs=1e-4)
+    assert float(rows["finetune"]["s_per_epoch"]) == pytest.approx(2.0)  # mean of 1, 2, 3
+    assert float(rows["finetune"]["peak_mib"]) == pytest.approx(102.0)  # the largest
+    assert rows["adarand"]["acc_std"] == "" and rows["finetune"]["dataset"] == "sklearn_digits 25% [small_cnn]"
