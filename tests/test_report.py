@@ -38,4 +38,4 @@ def test_table_mean_std_by_hand(tmp_path, capsys):
     assert float(rows["finetune"]["acc_std"]) == pytest.approx(13 ** 0.5, abs=1e-4)
     assert float(rows["finetune"]["s_per_epoch"]) == pytest.approx(2.0)  # mean of 1, 2, 3
     assert float(rows["finetune"]["peak_mib"]) == pytest.approx(102.0)  # the largest
-    assert rows["adarand"]["acc_std"] == "" and rows["finetune"]["dataset"] == "sklearn_digits 25% [small_cnn]"
+    assert rows["adarand"]["acc_std"] == "" and rows["finetune"]["dataset"] == "sklearn_digits 10% [small_cnn]"
