@@ -34,21 +34,28 @@ class RunContext:
     def cache_dir(self) -> Path:
         return Path(self.cfg.cache_dir).expanduser()
 
-    def class_statistics(self) -> priors.ClassStatistics:
-        """Statistics of the *pretrained* extractor on the training split: computed once per run
-        (whichever method asks first) and cached on disk for later runs and seeds."""
+    def class_statistics(self, extractor: nn.Module | None = None) -> priors.ClassStatistics:
+        """Per-class statistics of ``extractor``'s outputs on the training split (eval transform).
+
+        Without an extractor: the backbone's features, as they are when first asked (the
+        pretrained extractor, since methods ask before training); computed once per run,
+        whichever method asks first. Either way cached on disk for later runs and seeds."""
+        if extractor is not None:
+            return self._statistics_of(extractor)[0]
         if self._class_stats is None:
-            data = self.data
-            extractor = self.net.backbone
-            key = priors.cache_key(extractor, data.train_eval.samples, data.num_classes,
-                                   data.train_eval.transform, data.root)
-            cache_file = self.cache_dir / "priors" / f"{key}.pt"
-            loader = priors.prior_loader(data.train_eval, self.cfg.data.eval_batch_size or self.cfg.data.batch_size,
-                                         self.cfg.data.num_workers)
-
-            def compute():
-                return priors.accumulate_statistics(extractor, loader, data.num_classes, self.device,
-                                                    progress=self.cfg.train.progress)
-
-            self._class_stats, self.prior_cache_hit = priors.load_or_compute(cache_file, compute, self.device)
+            self._class_stats, self.prior_cache_hit = self._statistics_of(self.net.backbone)
         return self._class_stats
+
+    def _statistics_of(self, extractor: nn.Module) -> tuple[priors.ClassStatistics, bool]:
+        data = self.data
+        key = priors.cache_key(extractor, data.train_eval.samples, data.num_classes, data.train_eval.transform,
+                               data.root)
+        cache_file = self.cache_dir / "priors" / f"{key}.pt"
+        loader = priors.prior_loader(data.train_eval, self.cfg.data.eval_batch_size or self.cfg.data.batch_size,
+                                     self.cfg.data.num_workers)
+
+        def compute():
+            return priors.accumulate_statistics(extractor, loader, data.num_classes, self.device,
+                                                progress=self.cfg.train.progress)
+
+        return priors.load_or_compute(cache_file, compute, self.device)

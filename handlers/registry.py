@@ -80,7 +80,7 @@ def register(name: str) -> Callable[[type[Regularizer]], type[Regularizer]]:
 
 def _load_builtin() -> None:
     # The built-in methods register themselves on import; the list is fixed in code.
-    from . import adarand, finetune, random_features  # noqa: F401
+    from . import adarand, bss, co_tuning, daft, delta, dr_tune, finetune, l2sp, lp_ft, random_features  # noqa: F401
 
 
 def get_regularizer_class(name: str) -> type[Regularizer]:

@@ -1,0 +1,92 @@
+"""LP-FT: fit the linear head on frozen pretrained features first, then fine-tune everything.
+
+The probe is a multinomial logistic regression on the training split's features (eval transform,
+pretrained extractor), minimising mean CE + weight_decay / 2 * ||W||^2 (bias not penalised) to
+convergence with full-batch L-BFGS; the new head starts from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ignite.distributed as idist
+import torch
+import torch.nn.functional as F
+from ignite.engine import Engine, Events
+
+from .priors import prior_loader
+from .registry import Regularizer, register
+
+
+@torch.no_grad()
+def extract_features(extractor, loader, device) -> tuple[torch.Tensor, torch.Tensor]:
+    was_training = extractor.training
+    extractor.eval()
+    feats, labels = [], []
+    try:
+        for x, y in loader:
+            feats.append(extractor(x.to(device)).float())
+            labels.append(y.to(device))
+    finally:
+        extractor.train(was_training)
+    feats, labels = torch.cat(feats), torch.cat(labels)
+    if idist.get_world_size() > 1:
+        feats, labels = idist.all_gather(feats), idist.all_gather(labels)
+    return feats, labels
+
+
+def fit_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float,
+                     max_iter: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, b) minimising mean CE(x W^T + b, y) + weight_decay / 2 ||W||^2, in float64."""
+    x = feats.double()
+    w = torch.zeros(num_classes, x.shape[1], dtype=torch.float64, device=x.device, requires_grad=True)
+    b = torch.zeros(num_classes, dtype=torch.float64, device=x.device, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-12,
+                            history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(x @ w.t() + b, labels) + 0.5 * weight_decay * w.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach(), b.detach()
+
+
+@dataclass(kw_only=True)
+class LPFTParams:
+    probe_weight_decay: float = 1e-4
+    probe_max_iter: int = 500
+
+
+@register("lp_ft")
+class LPFT(Regularizer):
+    Params = LPFTParams
+
+    def __init__(self, params: LPFTParams, ctx):
+        super().__init__(params, ctx)
+        self.probed = False
+
+    def attach(self, trainer: Engine) -> None:
+        trainer.add_event_handler(Events.STARTED, self.probe)
+
+    def probe(self, engine: Engine | None = None) -> None:
+        if self.probed:
+            return
+        cfg = self.ctx.cfg.data
+        loader = prior_loader(self.ctx.data.train_eval, cfg.eval_batch_size or cfg.batch_size, cfg.num_workers)
+        feats, labels = extract_features(self.ctx.net.backbone, loader, self.ctx.device)
+        w, b = fit_linear_probe(feats, labels, self.ctx.data.num_classes, self.params.probe_weight_decay,
+                                self.params.probe_max_iter)
+        head = self.ctx.net.head
+        with torch.no_grad():
+            head.weight.copy_(w.to(head.weight.dtype))
+            head.bias.copy_(b.to(head.bias.dtype))
+        self.probed = True
+
+    def state_dict(self) -> dict:
+        return {"probed": self.probed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.probed = bool(state["probed"])

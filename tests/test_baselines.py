@@ -1,0 +1,245 @@
+"""L2-SP, DELTA, BSS, Co-Tuning, DR-Tune, DAFT and LP-FT against independent computations."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from ignite.engine import Events
+
+from adarand.engine.config import load_config
+from adarand.engine.errors import UserError
+from adarand.engine.training import build_run
+from adarand.handlers.bss import smallest_singular_values_sq
+from adarand.handlers.co_tuning import CoTuning, CoTuningParams
+from adarand.handlers.daft import convert_batchnorm
+from adarand.handlers.delta import Delta, DeltaParams, delta_distance
+from adarand.handlers.dr_tune import class_shift, procrustes_rotation
+from adarand.handlers.lp_ft import fit_linear_probe
+from conftest import REPO, run_cli, write_tiny_config
+
+
+def make(tmp_path, method, overrides=(), **kw):
+    return build_run(load_config(write_tiny_config(tmp_path, method, **kw), list(overrides)))
+
+
+def one_step(run):
+    run.regularizer.attach(run.trainer)
+    seen = []
+    run.trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(
+        {k: float(v.detach()) for k, v in e.state.output.losses.items()}))
+    run.trainer.run(run.loaders.train, max_epochs=1, epoch_length=1)
+    return seen[0]
+
+
+# -- L2-SP ----------------------------------------------------------------------------------------
+def test_l2sp_zero_at_start_then_hand_sum(tmp_path):
+    run = make(tmp_path, "l2sp", ["method.lambda_backbone=0.5", "method.lambda_head=0.25"])
+    start = {k: v.clone() for k, v in run.net.backbone.state_dict().items()}
+    head0 = sum(float((p.detach().double() ** 2).sum()) for p in run.net.head.parameters())
+    first = one_step(run)
+    # the backbone is at its starting point: only the head term is left
+    assert first["l2sp"] == pytest.approx(0.5 * 0.25 * head0, rel=1e-6)
+    # after one step: the hand sum over the backbone's parameters
+    backbone = sum(float(((p.detach().double() - start[n].double()) ** 2).sum())
+                   for n, p in run.net.backbone.named_parameters())
+    head = sum(float((p.detach().double() ** 2).sum()) for p in run.net.head.parameters())
+    assert backbone > 0
+    step = run.trainer.state.output
+    run.trainer.state.step = step
+    run.regularizer.add_loss(run.trainer)
+    assert float(step.losses["l2sp"]) == pytest.approx(0.5 * 0.5 * backbone + 0.5 * 0.25 * head, rel=1e-5)
+
+
+# -- DELTA ----------------------------------------------------------------------------------------
+def test_delta_distance_direct():
+    g = torch.Generator().manual_seed(0)
+    fm, fm_s = torch.randn(3, 4, 5, 6, generator=g), torch.randn(3, 4, 5, 6, generator=g)
+    a = torch.rand(4, generator=g)
+    expected = np.mean([sum(a[c].item() * float(((fm[i, c] - fm_s[i, c]) ** 2).sum()) / 30 for c in range(4))
+                        for i in range(3)])
+    assert float(delta_distance(fm, fm_s, a)) == pytest.approx(expected, rel=1e-6)
+    assert float(delta_distance(fm, fm.clone())) == 0.0
+
+
+def test_delta_is_zero_against_an_unchanged_model_and_frozen_copy_is_frozen(tmp_path):
+    run = make(tmp_path, "delta")
+    reg = run.regularizer
+    assert not reg.frozen.training and not any(p.requires_grad for p in reg.frozen.parameters())
+    x = torch.randn(2, 3, 12, 12)
+    reg.maps.only_training = False
+    run.net.eval()  # the same mode as the frozen copy: same weights, same function
+    run.net(x)
+    reg.frozen(x)
+    terms = [float(delta_distance(reg.maps.outputs[k], reg.frozen_maps.outputs[k])) for k in reg.maps.outputs]
+    assert len(terms) == 3 and terms == [0.0, 0.0, 0.0]
+    reg.close()
+    assert reg.frozen is None and reg.maps.outputs == {}
+
+
+def test_delta_needs_a_layer_map(tmp_path):
+    run = make(tmp_path, "finetune")
+    run.net.stages = {}
+    with pytest.raises(UserError, match="delta needs the backbone's stage layout"):
+        Delta(DeltaParams(), run.ctx)
+
+
+# -- BSS ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("k", [1, 3])
+def test_bss_matches_numpy(k):
+    f = torch.randn(8, 5, generator=torch.Generator().manual_seed(k))
+    s = np.linalg.svd(f.double().numpy(), compute_uv=False)
+    assert float(smallest_singular_values_sq(f, k)) == pytest.approx(float((np.sort(s)[:k] ** 2).sum()), rel=1e-5)
+
+
+# -- Co-Tuning ------------------------------------------------------------------------------------
+def test_co_tuning_relationship(tmp_path):
+    run = make(tmp_path, "finetune")
+    src = {"weight": torch.randn(7, run.net.feature_dim) * 0.3, "bias": torch.randn(7)}
+    run.ctx.pretrained.source_head = src
+    reg = CoTuning(CoTuningParams(), run.ctx)
+    reg.initialize()
+    rel = reg.relationship
+    assert rel.shape == (3, 7) and torch.allclose(rel.sum(1), torch.ones(3), atol=1e-6)
+    run.net.eval()
+    probs, labels = [], []
+    with torch.no_grad():
+        for x, y in run.data.train_eval:  # one image at a time
+            f = run.net.backbone(x[None])
+            probs.append(torch.softmax(f @ src["weight"].t() + src["bias"], 1)[0].double().numpy())
+            labels.append(y)
+    probs, labels = np.array(probs), np.array(labels)
+    for k in range(3):
+        np.testing.assert_allclose(rel[k].numpy(), probs[labels == k].mean(0), rtol=1e-5, atol=1e-7)
+
+
+def test_co_tuning_needs_a_source_head(tmp_path):
+    run = make(tmp_path, "finetune")  # random init: no source classifier
+    with pytest.raises(UserError, match="co_tuning needs the pretrained model's source classifier"):
+        CoTuning(CoTuningParams(), run.ctx)
+    r = run_cli(write_tiny_config(tmp_path / "cli", "co_tuning"), "--output", tmp_path / "out")
+    assert r.returncode == 2 and "co_tuning needs" in r.stderr and not (tmp_path / "out").exists()
+
+
+# -- DR-Tune --------------------------------------------------------------------------------------
+def random_orthogonal(d, det, seed):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(d, d)))
+    if np.sign(np.linalg.det(q)) != det:
+        q[:, 0] *= -1
+    return q
+
+
+def test_procrustes_recovers_a_rotation():
+    a = np.random.default_rng(1).normal(size=(50, 6))
+    q = random_orthogonal(6, +1, 2)
+    r = procrustes_rotation(torch.tensor(a), torch.tensor(a @ q)).numpy()
+    np.testing.assert_allclose(r, q, atol=1e-8)
+
+
+def test_procrustes_reflection_case_gives_the_best_rotation():
+    a = np.random.default_rng(3).normal(size=(50, 6))
+    q = random_orthogonal(6, -1, 4)  # a reflection: no rotation reaches it
+    b = a @ q
+    r = procrustes_rotation(torch.tensor(a), torch.tensor(b)).numpy()
+    assert np.linalg.det(r) == pytest.approx(1.0)
+    np.testing.assert_allclose(r @ r.T, np.eye(6), atol=1e-8)
+    # independent: the constrained optimum flips the direction of the smallest singular value
+    u, s, vh = np.linalg.svd(a.T @ b)
+    expected = u @ np.diag([1, 1, 1, 1, 1, -1]) @ vh
+    np.testing.assert_allclose(r, expected, atol=1e-8)
+    # and it is at least as good as a nearby rotation
+    assert np.linalg.norm(a @ r - b) <= np.linalg.norm(a @ random_orthogonal(6, +1, 5) - b)
+
+
+def test_class_shift_single_entry_and_weighted_centres():
+    rotated = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    downstream = torch.tensor([[0.0, 2.0], [3.0, 0.0], [1.0, 0.0]])
+    labels = torch.tensor([0, 1, 1])  # class 0 has exactly one entry; class 2 none
+    head = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    out = class_shift(rotated, downstream, labels, head)
+    # one entry: its downstream centre is itself -> the entry moves onto its downstream feature
+    assert torch.allclose(out[0], downstream[0])
+    # class 1: cosines to w_1 = (1, 0) are 1 and 1 -> equal weights; centre_d = (2, 0), centre_p = (0.5, 1)
+    shift = torch.tensor([2.0, 0.0]) - torch.tensor([0.5, 1.0])
+    assert torch.allclose(out[1], rotated[1] + shift) and torch.allclose(out[2], rotated[2] + shift)
+    assert torch.isfinite(out).all()
+
+
+def test_dr_tune_bank_is_a_fifo(tmp_path):
+    run = make(tmp_path, "dr_tune", ["method.bank_size=8"])
+    reg = run.regularizer
+    reg.fill()
+    assert reg.bank_p.shape == (8, 16) and reg.ptr == 0 and torch.equal(reg.bank_p, reg.bank_d)
+    for i in range(3):  # batches of 4 with markers
+        reg.enqueue(torch.full((4, 16), float(i)), torch.full((4, 16), -float(i)), torch.full((4,), i))
+    assert reg.bank_p.shape == (8, 16) and reg.ptr == 4
+    assert reg.bank_y.tolist() == [2, 2, 2, 2, 1, 1, 1, 1]  # the oldest batch (0) is gone
+    losses = one_step(run)  # the loss runs over B + K_bank rows and enqueues the batch
+    assert reg.ptr == 0 and "ce" in losses
+    assert not reg.frozen.training
+
+
+def test_dr_tune_bank_must_be_a_multiple_of_the_batch(tmp_path):
+    with pytest.raises(UserError, match="not a multiple of data.batch_size"):
+        make(tmp_path, "dr_tune", ["method.bank_size=6"])
+
+
+# -- DAFT -----------------------------------------------------------------------------------------
+def test_daft_bn_conversion_keeps_the_eval_function():
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None, num_classes=5)
+    for m in net.modules():  # non-trivial "pretrained" statistics and affine parameters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    net.eval()
+    x = torch.randn(4, 3, 64, 64)
+    before = net(x).detach()
+    stats_before = net.bn1.running_mean.clone()
+    data = [(torch.randn(6, 3, 64, 64) * 2 + 1, torch.zeros(6)) for _ in range(3)]
+    assert convert_batchnorm(net, data, torch.device("cpu")) == 20
+    after = net(x).detach()
+    assert torch.allclose(before, after, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(stats_before, net.bn1.running_mean)
+    assert not net.training
+
+
+def test_daft_zeroes_the_head(tmp_path):
+    run = make(tmp_path, "daft")
+    assert torch.count_nonzero(run.net.head.weight) == 0 and torch.count_nonzero(run.net.head.bias) == 0
+
+
+# -- LP-FT ----------------------------------------------------------------------------------------
+def test_lp_probe_matches_sklearn_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    n, d, k, lam = 90, 5, 3, 0.1
+    x = rng.normal(size=(n, d)) + np.repeat(np.eye(k, d), n // k, axis=0) * 1.5
+    y = np.repeat(np.arange(k), n // k)
+    w, b = fit_linear_probe(torch.tensor(x), torch.tensor(y), k, lam)
+    # sklearn minimises C * sum CE + 1/2 ||W||^2, i.e. mean CE + lam / 2 ||W||^2 with C = 1 / (lam n)
+    ref = LogisticRegression(C=1.0 / (lam * n), tol=1e-10, max_iter=10000).fit(x, y)
+    ours = torch.softmax(torch.tensor(x) @ w.t() + b, 1).numpy()
+    np.testing.assert_allclose(ours, ref.predict_proba(x), atol=1e-5)
+    np.testing.assert_allclose(w.numpy(), ref.coef_, atol=1e-4)
+
+
+def test_lp_ft_starts_from_the_probe(tmp_path):
+    run = make(tmp_path, "lp_ft")
+    run.regularizer.probe()
+    assert run.regularizer.probed and float(run.net.head.weight.abs().sum()) > 0
+
+
+# -- reports --------------------------------------------------------------------------------------
+def test_results_report_frozen_model_and_bank_memory(tmp_path):
+    out = tmp_path / "run"
+    r = run_cli(write_tiny_config(tmp_path, "dr_tune", extra=""), "method.bank_size=8", "train.epochs=1",
+                "--output", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((out / "results.json").read_text())["method_report"]
+    assert report["frozen_model_mib"] > 0 and report["bank_mib"] > 0
