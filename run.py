@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
 import ignite.distributed as idist
+import torch
+from torch.multiprocessing import ProcessExitedException
 
 from adarand.engine.config import load_config, save_config
 from adarand.engine.errors import UserError
@@ -25,6 +28,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--output", help="run folder (default: <output_root>/<config name>-seed<seed>-<time>)")
     p.add_argument("--seed", type=int, help="run seed (overrides the config's seed)")
     p.add_argument("--resume", help="continue a stopped run: its folder or its last_checkpoint_*.pt file")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="processes on this machine (one per GPU; gloo on CPUs); torchrun sets this itself")
     args = p.parse_intermixed_args(argv)
     args.configs = [i for i in args.items if "=" not in i]
     args.overrides = [i for i in args.items if "=" in i]
@@ -46,6 +51,16 @@ def choose_run_dir(args: argparse.Namespace, cfg, resume: Path | None) -> Path:
     return run_dir
 
 
+def launch_settings(nproc: int) -> dict:
+    """idist.Parallel's arguments: torchrun's environment, ``--nproc N`` processes, or one."""
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: Parallel reads the environment
+        return {"backend": backend}
+    if nproc > 1:
+        return {"backend": backend, "nproc_per_node": nproc}
+    return {"backend": None}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -55,23 +70,41 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.configs, args.overrides, seed=args.seed)
         resume = find_last_checkpoint(Path(args.resume)) if args.resume else None
         run_dir = choose_run_dir(args, cfg, resume)
-        outcome: list = []
-        with idist.Parallel(backend=None) as parallel:
-            parallel.run(_run, cfg, run_dir, resume, outcome)
-        results = outcome[0] if outcome else None
+        if args.nproc < 1:
+            raise UserError(f"--nproc: expected a positive number of processes, got {args.nproc}")
+        from adarand.run import _run  # importable by name in spawned processes
+
+        with idist.Parallel(**launch_settings(args.nproc)) as parallel:
+            parallel.run(_run, cfg, run_dir, resume, args.nproc > 1)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if not getattr(e, "reported", False):
+            print(f"error: {e}", file=sys.stderr)
         return 2
-    if results is not None:
+    except ProcessExitedException as e:  # a spawned process stopped on a user error (already printed)
+        if e.exit_code == 2:
+            return 2
+        raise
+    return 0
+
+
+def _run(local_rank: int, cfg, run_dir: Path, resume: Path | None, spawned: bool) -> None:
+    rank = idist.get_rank()
+    if idist.get_world_size() > 1:  # one folder for all processes (torchrun: each chose its own)
+        run_dir = Path(idist.broadcast(str(run_dir), src=0))
+    try:
+        results = run_training(local_rank, cfg, run_dir, resume, on_ready=lambda: _write_config(cfg, run_dir))
+    except UserError as e:
+        if rank == 0:
+            print(f"error: {e}", file=sys.stderr)
+        e.reported = True
+        if spawned:
+            raise SystemExit(2) from None
+        raise
+    if rank == 0 and results is not None:
         print(f"test accuracy: {100 * results['test_accuracy']:.2f} % (best validation epoch {results['best_epoch']}, "
               f"val accuracy {100 * results['val_accuracy']:.2f} %)")
         print(f"results: {run_dir / 'results.json'}")
         print(f"view the training curves: tensorboard --logdir {run_dir}")
-    return 0
-
-
-def _run(local_rank: int, cfg, run_dir: Path, resume: Path | None, outcome: list) -> None:
-    outcome.append(run_training(local_rank, cfg, run_dir, resume, on_ready=lambda: _write_config(cfg, run_dir)))
 
 
 def _write_config(cfg, run_dir: Path) -> None:

@@ -82,6 +82,9 @@ class TrainConfig:
     log_every: int = 10  # iterations between per-iteration TensorBoard points (one host sync each)
     stop_after: Optional[int] = None  # stop after this epoch (as if interrupted); resume with --resume
     progress: bool = True  # progress bars
+    amp: Literal["off", "bf16", "fp16"] = "off"  # mixed precision of the network's forward pass
+    channels_last: bool = False  # channels-last memory format for model and inputs
+    sync_bn: bool = False  # multi-process: BatchNorm statistics over the global batch (SyncBatchNorm)
 
     def check(self):
         if self.epochs < 1:

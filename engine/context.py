@@ -49,13 +49,13 @@ class RunContext:
     def _statistics_of(self, extractor: nn.Module) -> tuple[priors.ClassStatistics, bool]:
         data = self.data
         key = priors.cache_key(extractor, data.train_eval.samples, data.num_classes, data.train_eval.transform,
-                               data.root)
+                               data.root, self.cfg.train.amp)
         cache_file = self.cache_dir / "priors" / f"{key}.pt"
         loader = priors.prior_loader(data.train_eval, self.cfg.data.eval_batch_size or self.cfg.data.batch_size,
                                      self.cfg.data.num_workers)
 
         def compute():
             return priors.accumulate_statistics(extractor, loader, data.num_classes, self.device,
-                                                progress=self.cfg.train.progress)
+                                                progress=self.cfg.train.progress, amp=self.cfg.train.amp)
 
         return priors.load_or_compute(cache_file, compute, self.device)

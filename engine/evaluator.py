@@ -7,13 +7,18 @@ from ignite.engine import Engine
 from ignite.metrics import Accuracy, Loss
 
 
-def create_evaluator(model: torch.nn.Module, device: torch.device) -> Engine:
+from .trainer import autocast, prepare_input
+
+
+def create_evaluator(model: torch.nn.Module, device: torch.device, amp: str = "off",
+                     channels_last: bool = False) -> Engine:
     @torch.no_grad()
     def eval_step(engine: Engine, batch):
         model.eval()
         x, y = batch
-        logits, _ = model(x.to(device, non_blocking=True))
-        return logits, y.to(device, non_blocking=True)
+        with autocast(device, amp):
+            logits, _ = model(prepare_input(x, device, channels_last))
+        return logits.float(), y.to(device, non_blocking=True)
 
     evaluator = Engine(eval_step)
     Accuracy(device=device).attach(evaluator, "accuracy")

@@ -7,13 +7,15 @@
 A positional config may join files with ``+`` (``base.yaml+method.yaml``); ``--bases`` x
 ``--methods`` adds every combination. ``key=value`` overrides apply to every run. A run whose
 folder already holds results.json is skipped and one with a checkpoint is resumed, so an
-interrupted sweep continues where it stopped. Runs go one after another in this process;
-``tensorboard --logdir ROOT`` then shows all of them side by side.
+interrupted sweep continues where it stopped. Runs go one after another, each in a process of its
+own (so each reports its own peak memory); ``tensorboard --logdir ROOT`` then shows all of them
+side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,8 +46,6 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.bases) != bool(args.methods):
         p.error("--bases and --methods go together")
 
-    from ..run import main as run_main  # the single-run command line
-
     root = Path(args.root)
     failed, start = [], time.time()
     for files in runs:
@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             extra = ["--resume", str(out)] if (out / CHECKPOINTS).exists() else []
             print(f"[sweep] {label} -> {out}", flush=True)
-            code = run_main([*files, *overrides, "--seed", str(seed), "--output", str(out), *extra])
+            command = [sys.executable, "-m", "adarand.run", *files, *overrides, "--seed", str(seed),
+                       "--output", str(out), *extra]
+            code = subprocess.run(command).returncode
             if code != 0:
                 failed.append(label)
     print(f"[sweep] {len(runs) * len(args.seeds) - len(failed)} runs ok, {len(failed)} failed, "

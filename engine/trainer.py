@@ -32,27 +32,51 @@ class StepState:
     loss: torch.Tensor | None = None
 
 
-def create_trainer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> Engine:
-    """An Ignite Engine whose step is: forward -> CE -> COMPUTE_LOSS -> backward -> step."""
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, amp: str):
+    """The forward pass's autocast context for ``amp`` (off | bf16 | fp16)."""
+    dtype = AMP_DTYPES[amp]
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def prepare_input(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
+
+def create_trainer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+                   amp: str = "off", channels_last: bool = False) -> Engine:
+    """An Ignite Engine whose step is: forward -> CE -> COMPUTE_LOSS -> backward -> step.
+
+    With ``amp`` only the forward pass runs under autocast; the CE, the regularizers' terms
+    (COMPUTE_LOSS handlers) and everything after the step run in float32. ``fp16`` scales the
+    loss with a GradScaler (``trainer.state.grad_scaler``, saved in checkpoints)."""
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
 
     def train_step(engine: Engine, batch) -> StepState:
         model.train()
         x, y = batch
-        x = x.to(device, non_blocking=True)
+        x = prepare_input(x, device, channels_last)
         y = y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        logits, features = model(x)
+        with autocast(device, amp):
+            logits, features = model(x)
+        logits, features = logits.float(), features.float()
         step = StepState(x=x, y=y, logits=logits, features=features)
         step.losses["ce"] = F.cross_entropy(logits, y)
         engine.state.step = step
         engine.fire_event(TrainEvents.COMPUTE_LOSS)
         loss = torch.stack([t.float() for t in step.losses.values()]).sum()
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         step.loss = loss.detach()
         return step
 
     trainer = Engine(train_step)
     trainer.register_events(*TrainEvents)
     trainer.state.step = None
+    trainer.state.grad_scaler = scaler
     return trainer

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..datasets import DataSplits, create_datasets
 from ..handlers.diagnostics import TrainingDiagnostics
+from ..handlers.priors import shard_without_padding
 from ..handlers.registry import Regularizer, get_regularizer_class
 from ..models import Classifier, create_model
 from .config import Config
@@ -67,10 +68,10 @@ def setup_data(cfg: Config) -> tuple[DataSplits, Loaders]:
     ebs = d.eval_batch_size or d.batch_size
 
     def eval_loader(ds):
-        s = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=False) if world > 1 else None
+        # each process a disjoint shard without padding, so the reduced metrics count every image once;
         # own generator: evaluating does not move the global RNG that training draws from
-        return DataLoader(ds, batch_size=ebs, sampler=s, shuffle=False, num_workers=d.num_workers, pin_memory=pin,
-                          generator=torch.Generator().manual_seed(0))
+        return DataLoader(shard_without_padding(ds, rank, world), batch_size=ebs, shuffle=False,
+                          num_workers=d.num_workers, pin_memory=pin, generator=torch.Generator().manual_seed(0))
 
     return data, Loaders(train=train, val=eval_loader(data.val), test=eval_loader(data.test))
 
@@ -79,7 +80,9 @@ def setup_model(cfg: Config, data: DataSplits):
     net, info = create_model(cfg.model, data.num_classes, in_channels=1 if cfg.data.grayscale else 3)
     device = idist.device()
     net = net.to(device)
-    model = idist.auto_model(net)
+    if cfg.train.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    model = idist.auto_model(net, sync_bn=cfg.train.sync_bn)
     return net, model, info, device
 
 
@@ -122,6 +125,8 @@ def attach_handlers(cfg: Config, run_dir: Path, trainer: Engine, val_evaluator: 
 
     to_save = {"trainer": trainer, "model": net, "optimizer": optimizer, "lr_scheduler": lr_scheduler,
                "regularizer": regularizer, "rng": RNGState(), "record": record, "best_checkpoint": best}
+    if trainer.state.grad_scaler.is_enabled():
+        to_save["grad_scaler"] = trainer.state.grad_scaler
     last = Checkpoint(to_save, saver, filename_prefix="last", n_saved=1)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, last)
 
@@ -205,10 +210,11 @@ def build_run(cfg: Config) -> Run:
     regularizer = setup_regularizer(ctx)
     optimizer = create_optimizer(cfg.optim, net, regularizer.parameter_groups())
     lr_scheduler = create_lr_scheduler(cfg.optim, optimizer, len(loaders.train), cfg.train.epochs)
-    trainer = create_trainer(model, optimizer, device)
+    t = cfg.train
+    trainer = create_trainer(model, optimizer, device, amp=t.amp, channels_last=t.channels_last)
     return Run(cfg=cfg, data=data, loaders=loaders, net=net, model=model, device=device, ctx=ctx,
                regularizer=regularizer, optimizer=optimizer, lr_scheduler=lr_scheduler, trainer=trainer,
-               val_evaluator=create_evaluator(model, device))
+               val_evaluator=create_evaluator(model, device, t.amp, t.channels_last))
 
 
 def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | None,
@@ -219,6 +225,8 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
     ``on_ready()`` is called (the command line writes the resolved config there)."""
     rank = idist.get_rank()
     run = build_run(cfg)
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.device)
     data, loaders, net, model, device = run.data, run.loaders, run.net, run.model, run.device
     regularizer, optimizer, trainer = run.regularizer, run.optimizer, run.trainer
     record = RunRecord()
@@ -257,7 +265,7 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
     best_file = Path(idist.broadcast(str(best_file), src=0)) if idist.get_world_size() > 1 else best_file
     Checkpoint.load_objects(to_load={"model": net}, checkpoint=torch.load(best_file, map_location="cpu",
                                                                           weights_only=True))
-    test_evaluator = create_evaluator(model, device)
+    test_evaluator = create_evaluator(model, device, cfg.train.amp, cfg.train.channels_last)
     if rank == 0 and cfg.train.progress:
         ProgressBar(persist=False, desc="test").attach(test_evaluator)
     test_evaluator.run(loaders.test)

@@ -74,15 +74,20 @@ def class_sums(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
 
 @torch.no_grad()
 def accumulate_statistics(extractor: nn.Module, loader, num_classes: int, device: torch.device,
-                          progress: bool = False) -> ClassStatistics:
-    """Sums over this process's share of ``loader``, then summed across processes."""
+                          progress: bool = False, amp: str = "off") -> ClassStatistics:
+    """Sums over this process's share of ``loader``, then summed across processes. The forward pass
+    runs in the run's precision (``amp``); the sums are float64."""
+    from ..engine.trainer import autocast
+
     was_training = extractor.training
     extractor.eval()
     acc: dict[str, torch.Tensor] = {}
 
     def step(engine, batch):
         x, y = batch
-        f = extractor(x.to(device, non_blocking=True)).double()
+        with autocast(device, amp):
+            f = extractor(x.to(device, non_blocking=True))
+        f = f.double()
         y = y.to(device, non_blocking=True)
         s, c = class_sums(f, y, num_classes)
         sq, _ = class_sums(f * f, y, num_classes)
@@ -135,8 +140,10 @@ def fingerprint_module(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-def cache_key(extractor: nn.Module, samples: list[tuple[str, int]], num_classes: int, transform, root: str) -> str:
+def cache_key(extractor: nn.Module, samples: list[tuple[str, int]], num_classes: int, transform, root: str,
+              amp: str = "off") -> str:
     parts = {
+        "amp": amp,
         "version": 1,
         "weights": fingerprint_module(extractor),
         "root": str(root),

@@ -1,0 +1,72 @@
+"""Two gloo processes on the CPU: the same priors as one process, and mu, mu_bar and the model
+weights identical on both ranks through training."""
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Events
+
+from adarand.engine.config import load_config
+from adarand.engine.training import build_run
+from adarand.handlers.priors import class_priors
+from conftest import write_tiny_config
+
+
+def _train(local_rank, cfg_file, out_dir):
+    cfg = load_config(cfg_file)
+    run = build_run(cfg)
+    reg = run.regularizer
+    reg.attach(run.trainer)
+    history = {"mu0": None, "mu": [], "mu_bar": []}
+
+    @run.trainer.on(Events.STARTED)
+    def after_init(_):  # attached after the regularizer's own STARTED handler
+        history["mu0"] = reg.mu.detach().clone()
+
+    @run.trainer.on(Events.ITERATION_COMPLETED)
+    def record(_):
+        history["mu"].append(reg.mu.detach().clone())
+        history["mu_bar"].append(reg.mu_bar.clone())
+
+    run.trainer.run(run.loaders.train, max_epochs=2)
+    params = {n: p.detach().clone() for n, p in run.net.named_parameters()}
+    torch.save({**history, "model": params, "world": idist.get_world_size(),
+                "iterations": run.trainer.state.iteration}, out_dir / f"rank{idist.get_rank()}.pt")
+
+
+def test_two_processes_keep_priors_and_weights_identical(tmp_path):
+    # 26 training images split over 2 processes, batch 4 per process
+    cfg_file = write_tiny_config(tmp_path, "adarand", counts={0: 12, 1: 10, 2: 10})
+    with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
+        parallel.run(_train, cfg_file, tmp_path)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert r0["world"] == 2 and r0["iterations"] == r1["iterations"] > 0
+    for a, b in zip(r0["mu"] + r0["mu_bar"], r1["mu"] + r1["mu_bar"]):
+        assert torch.equal(a, b)
+    # parameters (BN running statistics are per process between steps; DDP broadcasts rank 0's at
+    # every forward, and checkpoints hold rank 0's)
+    for k in r0["model"]:
+        assert torch.allclose(r0["model"][k], r1["model"][k], atol=1e-6), k
+    # the priors after initialisation equal those of a single process over the whole split
+    single = build_run(load_config(cfg_file, [f"cache_dir={tmp_path / 'fresh'}"]))  # not the 2-process cache
+    mu, _ = class_priors(single.ctx.class_statistics(), 1e-4)
+    assert single.ctx.prior_cache_hit is False
+    assert torch.allclose(r0["mu0"], mu, atol=1e-6, rtol=1e-6)
+
+
+def test_command_line_with_two_processes(tmp_path):
+    from conftest import run_cli
+    import json
+
+    out = tmp_path / "run"
+    cfg_file = write_tiny_config(tmp_path, "adarand", counts={0: 12, 1: 10, 2: 10})
+    r = run_cli(cfg_file, "train.epochs=2", "--nproc", "2", "--output", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("test accuracy:") == 1  # printed by rank 0 only
+    res = json.loads((out / "results.json").read_text())
+    assert res["world_size"] == 2
+    # a checkpoint written by 2 processes continues in 1
+    assert len(list((out / "checkpoints").glob("last_*.pt"))) == 1
+    r = run_cli(cfg_file, "train.epochs=3", "--resume", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((out / "results.json").read_text())["world_size"] == 1
