@@ -1,6 +1,6 @@
 """Time per training step: fine-tuning vs AdaRand, measured in one run (interleaved rounds).
 
-    python benchmarks/step_time.py [--rounds 7] [--steps 20] [--device cpu]
+    python benchmarks/step_time.py [--rounds 7] [--steps 20] [--device cpu] [--no-cars]
 
 Both trainers are the project's Ignite trainer with the per-iteration diagnostics attached, as in
 a real run; AdaRand adds its handlers (sampling, L_reg, EMA of class means, Adam step on mu).
@@ -27,10 +27,12 @@ from adarand.handlers.priors import ClassStatistics
 from adarand.models import create_model
 
 CASES = {
-    # name: (arch, in_channels, image size, batch, classes)
-    "demo small_cnn (1x16x16, B=16, K=5)": ("small_cnn", 1, 16, 16, 5),
-    "resnet18 (3x112x112, B=16, K=196)": ("resnet18", 3, 112, 16, 196),
+    # name: (arch, in_channels, image size, batch, classes, steps per round (None: --steps))
+    "demo small_cnn (1x16x16, B=16, K=5)": ("small_cnn", 1, 16, 16, 5, None),
+    "resnet18 (3x112x112, B=16, K=196)": ("resnet18", 3, 112, 16, 196, None),
 }
+CARS_GPU = ("resnet50 Cars scale (3x224x224, B=64, K=196, d=2048)", ("resnet50", 3, 224, 64, 196, None))
+CARS_CPU = ("resnet50 Cars scale (3x112x112, B=64, K=196, d=2048)", ("resnet50", 3, 112, 64, 196, 2))
 
 
 def build(arch, channels, k, device, method):
@@ -73,25 +75,31 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--no-cars", action="store_true", help="skip the ResNet-50 case at Cars scale")
     args = p.parse_args()
     device = torch.device(args.device)
+    cases = dict(CASES)
+    if not args.no_cars:
+        name, case = CARS_GPU if device.type == "cuda" else CARS_CPU
+        cases[name] = case
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{args.rounds} interleaved rounds of {args.steps} steps; median ms per step")
-    print(f"{'model':40s} {'fine-tuning':>12s} {'AdaRand':>12s} {'ratio':>8s}")
-    for name, (arch, ch, size, b, k) in CASES.items():
+    print(f"{'model':56s} {'fine-tuning':>12s} {'AdaRand':>12s} {'extra':>8s} {'ratio':>7s}")
+    for name, (arch, ch, size, b, k, steps) in cases.items():
         g = torch.Generator().manual_seed(0)
         batches = [(torch.randn(b, ch, size, size, generator=g).to(device), torch.randint(0, k, (b,), generator=g).to(device))
-                   for _ in range(args.steps)]
+                   for _ in range(steps or args.steps)]
         trainers = {m: build(arch, ch, k, device, m) for m in ("finetune", "adarand")}
         for t in trainers.values():  # warm-up (and AdaRand's prior initialisation)
             time_steps(t, batches[:3], device)
         times = {m: [] for m in trainers}
-        for r in range(args.rounds):
+        rounds = args.rounds if steps is None else 3
+        for r in range(rounds):
             order = list(trainers) if r % 2 == 0 else list(reversed(trainers))
             for m in order:
                 times[m].append(time_steps(trainers[m], batches, device))
         ft, ad = statistics.median(times["finetune"]), statistics.median(times["adarand"])
-        print(f"{name:40s} {1e3 * ft:12.2f} {1e3 * ad:12.2f} {ad / ft:8.3f}")
+        print(f"{name:56s} {1e3 * ft:12.2f} {1e3 * ad:12.2f} {1e3 * (ad - ft):8.2f} {ad / ft:7.3f}", flush=True)
 
 
 if __name__ == "__main__":

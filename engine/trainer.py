@@ -56,7 +56,8 @@ def create_trainer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, dev
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
 
     def train_step(engine: Engine, batch) -> StepState:
-        model.train()
+        if not model.training:  # back from an evaluation (cheaper than model.train() every step)
+            model.train()
         x, y = batch
         x = prepare_input(x, device, channels_last)
         y = y.to(device, non_blocking=True)
@@ -68,7 +69,8 @@ def create_trainer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, dev
         step.losses["ce"] = F.cross_entropy(logits, y)
         engine.state.step = step
         engine.fire_event(TrainEvents.COMPUTE_LOSS)
-        loss = torch.stack([t.float() for t in step.losses.values()]).sum()
+        terms = [t.float() for t in step.losses.values()]
+        loss = terms[0] if len(terms) == 1 else torch.stack(terms).sum()
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()

@@ -18,7 +18,6 @@ from typing import Literal
 
 import ignite.distributed as idist
 import torch
-import torch.nn.functional as F
 from ignite.engine import Engine, Events
 
 from .priors import class_sums
@@ -40,26 +39,78 @@ def ema_class_means(mu_bar: torch.Tensor, features: torch.Tensor, labels: torch.
     return torch.where(present, alpha * mu_bar + (1.0 - alpha) * batch_mean, mu_bar)
 
 
+def _unit_rows(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.rsqrt(x.pow(2).sum(1, keepdim=True).clamp(min=1e-24))
+
+
 def prior_loss(mu: torch.Tensor, mu_bar: torch.Tensor, intra: bool = True, inter: bool = True,
                form: str = "paper") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(L_ada, l_intra, l_inter) with the cosine distance D(u, v) = 1 - cos(u, v).
 
     paper:    l_intra = mean_k D(mu_k, mu_bar_k),      l_inter = -mean_{k != l} D(mu_k, mu_l)
     official: l_intra = mean_k (cos(mu_k, mu_bar_k) - 1)^2,  l_inter = mean_{k != l} cos(mu_k, mu_l)^2
+
+    No K x K mask: with unit rows u_k, sum_{k != l} cos(mu_k, mu_l) = ||sum_k u_k||^2 - sum_k ||u_k||^2
+    (O(K d)), and sum_{k != l} cos^2 = ||U U^T||_F^2 - sum_k ||u_k||^4.
     """
     zero = mu.new_zeros(())
-    u = F.normalize(mu, dim=1, eps=1e-12)
+    u = _unit_rows(mu)
     l_intra = l_inter = zero
     if intra:
-        cos_own = (u * F.normalize(mu_bar.detach(), dim=1, eps=1e-12)).sum(1)
+        cos_own = (u * _unit_rows(mu_bar.detach())).sum(1)
         l_intra = (1.0 - cos_own).mean() if form == "paper" else (cos_own - 1.0).pow(2).mean()
     k = mu.shape[0]
     if inter and k > 1:
-        cos = u @ u.t()
-        off = ~torch.eye(k, dtype=torch.bool, device=mu.device)
-        c = cos[off]
-        l_inter = -(1.0 - c).mean() if form == "paper" else c.pow(2).mean()
+        pairs = k * (k - 1)
+        self_sq = u.pow(2).sum(1)  # ||u_k||^2, 1 unless mu_k = 0
+        if form == "paper":
+            off_sum = u.sum(0).pow(2).sum() - self_sq.sum()
+            l_inter = off_sum / pairs - 1.0  # -(pairs - off_sum) / pairs
+        else:
+            off_sq = (u @ u.t()).pow(2).sum() - self_sq.pow(2).sum()
+            l_inter = off_sq / pairs
     return l_intra + l_inter, l_intra, l_inter
+
+
+@torch.no_grad()
+def prior_loss_and_grad(mu: torch.Tensor, mu_bar: torch.Tensor, intra: bool = True, inter: bool = True,
+                        form: str = "paper") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(L_ada, l_intra, l_inter, dL_ada/dmu) in closed form, without autograd (it is the same
+    function as :func:`prior_loss`; a handful of K x d operations instead of a backward pass).
+
+    With u_k = mu_k / ||mu_k||, the chain rule through the normalisation is
+    dL/dmu_k = (g_k - u_k (u_k . g_k)) / ||mu_k||, g_k = dL/du_k, and
+      paper:    dl_intra/du_k = -v_k / K,                 dl_inter/du_k = 2 (s - u_k) / (K (K - 1)), s = sum_l u_l
+      official: dl_intra/du_k = 2 (c_k - 1) v_k / K,      dl_inter/du = 4 (U U^T U - diag(||u_k||^2) U) / (K (K - 1))
+    with v_k = mu_bar_k / ||mu_bar_k|| and c_k = u_k . v_k.
+    """
+    k = mu.shape[0]
+    inv_norm = torch.rsqrt(mu.pow(2).sum(1, keepdim=True).clamp(min=1e-24))
+    u = mu * inv_norm
+    g = torch.zeros_like(mu)
+    l_intra = l_inter = mu.new_zeros(())
+    if intra:
+        v = _unit_rows(mu_bar)
+        c = (u * v).sum(1, keepdim=True)
+        if form == "paper":
+            l_intra = (1.0 - c).mean()
+            g -= v / k
+        else:
+            l_intra = (c - 1.0).pow(2).mean()
+            g += (2.0 / k) * (c - 1.0) * v
+    if inter and k > 1:
+        pairs = k * (k - 1)
+        self_sq = u.pow(2).sum(1, keepdim=True)
+        if form == "paper":
+            s = u.sum(0, keepdim=True)
+            l_inter = (s.pow(2).sum() - self_sq.sum()) / pairs - 1.0
+            g += (2.0 / pairs) * (s - u)
+        else:
+            gram = u @ u.t()
+            l_inter = (gram.pow(2).sum() - self_sq.pow(2).sum()) / pairs
+            g += (4.0 / pairs) * (gram @ u - self_sq * u)
+    grad = (g - u * (u * g).sum(1, keepdim=True)) * inv_norm
+    return l_intra + l_inter, l_intra, l_inter, grad
 
 
 @dataclass(kw_only=True)
@@ -86,7 +137,9 @@ class AdaRand(RandRegCP):
         super().__init__(params, ctx)
         self.mu = torch.nn.Parameter(self.mu)
         self.mu_bar = self.mu.detach().clone()
-        self.optimizer = torch.optim.Adam([self.mu], lr=params.prior_lr)
+        # fused: one kernel (and little Python) per step where the device supports it
+        fused = ctx.device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.Adam([self.mu], lr=params.prior_lr, fused=fused or None)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, ctx.total_iterations))
 
     def attach(self, trainer: Engine) -> None:
@@ -104,9 +157,9 @@ class AdaRand(RandRegCP):
         p = self.params
         reduce = idist.all_reduce if idist.get_world_size() > 1 else None
         self.mu_bar = ema_class_means(self.mu_bar, step.features.float(), step.y, p.alpha, reduce)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss, l_intra, l_inter = prior_loss(self.mu, self.mu_bar, p.intra, p.inter, p.prior_loss)
-        loss.backward()
+        loss, l_intra, l_inter, grad = prior_loss_and_grad(self.mu.detach(), self.mu_bar, p.intra, p.inter,
+                                                           p.prior_loss)
+        self.mu.grad = grad
         self.optimizer.step()
         self.scheduler.step()
         step.logs["loss_ada"] = loss.detach()

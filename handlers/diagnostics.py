@@ -39,31 +39,41 @@ def head_grad_norm_sq(logits: torch.Tensor, features: torch.Tensor, labels: torc
 def pairwise_log_sums(features: torch.Tensor, labels: torch.Tensor | None = None, num_classes: int = 0,
                       chunk: int = 512):
     """Sum and count of log ||g_i - g_j||^2 over ordered pairs i != j at non-zero distance;
-    with labels also per class over pairs inside the class. Float64, blockwise."""
-    x = features.detach().double()
+    with labels also per class over pairs inside the class.
+
+    Blockwise in float64: only blocks (i, j) with j >= i are computed (an off-diagonal block counts
+    for both orders), and each block casts its own rows, so the extra memory is O(chunk^2 + chunk d)
+    plus O(N) for the squared norms, whatever N is."""
+    x = features.detach()
     n = x.shape[0]
-    sq = x.pow(2).sum(1)
-    total_sum = x.new_zeros(())
-    total_cnt = x.new_zeros(())
-    cls_sum = x.new_zeros(num_classes)
-    cls_cnt = x.new_zeros(num_classes)
+    sq = x.double().pow(2).sum(1) if n <= chunk else torch.cat([x[i:i + chunk].double().pow(2).sum(1)
+                                                                 for i in range(0, n, chunk)])
+    total_sum = sq.new_zeros(())
+    total_cnt = sq.new_zeros(())
+    cls_sum = sq.new_zeros(num_classes)
+    cls_cnt = sq.new_zeros(num_classes)
     for i0 in range(0, n, chunk):
-        a = x[i0:i0 + chunk]
+        a = x[i0:i0 + chunk].double()
         ia = torch.arange(i0, i0 + a.shape[0], device=x.device)
-        for j0 in range(0, n, chunk):
-            b = x[j0:j0 + chunk]
+        for j0 in range(i0, n, chunk):
+            b = a if j0 == i0 else x[j0:j0 + chunk].double()
             jb = torch.arange(j0, j0 + b.shape[0], device=x.device)
-            d2 = (sq[i0:i0 + chunk, None] + sq[None, j0:j0 + chunk] - 2.0 * a @ b.t()).clamp(min=0.0)
             scale = sq[i0:i0 + chunk, None] + sq[None, j0:j0 + chunk]
+            d2 = (scale - 2.0 * a @ b.t()).clamp(min=0.0)
             valid = (ia[:, None] != jb[None, :]) & (d2 > 1e-12 * scale.clamp(min=1e-300))
             logs = torch.where(valid, d2.clamp(min=1e-300).log(), torch.zeros_like(d2))
-            total_sum += logs.sum()
-            total_cnt += valid.sum()
+            twice = 1.0 if j0 == i0 else 2.0  # the block (j, i) is the transpose of this one
+            total_sum += twice * logs.sum()
+            total_cnt += twice * valid.sum()
             if labels is not None:
-                same = labels[i0:i0 + chunk, None] == labels[None, j0:j0 + chunk]
-                row_lab = labels[i0:i0 + chunk]
-                cls_sum.index_add_(0, row_lab, (logs * same).sum(1))
-                cls_cnt.index_add_(0, row_lab, (valid & same).sum(1).double())
+                row_lab, col_lab = labels[i0:i0 + chunk], labels[j0:j0 + chunk]
+                same = row_lab[:, None] == col_lab[None, :]
+                same_logs, same_valid = logs * same, (valid & same).double()
+                cls_sum.index_add_(0, row_lab, same_logs.sum(1))
+                cls_cnt.index_add_(0, row_lab, same_valid.sum(1))
+                if j0 != i0:
+                    cls_sum.index_add_(0, col_lab, same_logs.sum(0))
+                    cls_cnt.index_add_(0, col_lab, same_valid.sum(0))
     return total_sum, total_cnt, cls_sum, cls_cnt
 
 
@@ -127,12 +137,25 @@ class TrainingDiagnostics:
             out["grad_norm"] = head_grad_norm_sq(step.logits, step.features, step.y)
         return out
 
+    @staticmethod
+    def _add(store: dict, names: tuple, vector: torch.Tensor) -> None:
+        """Add one iteration's scalars (stacked in one vector: one add, not one per scalar)."""
+        if store.get("names") == names:
+            store["sum"].add_(vector)
+        elif not store:
+            store.update(names=names, sum=vector.clone())
+        else:  # a scalar appeared or vanished: merge by name
+            merged = dict(zip(store["names"], store["sum"].unbind()))
+            for k, v in zip(names, vector.unbind()):
+                merged[k] = merged[k] + v if k in merged else v
+            store.update(names=tuple(merged), sum=torch.stack(list(merged.values())))
+
     def accumulate(self, engine: Engine) -> None:
         step = engine.state.output
         values = self.scalars(step)
-        for store in (self._interval, self._epoch):
-            for k, v in values.items():
-                store[k] = store[k] + v if k in store else v.clone()
+        names, vector = tuple(values), torch.stack(list(values.values()))
+        self._add(self._interval, names, vector)
+        self._add(self._epoch, names, vector)
         self._n_interval += 1
         self._n_epoch += 1
         if self.enabled and sum(f.shape[0] for f in self._feats) < self.max_samples:
@@ -140,12 +163,11 @@ class TrainingDiagnostics:
             self._labels.append(step.y[: self.per_batch])
 
     @staticmethod
-    def _means(store: dict[str, torch.Tensor], n: int) -> dict[str, float]:
+    def _means(store: dict, n: int) -> dict[str, float]:
         if not store:
             return {}
-        names = list(store)
-        values = (torch.stack([store[k] for k in names]) / max(n, 1)).cpu().tolist()  # the one host sync
-        return dict(zip(names, values))
+        values = (store["sum"] / max(n, 1)).cpu().tolist()  # the one host sync
+        return dict(zip(store["names"], values))
 
     def write_interval(self, engine: Engine) -> None:
         means = self._means(self._interval, self._n_interval)

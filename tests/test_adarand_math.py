@@ -109,3 +109,19 @@ def test_sampling_statistics():
         assert torch.allclose(rows.mean(0), mu[k], atol=0.06)
         assert torch.allclose(rows.std(0), sigma[k], rtol=0.03)
     assert not z.requires_grad
+
+
+@pytest.mark.parametrize("form", ["paper", "official"])
+@pytest.mark.parametrize("intra,inter", [(True, True), (False, True), (True, False)])
+def test_closed_form_gradient_matches_autograd(form, intra, inter):
+    from adarand.handlers.adarand import prior_loss_and_grad
+
+    g = torch.Generator().manual_seed(1)
+    mu = (torch.randn(6, 5, generator=g, dtype=torch.float64) * 3).requires_grad_(True)
+    mu_bar = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    loss, li, le = prior_loss(mu, mu_bar, intra, inter, form)
+    loss.backward()
+    loss2, li2, le2, grad = prior_loss_and_grad(mu.detach(), mu_bar, intra, inter, form)
+    assert loss2.item() == pytest.approx(loss.item(), rel=1e-12)
+    assert li2.item() == pytest.approx(li.item(), rel=1e-12) and le2.item() == pytest.approx(le.item(), abs=1e-12)
+    assert torch.allclose(grad, mu.grad, rtol=1e-10, atol=1e-12)
