@@ -91,10 +91,46 @@ def setup_regularizer(ctx: RunContext) -> Regularizer:
     return cls(ctx.cfg.method.params, ctx)
 
 
-def attach_handlers(cfg: Config, run_dir: Path, trainer: Engine, val_evaluator: Engine, loaders: Loaders,
-                    net: Classifier, optimizer, lr_scheduler, regularizer: Regularizer, record: RunRecord,
-                    data: DataSplits) -> dict:
+@dataclass
+class Run:
+    """The parts of a run, built but not yet attached to each other."""
+
+    cfg: Config
+    data: DataSplits
+    loaders: Loaders
+    net: Classifier
+    model: torch.nn.Module
+    device: torch.device
+    ctx: RunContext
+    regularizer: Regularizer
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: object
+    trainer: Engine
+    val_evaluator: Engine
+
+
+def build_run(cfg: Config) -> Run:
+    """Data, model, regularizer, optimizer, schedule and engines, in that order (the regularizer
+    comes before the optimizer because it may add parameter groups)."""
+    manual_seed(cfg.seed + idist.get_rank())
+    data, loaders = setup_data(cfg)
+    net, model, pretrained, device = setup_model(cfg, data)
+    ctx = RunContext(cfg=cfg, model=model, net=net, device=device, data=data, epoch_length=len(loaders.train),
+                     pretrained=pretrained)
+    regularizer = setup_regularizer(ctx)
+    optimizer = create_optimizer(cfg.optim, net, regularizer.parameter_groups())
+    lr_scheduler = create_lr_scheduler(cfg.optim, optimizer, len(loaders.train), cfg.train.epochs)
+    t = cfg.train
+    trainer = create_trainer(model, optimizer, device, amp=t.amp, channels_last=t.channels_last)
+    return Run(cfg=cfg, data=data, loaders=loaders, net=net, model=model, device=device, ctx=ctx,
+               regularizer=regularizer, optimizer=optimizer, lr_scheduler=lr_scheduler, trainer=trainer,
+               val_evaluator=create_evaluator(model, device, t.amp, t.channels_last))
+
+
+def attach_handlers(run: Run, run_dir: Path, record: RunRecord) -> dict:
     """Every handler of the run, in the order they fire within an event."""
+    cfg, trainer, val_evaluator, loaders, data = run.cfg, run.trainer, run.val_evaluator, run.loaders, run.data
+    net, optimizer, lr_scheduler, regularizer = run.net, run.optimizer, run.lr_scheduler, run.regularizer
     rank0 = idist.get_rank() == 0
     tb = TensorboardLogger(log_dir=str(run_dir)) if rank0 else None
 
@@ -181,42 +217,6 @@ def write_json_atomic(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
-@dataclass
-class Run:
-    """The parts of a run, built but not yet attached to each other."""
-
-    cfg: Config
-    data: DataSplits
-    loaders: Loaders
-    net: Classifier
-    model: torch.nn.Module
-    device: torch.device
-    ctx: RunContext
-    regularizer: Regularizer
-    optimizer: torch.optim.Optimizer
-    lr_scheduler: object
-    trainer: Engine
-    val_evaluator: Engine
-
-
-def build_run(cfg: Config) -> Run:
-    """Data, model, regularizer, optimizer, schedule and engines, in that order (the regularizer
-    comes before the optimizer because it may add parameter groups)."""
-    manual_seed(cfg.seed + idist.get_rank())
-    data, loaders = setup_data(cfg)
-    net, model, pretrained, device = setup_model(cfg, data)
-    ctx = RunContext(cfg=cfg, model=model, net=net, device=device, data=data, epoch_length=len(loaders.train),
-                     pretrained=pretrained)
-    regularizer = setup_regularizer(ctx)
-    optimizer = create_optimizer(cfg.optim, net, regularizer.parameter_groups())
-    lr_scheduler = create_lr_scheduler(cfg.optim, optimizer, len(loaders.train), cfg.train.epochs)
-    t = cfg.train
-    trainer = create_trainer(model, optimizer, device, amp=t.amp, channels_last=t.channels_last)
-    return Run(cfg=cfg, data=data, loaders=loaders, net=net, model=model, device=device, ctx=ctx,
-               regularizer=regularizer, optimizer=optimizer, lr_scheduler=lr_scheduler, trainer=trainer,
-               val_evaluator=create_evaluator(model, device, t.amp, t.channels_last))
-
-
 def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | None,
                  on_ready=None) -> dict | None:
     """The whole run. Returns the results (also written to results.json), or None if stopped early.
@@ -227,13 +227,12 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
     run = build_run(cfg)
     if run.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(run.device)
-    data, loaders, net, model, device = run.data, run.loaders, run.net, run.model, run.device
-    regularizer, optimizer, trainer = run.regularizer, run.optimizer, run.trainer
+    loaders, net, model, device = run.loaders, run.net, run.model, run.device
+    regularizer, trainer = run.regularizer, run.trainer
     record = RunRecord()
     if on_ready is not None:
         on_ready()
-    handlers = attach_handlers(cfg, run_dir, trainer, run.val_evaluator, loaders, net, optimizer, run.lr_scheduler,
-                               regularizer, record, data)
+    handlers = attach_handlers(run, run_dir, record)
 
     if resume is not None:
         checkpoint = torch.load(resume, map_location="cpu", weights_only=True)
@@ -257,7 +256,7 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
             tb.close()
         if rank == 0:
             print(f"stopped after epoch {trainer.state.epoch} of {cfg.train.epochs}; continue with: "
-                  f"python run.py {cfg.source} --resume {run_dir}")
+                  f"python run.py {run_dir / 'config.yaml'} train.stop_after=null --resume {run_dir}")
         return None
 
     # the best-validation model on the test split

@@ -70,3 +70,25 @@ def test_command_line_with_two_processes(tmp_path):
     r = run_cli(cfg_file, "train.epochs=3", "--resume", out)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((out / "results.json").read_text())["world_size"] == 1
+
+
+def test_torchrun_two_processes(tmp_path):
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    assert torchrun, "torchrun comes with torch"
+    cfg_file = write_tiny_config(tmp_path, "adarand", counts={0: 12, 1: 10, 2: 10})
+    root = tmp_path / "runs"  # default run folder names: each process makes one, rank 0's is used
+    r = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(REPO / "run.py"), str(cfg_file),
+                        "train.epochs=1", f"output_root={root}"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    folders = list(root.iterdir())
+    assert len(folders) == 1  # one run folder for both processes
+    res = json.loads((folders[0] / "results.json").read_text())
+    assert res["world_size"] == 2 and r.stdout.count("test accuracy:") == 1

@@ -66,7 +66,9 @@ def test_resume_gives_the_same_numbers(tmp_path, cache_dir):
     r = run_cli(*common, "train.stop_after=1", "--output", part)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "stopped after epoch 1" in r.stdout and not (part / "results.json").exists()
-    r = run_cli(*common, "--resume", part)
+    # the command it prints: the run's resolved config, no stop, --resume
+    assert f"python run.py {part / 'config.yaml'} train.stop_after=null --resume {part}" in r.stdout
+    r = run_cli(part / "config.yaml", "train.stop_after=null", "--resume", part)
     assert r.returncode == 0, r.stderr[-3000:]
     a = json.loads((full / "results.json").read_text())
     b = json.loads((part / "results.json").read_text())

@@ -32,8 +32,7 @@ def test_no_host_sync_in_the_step(tmp_path, method, monkeypatch):
         extra = [f"model.pretrained={tmp_path / 'source.pt'}"]
     cfg = load_config(write_tiny_config(tmp_path, method), ["train.log_every=1000", *extra])
     run = build_run(cfg)
-    attach_handlers(cfg, tmp_path / "run", run.trainer, run.val_evaluator, run.loaders, run.net, run.optimizer,
-                    run.lr_scheduler, run.regularizer, RunRecord(), run.data)
+    attach_handlers(run, tmp_path / "run", RunRecord())
     active, calls = [False], []
 
     def counting(name, original):
