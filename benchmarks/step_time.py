@@ -20,7 +20,7 @@ from ignite.engine import Engine
 
 from adarand.engine.config import ModelConfig
 from adarand.engine.context import RunContext
-from adarand.engine.trainer import create_trainer
+from adarand.engine.trainer import StepState, create_trainer
 from adarand.handlers.adarand import AdaRand, AdaRandParams
 from adarand.handlers.diagnostics import TrainingDiagnostics
 from adarand.handlers.priors import ClassStatistics
@@ -55,9 +55,11 @@ def build(arch, channels, k, device, method):
         ctx.cfg = SimpleNamespace(train=SimpleNamespace(epochs=1))
         reg = AdaRand(AdaRandParams(), ctx)
         reg.attach(trainer)
+    else:
+        reg = None
     TrainingDiagnostics(None, k, log_every=10, max_samples=500, chunk=512, epoch_length=1000,
                         enabled=True).attach(trainer)
-    return trainer
+    return trainer, reg
 
 
 def time_steps(trainer: Engine, batches, device) -> float:
@@ -68,6 +70,29 @@ def time_steps(trainer: Engine, batches, device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - t0) / len(batches)
+
+
+def handler_work(trainer: Engine, reg: AdaRand, batch, device, repeats: int = 200) -> float:
+    """Seconds per step of AdaRand's own work, timed alone on a fixed step (no network)."""
+    x, y = batch
+    feats = torch.randn(y.shape[0], reg.mu.shape[1], device=device)
+    step = StepState(x=x, y=y, logits=None, features=feats)
+    trainer.state.step = trainer.state.output = step
+
+    def once():
+        reg.add_loss(trainer)
+        reg.update_priors(trainer)
+
+    for _ in range(10):
+        once()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        once()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / repeats
 
 
 def main() -> None:
@@ -89,7 +114,9 @@ def main() -> None:
         g = torch.Generator().manual_seed(0)
         batches = [(torch.randn(b, ch, size, size, generator=g).to(device), torch.randint(0, k, (b,), generator=g).to(device))
                    for _ in range(steps or args.steps)]
-        trainers = {m: build(arch, ch, k, device, m) for m in ("finetune", "adarand")}
+        built = {m: build(arch, ch, k, device, m) for m in ("finetune", "adarand")}
+        trainers = {m: t for m, (t, _) in built.items()}
+        regs = {m: r for m, (_, r) in built.items()}
         for t in trainers.values():  # warm-up (and AdaRand's prior initialisation)
             time_steps(t, batches[:3], device)
         times = {m: [] for m in trainers}
@@ -99,7 +126,10 @@ def main() -> None:
             for m in order:
                 times[m].append(time_steps(trainers[m], batches, device))
         ft, ad = statistics.median(times["finetune"]), statistics.median(times["adarand"])
+        alone = handler_work(trainers["adarand"], regs["adarand"], batches[0], device)
         print(f"{name:56s} {1e3 * ft:12.2f} {1e3 * ad:12.2f} {1e3 * (ad - ft):8.2f} {ad / ft:7.3f}", flush=True)
+        print(f"{'  AdaRand handler work alone (forward of L_reg, EMA, prior step)':56s} {'':12s} {1e3 * alone:12.3f}"
+              f" {'':8s} {1 + alone / ft:7.3f}", flush=True)
 
 
 if __name__ == "__main__":

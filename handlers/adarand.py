@@ -34,9 +34,9 @@ def ema_class_means(mu_bar: torch.Tensor, features: torch.Tensor, labels: torch.
     sums, counts = class_sums(features.detach(), labels, mu_bar.shape[0], dtype=mu_bar.dtype)
     if reduce is not None:
         sums, counts = reduce(sums), reduce(counts)
-    present = (counts > 0).unsqueeze(1)
-    batch_mean = sums / counts.clamp(min=1).unsqueeze(1).to(sums.dtype)
-    return torch.where(present, alpha * mu_bar + (1.0 - alpha) * batch_mean, mu_bar)
+    counts = counts.unsqueeze(1).to(sums.dtype)
+    weight = (counts > 0).to(sums.dtype) * (1.0 - alpha)  # 0 for classes absent from the batch
+    return torch.lerp(mu_bar, sums / counts.clamp(min=1), weight)
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:
@@ -85,31 +85,34 @@ def prior_loss_and_grad(mu: torch.Tensor, mu_bar: torch.Tensor, intra: bool = Tr
     with v_k = mu_bar_k / ||mu_bar_k|| and c_k = u_k . v_k.
     """
     k = mu.shape[0]
-    inv_norm = torch.rsqrt(mu.pow(2).sum(1, keepdim=True).clamp(min=1e-24))
+    inv_norm = torch.linalg.vector_norm(mu, dim=1, keepdim=True).clamp(min=1e-12).reciprocal()
     u = mu * inv_norm
-    g = torch.zeros_like(mu)
+    g = None  # dL/du, built from the active terms
     l_intra = l_inter = mu.new_zeros(())
     if intra:
-        v = _unit_rows(mu_bar)
-        c = (u * v).sum(1, keepdim=True)
+        v = mu_bar * torch.linalg.vector_norm(mu_bar, dim=1, keepdim=True).clamp(min=1e-12).reciprocal()
+        c = torch.linalg.vecdot(u, v).unsqueeze(1)
         if form == "paper":
-            l_intra = (1.0 - c).mean()
-            g -= v / k
+            l_intra = 1.0 - c.mean()
+            g = v * (-1.0 / k)
         else:
             l_intra = (c - 1.0).pow(2).mean()
-            g += (2.0 / k) * (c - 1.0) * v
+            g = v * ((2.0 / k) * (c - 1.0))
     if inter and k > 1:
         pairs = k * (k - 1)
         self_sq = u.pow(2).sum(1, keepdim=True)
         if form == "paper":
             s = u.sum(0, keepdim=True)
             l_inter = (s.pow(2).sum() - self_sq.sum()) / pairs - 1.0
-            g += (2.0 / pairs) * (s - u)
+            g_inter = (s - u) * (2.0 / pairs)
         else:
             gram = u @ u.t()
             l_inter = (gram.pow(2).sum() - self_sq.pow(2).sum()) / pairs
-            g += (4.0 / pairs) * (gram @ u - self_sq * u)
-    grad = (g - u * (u * g).sum(1, keepdim=True)) * inv_norm
+            g_inter = (gram @ u - self_sq * u) * (4.0 / pairs)
+        g = g_inter if g is None else g + g_inter
+    if g is None:
+        return l_intra + l_inter, l_intra, l_inter, torch.zeros_like(mu)
+    grad = torch.addcmul(g, u, torch.linalg.vecdot(u, g).unsqueeze(1), value=-1.0) * inv_norm
     return l_intra + l_inter, l_intra, l_inter, grad
 
 

@@ -68,3 +68,17 @@ def test_shipped_demo_extractor_loads_completely():
                              num_classes=5, in_channels=1)
     assert info.missing_keys == [] and info.unexpected_keys == []
     assert info.source_head["weight"].shape == (5, 128)
+
+
+def test_imagenet_weights_offline_gives_a_clear_error(tmp_path, monkeypatch):
+    """No cached file and no way out (a proxy on a closed loopback port): the real download code
+    fails, and the message says where to put the file."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with pytest.raises(UserError) as e:
+        create_model(ModelConfig(arch="resnet18", pretrained="imagenet"), num_classes=3)
+    msg = str(e.value)
+    assert "could not download" in msg and str(tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in msg
