@@ -21,15 +21,15 @@ def scalars(run_dir):
 
 def test_demo_end_to_end(tmp_path, cache_dir):
     out = tmp_path / "run"
-    r = run_cli(DEMO, "train.epochs=3", "train.log_every=2", "data.use_ratio=0.3", f"cache_dir={cache_dir}",
+    r = run_cli(DEMO, "train.epochs=5", "train.log_every=2", "data.use_ratio=0.3", f"cache_dir={cache_dir}",
                 "--output", out)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "test accuracy:" in r.stdout and f"tensorboard --logdir {out}" in r.stdout
     res = json.loads((out / "results.json").read_text())
     for key in ("best_epoch", "val_accuracy", "test_accuracy", "seed", "versions", "wall_time_s", "time_per_epoch_s"):
         assert key in res
-    assert 1 <= res["best_epoch"] <= 3 and 0.0 <= res["test_accuracy"] <= 1.0
-    assert res["test_accuracy"] > 0.4  # five classes: chance is 0.2; the pretrained extractor transfers
+    assert 1 <= res["best_epoch"] <= 5 and 0.0 <= res["test_accuracy"] <= 1.0
+    assert res["test_accuracy"] > 0.5  # five classes: chance is 0.2; the pretrained extractor transfers
     assert res["versions"]["torch"] == torch.__version__
     # the resolved config is a valid config
     assert load_config(out / "config.yaml").method.name == "adarand"
@@ -46,7 +46,7 @@ def test_demo_end_to_end(tmp_path, cache_dir):
     for needle in ("feature_norm", "grad_norm", "entropy", "mutual_info", "loss_ce", "loss_reg", "loss_ada",
                    "val/accuracy", "val/loss", "test/accuracy", "lr/"):
         assert any(needle in t for t in tags), (needle, sorted(tags))
-    assert [s for s, _ in tags["train_epoch/feature_entropy"]] == [1, 2, 3]
+    assert [s for s, _ in tags["train_epoch/feature_entropy"]] == [1, 2, 3, 4, 5]
     assert all(math.isfinite(v) for _, v in tags["train_epoch/mutual_info"])
     iter_steps = [s for s, _ in tags["train_iter/feature_norm"]]
     assert iter_steps[:2] == [2, 4]
