@@ -17,7 +17,6 @@ import dataclasses
 import json
 import math
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import yaml

@@ -25,7 +25,7 @@ from typing import Callable
 
 import ignite.distributed as idist
 import torch
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 from ignite.handlers import ProgressBar
 from torch import nn
 from torch.utils.data import DataLoader, Subset

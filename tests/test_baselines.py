@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import torchvision
 from ignite.engine import Events
 
@@ -18,7 +17,7 @@ from adarand.handlers.daft import convert_batchnorm
 from adarand.handlers.delta import Delta, DeltaParams, delta_distance
 from adarand.handlers.dr_tune import class_shift, procrustes_rotation
 from adarand.handlers.lp_ft import fit_linear_probe
-from conftest import REPO, run_cli, write_tiny_config
+from conftest import run_cli, write_tiny_config
 
 
 def make(tmp_path, method, overrides=(), **kw):

@@ -77,3 +77,27 @@ def test_chunked_equals_naive():
         got_h, got_mi = entropy_and_mutual_info(torch.tensor(x), torch.tensor(y), 4, chunk=chunk)
         assert got_h == pytest.approx(h, rel=1e-9)
         assert got_mi == pytest.approx(mi, rel=1e-7, abs=1e-9)
+
+
+def test_training_log_means_by_hand():
+    """Per-interval means of the step scalars, also when a scalar appears midway."""
+    from types import SimpleNamespace
+
+    from adarand.engine.trainer import StepState
+    from adarand.handlers.diagnostics import TrainingDiagnostics
+
+    diag = TrainingDiagnostics(None, num_classes=2, log_every=3, max_samples=10, chunk=4, epoch_length=3,
+                               enabled=False)
+    engine = SimpleNamespace(state=SimpleNamespace(output=None, metrics={}, iteration=0, epoch=1))
+    for i, extra in enumerate([None, None, 5.0]):
+        step = StepState(x=None, y=torch.tensor([0, 1]), logits=None, features=torch.zeros(2, 3),
+                         losses={"ce": torch.tensor(float(i + 1))}, loss=torch.tensor(float(i + 1)))
+        if extra is not None:
+            step.logs["ada"] = torch.tensor(extra)
+        engine.state.output = step
+        diag.accumulate(engine)
+    diag.write_interval(engine)
+    assert engine.state.metrics["loss_ce"] == pytest.approx(2.0)  # (1 + 2 + 3) / 3
+    diag.write_epoch(engine)
+    assert diag.last_epoch["loss"] == pytest.approx(2.0)
+    assert diag.last_epoch["ada"] == pytest.approx(5.0 / 3)  # summed over the epoch's 3 iterations

@@ -4,7 +4,6 @@ import json
 import math
 
 import torch
-import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from adarand.engine.config import load_config

@@ -3,7 +3,6 @@
 import re
 
 import pytest
-import torch
 from ignite.engine import Events
 
 from adarand.engine.config import load_config
