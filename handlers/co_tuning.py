@@ -13,6 +13,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
+import ignite.distributed as idist
 import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
@@ -57,6 +58,10 @@ class CoTuning(Regularizer):
                             f"model.pretrained ({ctx.cfg.model.pretrained}) provides none")
         self.source_head = nn.Linear(head["weight"].shape[1], head["weight"].shape[0]).to(ctx.device)
         self.source_head.load_state_dict(head)
+        world = idist.get_world_size()
+        if world > 1:  # the source head is outside the data-parallel model: average its gradients here
+            for p in self.source_head.parameters():
+                p.register_hook(lambda g: idist.all_reduce(g.clone()) / world)
         self.relationship = torch.zeros(ctx.data.num_classes, head["weight"].shape[0], device=ctx.device)
         self.initialized = False
 

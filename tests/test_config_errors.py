@@ -38,6 +38,8 @@ CASES = [
     (BASE, ["train.epochs"], ["command line", "expected key.path=value"]),
     ("- a\n- b\n", [], ["bad.yaml", "expected a mapping"]),
     ("extends: missing_base.yaml\n", [], ["missing_base.yaml", "no such config file"]),
+    (BASE + "model:\n  arch: resnet18\n", [], ["bad.yaml", "malformed YAML at line 5", "duplicate key 'model'"]),
+    ("data: !!python/object:os.system {}\n", [], ["bad.yaml", "malformed YAML"]),
 ]
 
 

@@ -92,3 +92,27 @@ def test_torchrun_two_processes(tmp_path):
     assert len(folders) == 1  # one run folder for both processes
     res = json.loads((folders[0] / "results.json").read_text())
     assert res["world_size"] == 2 and r.stdout.count("test accuracy:") == 1
+
+
+def _train_co_tuning(local_rank, cfg_file, out_dir, overrides):
+    run = build_run(load_config(cfg_file, overrides))
+    run.regularizer.attach(run.trainer)
+    run.trainer.run(run.loaders.train, max_epochs=1)
+    params = {f"net.{n}": p.detach().clone() for n, p in run.net.named_parameters()}
+    params.update({f"source.{n}": p.detach().clone() for n, p in run.regularizer.source_head.named_parameters()})
+    torch.save(params, out_dir / f"co{idist.get_rank()}.pt")
+
+
+def test_co_tuning_source_head_stays_identical_on_both_ranks(tmp_path):
+    from adarand.engine.config import ModelConfig
+    from adarand.models import create_model
+
+    source, _ = create_model(ModelConfig(arch="small_cnn", width=4), num_classes=7)
+    torch.save(source.state_dict(), tmp_path / "source.pt")
+    cfg_file = write_tiny_config(tmp_path, "co_tuning", counts={0: 12, 1: 10, 2: 10})
+    with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
+        parallel.run(_train_co_tuning, cfg_file, tmp_path, [f"model.pretrained={tmp_path / 'source.pt'}"])
+    a, b = torch.load(tmp_path / "co0.pt", weights_only=True), torch.load(tmp_path / "co1.pt", weights_only=True)
+    assert any(k.startswith("source.") for k in a)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
