@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from ..datasets import DataSplits
 from ..handlers import priors
@@ -33,6 +34,14 @@ class RunContext:
     @property
     def cache_dir(self) -> Path:
         return Path(self.cfg.cache_dir).expanduser()
+
+    def augmented_loader(self, drop_last: bool = False) -> DataLoader:
+        """The training split with the training transform, shuffled by its own seeded generator
+        (for passes before training that must see augmented batches: DR-Tune's bank, DAFT's BN
+        conversion). It does not draw from the global RNG that training uses."""
+        d = self.cfg.data
+        return DataLoader(self.data.train, batch_size=d.batch_size, shuffle=True, drop_last=drop_last,
+                          num_workers=d.num_workers, generator=torch.Generator().manual_seed(self.cfg.seed))
 
     def class_statistics(self, extractor: nn.Module | None = None) -> priors.ClassStatistics:
         """Per-class statistics of ``extractor``'s outputs on the training split (eval transform).

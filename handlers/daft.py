@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import torch
 from ignite.engine import Engine, Events
 from torch import nn
-from torch.utils.data import DataLoader
 
 from .registry import Regularizer, register
 
@@ -90,10 +89,7 @@ class DAFT(Regularizer):
     def convert(self, engine: Engine | None = None) -> None:
         if self.converted:
             return
-        cfg = self.ctx.cfg
-        loader = DataLoader(self.ctx.data.train, batch_size=cfg.data.batch_size, shuffle=True,
-                            num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(cfg.seed))
-        self.layers = convert_batchnorm(self.ctx.net.backbone, loader, self.ctx.device)
+        self.layers = convert_batchnorm(self.ctx.net.backbone, self.ctx.augmented_loader(), self.ctx.device)
         self.converted = True
 
     def state_dict(self) -> dict:

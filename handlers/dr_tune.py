@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
-from torch.utils.data import DataLoader
 
 from ..engine.errors import UserError
 from ..engine.trainer import TrainEvents
@@ -96,9 +95,7 @@ class DRTune(Regularizer):
         """Fill both banks with pretrained features of augmented training batches."""
         if self.initialized:
             return
-        cfg = self.ctx.cfg.data
-        loader = DataLoader(self.ctx.data.train, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                            num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(self.ctx.cfg.seed))
+        loader = self.ctx.augmented_loader(drop_last=True)
         filled = 0
         while filled < self.params.bank_size:
             for x, y in loader:
