@@ -1,6 +1,8 @@
 """Two gloo processes on the CPU: the same priors as one process, and mu, mu_bar and the model
 weights identical on both ranks through training."""
 
+import gc
+
 import ignite.distributed as idist
 import torch
 from ignite.engine import Events
@@ -31,6 +33,8 @@ def _train(local_rank, cfg_file, out_dir):
     params = {n: p.detach().clone() for n, p in run.net.named_parameters()}
     torch.save({**history, "model": params, "world": idist.get_world_size(),
                 "iterations": run.trainer.state.iteration}, out_dir / f"rank{idist.get_rank()}.pt")
+    run = reg = None
+    gc.collect()  # free the DDP model (and its process group) before ignite destroys the group
 
 
 def test_two_processes_keep_priors_and_weights_identical(tmp_path):
@@ -101,6 +105,8 @@ def _train_co_tuning(local_rank, cfg_file, out_dir, overrides):
     params = {f"net.{n}": p.detach().clone() for n, p in run.net.named_parameters()}
     params.update({f"source.{n}": p.detach().clone() for n, p in run.regularizer.source_head.named_parameters()})
     torch.save(params, out_dir / f"co{idist.get_rank()}.pt")
+    run = None
+    gc.collect()
 
 
 def test_co_tuning_source_head_stays_identical_on_both_ranks(tmp_path):
@@ -116,3 +122,22 @@ def test_co_tuning_source_head_stays_identical_on_both_ranks(tmp_path):
     assert any(k.startswith("source.") for k in a)
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+def _run_then_count_ddp(local_rank, cfg_file, out_dir):
+    from torch.nn.parallel import DistributedDataParallel
+
+    from adarand.run import _run
+
+    _run(local_rank, load_config(cfg_file), out_dir / "run", None, True)
+    alive = sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
+    (out_dir / f"ddp_alive{idist.get_rank()}").write_text(str(alive))
+
+
+def test_a_finished_run_frees_its_ddp_model_before_the_process_group_goes(tmp_path):
+    # Engines and handlers hold the DDP model in reference cycles; if it outlives the process group,
+    # gloo's threads are torn down at interpreter exit and can abort the process (a CI failure).
+    cfg_file = write_tiny_config(tmp_path, "adarand", counts={0: 12, 1: 10, 2: 10})
+    with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
+        parallel.run(_run_then_count_ddp, cfg_file, tmp_path)
+    assert [(tmp_path / f"ddp_alive{r}").read_text() for r in (0, 1)] == ["0", "0"]
