@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass, field
 
 import torch
@@ -69,8 +71,7 @@ def create_trainer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, dev
         step.losses["ce"] = F.cross_entropy(logits, y)
         engine.state.step = step
         engine.fire_event(TrainEvents.COMPUTE_LOSS)
-        terms = [t.float() for t in step.losses.values()]
-        loss = terms[0] if len(terms) == 1 else torch.stack(terms).sum()
+        loss = functools.reduce(operator.add, (t.float() for t in step.losses.values()))
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()

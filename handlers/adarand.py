@@ -20,7 +20,7 @@ import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 
-from .priors import class_sums
+from .cosine_adam import CosineAdam
 from .random_features import PriorParams, RandRegCP
 from .registry import register
 
@@ -29,14 +29,19 @@ def ema_class_means(mu_bar: torch.Tensor, features: torch.Tensor, labels: torch.
                     reduce=None) -> torch.Tensor:
     """mu_bar_k <- alpha mu_bar_k + (1 - alpha) mean_{i: y_i = k} g_i for classes in the batch.
 
-    ``reduce`` (e.g. an all-reduce) is applied to the per-class sums and counts first.
+    Written as mu_bar_k + (1 - alpha) (S_k - n_k mu_bar_k) / max(n_k, 1) with the class sums S_k
+    and counts n_k, which leaves a class absent from the batch (S_k = 0, n_k = 0) untouched
+    without a mask. S is one (K x B) @ (B x d) product with the one-hot labels. ``reduce`` (e.g. an
+    all-reduce) is applied once, to S and n side by side.
     """
-    sums, counts = class_sums(features.detach(), labels, mu_bar.shape[0], dtype=mu_bar.dtype)
+    k = mu_bar.shape[0]
+    onehot = (torch.arange(k, device=labels.device).unsqueeze(1) == labels).to(mu_bar.dtype)  # (K, B)
+    sums = torch.mm(onehot, features.detach().to(mu_bar.dtype))
+    counts = onehot.sum(1, keepdim=True)
     if reduce is not None:
-        sums, counts = reduce(sums), reduce(counts)
-    counts = counts.unsqueeze(1).to(sums.dtype)
-    weight = (counts > 0).to(sums.dtype) * (1.0 - alpha)  # 0 for classes absent from the batch
-    return torch.lerp(mu_bar, sums / counts.clamp(min=1), weight)
+        sums, counts = reduce(torch.cat([sums, counts], 1)).split([sums.shape[1], 1], dim=1)
+    delta = torch.addcmul(sums, counts, mu_bar, value=-1.0)
+    return torch.addcdiv(mu_bar, delta, counts.clamp(min=1.0), value=1.0 - alpha)
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:
@@ -85,34 +90,35 @@ def prior_loss_and_grad(mu: torch.Tensor, mu_bar: torch.Tensor, intra: bool = Tr
     with v_k = mu_bar_k / ||mu_bar_k|| and c_k = u_k . v_k.
     """
     k = mu.shape[0]
-    inv_norm = torch.linalg.vector_norm(mu, dim=1, keepdim=True).clamp(min=1e-12).reciprocal()
-    u = mu * inv_norm
-    g = None  # dL/du, built from the active terms
-    l_intra = l_inter = mu.new_zeros(())
+    # mu and mu_bar normalised together: u = U[0], v = U[1]
+    inv_norm = torch.linalg.vector_norm(both := torch.stack([mu, mu_bar]), dim=2, keepdim=True)
+    inv_norm = inv_norm.clamp_(min=1e-12).reciprocal_()
+    unit = both * inv_norm
+    u, v, inv_mu = unit[0], unit[1], inv_norm[0]
+    zero = mu.new_zeros(())
+    l_intra = l_inter = zero
+    g = torch.zeros_like(mu)  # dL/du, built from the active terms
     if intra:
-        v = mu_bar * torch.linalg.vector_norm(mu_bar, dim=1, keepdim=True).clamp(min=1e-12).reciprocal()
-        c = torch.linalg.vecdot(u, v).unsqueeze(1)
         if form == "paper":
-            l_intra = 1.0 - c.mean()
-            g = v * (-1.0 / k)
+            l_intra = torch.dot(u.view(-1), v.view(-1)).mul_(-1.0 / k).add_(1.0)  # 1 - mean_k c_k
+            g.sub_(v, alpha=1.0 / k)
         else:
+            c = torch.linalg.vecdot(u, v).unsqueeze(1)
             l_intra = (c - 1.0).pow(2).mean()
-            g = v * ((2.0 / k) * (c - 1.0))
+            g.addcmul_(v, c - 1.0, value=2.0 / k)
     if inter and k > 1:
         pairs = k * (k - 1)
-        self_sq = u.pow(2).sum(1, keepdim=True)
         if form == "paper":
-            s = u.sum(0, keepdim=True)
-            l_inter = (s.pow(2).sum() - self_sq.sum()) / pairs - 1.0
-            g_inter = (s - u) * (2.0 / pairs)
+            s = u.sum(0)
+            flat = u.view(-1)  # sum_k ||u_k||^2 (K unless some mu_k = 0)
+            l_inter = (torch.dot(s, s) - torch.dot(flat, flat)).mul_(1.0 / pairs).sub_(1.0)
+            g.add_(torch.sub(s, u), alpha=2.0 / pairs)
         else:
+            self_sq = u.pow(2).sum(1, keepdim=True)
             gram = u @ u.t()
             l_inter = (gram.pow(2).sum() - self_sq.pow(2).sum()) / pairs
-            g_inter = (gram @ u - self_sq * u) * (4.0 / pairs)
-        g = g_inter if g is None else g + g_inter
-    if g is None:
-        return l_intra + l_inter, l_intra, l_inter, torch.zeros_like(mu)
-    grad = torch.addcmul(g, u, torch.linalg.vecdot(u, g).unsqueeze(1), value=-1.0) * inv_norm
+            g.add_(gram @ u - self_sq * u, alpha=4.0 / pairs)
+    grad = torch.addcmul(g, u, torch.linalg.vecdot(u, g).unsqueeze(1), value=-1.0).mul_(inv_mu)
     return l_intra + l_inter, l_intra, l_inter, grad
 
 
@@ -138,20 +144,16 @@ class AdaRand(RandRegCP):
 
     def __init__(self, params: AdaRandParams, ctx):
         super().__init__(params, ctx)
-        self.mu = torch.nn.Parameter(self.mu)
-        self.mu_bar = self.mu.detach().clone()
-        # fused: one kernel (and little Python) per step where the device supports it
-        fused = ctx.device.type in ("cpu", "cuda")
-        self.optimizer = torch.optim.Adam([self.mu], lr=params.prior_lr, fused=fused or None)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, ctx.total_iterations))
+        self.mu_bar = self.mu.clone()
+        # Adam on mu, lr cosine-annealed over the whole run (see cosine_adam.py for why not torch.optim)
+        self.optimizer = CosineAdam(self.mu, params.prior_lr, ctx.total_iterations)
 
     def attach(self, trainer: Engine) -> None:
         super().attach(trainer)
         trainer.add_event_handler(Events.ITERATION_COMPLETED, self.update_priors)
 
     def set_priors(self, mu: torch.Tensor, sigma: torch.Tensor, mu_bar: torch.Tensor | None = None) -> None:
-        with torch.no_grad():  # mu stays the Parameter the Adam optimizer holds
-            self.mu.copy_(mu)
+        self.mu.copy_(mu)  # in place: mu is the tensor the optimizer updates
         self.mu_bar = (mu if mu_bar is None else mu_bar).detach().clone()
         self.sigma = sigma
 
@@ -160,28 +162,23 @@ class AdaRand(RandRegCP):
         p = self.params
         reduce = idist.all_reduce if idist.get_world_size() > 1 else None
         self.mu_bar = ema_class_means(self.mu_bar, step.features.float(), step.y, p.alpha, reduce)
-        loss, l_intra, l_inter, grad = prior_loss_and_grad(self.mu.detach(), self.mu_bar, p.intra, p.inter,
-                                                           p.prior_loss)
-        self.mu.grad = grad
-        self.optimizer.step()
-        self.scheduler.step()
-        step.logs["loss_ada"] = loss.detach()
-        step.logs["loss_intra"] = l_intra.detach()
-        step.logs["loss_inter"] = l_inter.detach()
+        loss, l_intra, l_inter, grad = prior_loss_and_grad(self.mu, self.mu_bar, p.intra, p.inter, p.prior_loss)
+        self.optimizer.step(grad)
+        step.logs["loss_ada"] = loss
+        step.logs["loss_intra"] = l_intra
+        step.logs["loss_inter"] = l_inter
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"prior": self.optimizer}
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "mu_bar": self.mu_bar.clone(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict()}
+        return {**super().state_dict(), "mu_bar": self.mu_bar.clone(), "optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         dev = self.ctx.device
         self.set_priors(state["mu"].to(dev), state["sigma"].to(dev), state["mu_bar"].to(dev))
         self.initialized = bool(state["initialized"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
 
     def report(self) -> dict:
         return {**super().report(), "prior_state_mib": 3 * self.mu.numel() * self.mu.element_size() / 2**20}

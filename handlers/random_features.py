@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from ignite.engine import Engine, Events
 
 from ..engine.trainer import TrainEvents
@@ -30,15 +31,16 @@ from .registry import Regularizer, register
 
 def sample_references(mu: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """z_i = mu[y_i] + sigma[y_i] * eps_i, eps ~ N(0, I); detached."""
-    mu, sigma = mu.detach()[labels], sigma.detach()[labels]
-    return mu + sigma * torch.randn_like(mu)
+    mu, sigma = mu.detach().index_select(0, labels), sigma.detach().index_select(0, labels)
+    return torch.addcmul(mu, sigma, torch.randn_like(mu))
 
 
 def feature_regularizer(features: torch.Tensor, z: torch.Tensor, reduction: str) -> torch.Tensor:
     """``mean``: mean over samples and dims of (g - z)^2 (the published form);
     ``sum``: the per-sample squared norm ||g - z||^2, averaged over the batch (the written form)."""
-    sq = (features.float() - z.float()).pow(2)
-    return sq.mean() if reduction == "mean" else sq.sum(1).mean()
+    if reduction == "mean":
+        return F.mse_loss(features.float(), z.float())
+    return F.mse_loss(features.float(), z.float(), reduction="sum") / features.shape[0]
 
 
 @dataclass(kw_only=True)

@@ -94,8 +94,22 @@ def test_ema_reduce_is_applied_to_sums_and_counts():
     labels = torch.tensor([1])
     seen = []
     out = ema_class_means(mu_bar, feats, labels, 0.5, reduce=lambda t: (seen.append(t.clone()), 2 * t)[1])
-    assert len(seen) == 2
+    assert len(seen) == 1  # one collective: the class sums with the counts as a last column
+    assert torch.equal(seen[0], torch.tensor([[0.0, 0.0, 0.0], [2.0, 4.0, 1.0]]))
     assert torch.allclose(out, torch.tensor([[0.0, 0.0], [1.0, 2.0]]))
+
+
+def test_ema_matches_a_loop_over_classes():
+    torch.manual_seed(3)
+    k, d = 6, 5
+    mu_bar = torch.randn(k, d)
+    feats = torch.randn(20, d)
+    labels = torch.randint(0, 4, (20,))  # classes 4 and 5 absent
+    out = ema_class_means(mu_bar, feats, labels, alpha=0.3)
+    for c in range(k):
+        rows = feats[labels == c]
+        want = mu_bar[c] if len(rows) == 0 else 0.3 * mu_bar[c] + 0.7 * rows.mean(0)
+        assert torch.allclose(out[c], want, atol=1e-6)
 
 
 def test_sampling_statistics():
