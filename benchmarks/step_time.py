@@ -5,7 +5,9 @@
 Both trainers are the project's Ignite trainer with the per-iteration diagnostics attached, as in
 a real run; AdaRand adds its handlers (sampling, L_reg, EMA of class means, Adam step on mu).
 Batches are synthetic tensors already in memory, so data loading does not blur the comparison.
-Prints the median time per step of each and their ratio, for the demo model and a ResNet-18.
+Prints the median time per step of each, and the median over rounds of the ratio of the two runs
+of one round (adjacent in time), for the demo model (5x the rounds: its steps are short and
+noisy) and a ResNet-18.
 """
 
 from __future__ import annotations
@@ -120,14 +122,18 @@ def main() -> None:
         for t in trainers.values():  # warm-up (and AdaRand's prior initialisation)
             time_steps(t, batches[:3], device)
         times = {m: [] for m in trainers}
-        rounds = args.rounds if steps is None else 3
+        ratios = []  # per round: the two runs are adjacent in time, so slow drifts of the machine cancel
+        rounds = 3 if steps is not None else args.rounds * (5 if arch == "small_cnn" else 1)
         for r in range(rounds):
             order = list(trainers) if r % 2 == 0 else list(reversed(trainers))
             for m in order:
                 times[m].append(time_steps(trainers[m], batches, device))
+            ratios.append(times["adarand"][-1] / times["finetune"][-1])
         ft, ad = statistics.median(times["finetune"]), statistics.median(times["adarand"])
         alone = handler_work(trainers["adarand"], regs["adarand"], batches[0], device)
-        print(f"{name:56s} {1e3 * ft:12.2f} {1e3 * ad:12.2f} {1e3 * (ad - ft):8.2f} {ad / ft:7.3f}", flush=True)
+        q = statistics.quantiles(ratios, n=4) if len(ratios) > 3 else [min(ratios), 0, max(ratios)]
+        print(f"{name:56s} {1e3 * ft:12.2f} {1e3 * ad:12.2f} {1e3 * (ad - ft):8.2f} {statistics.median(ratios):7.3f}"
+              f"  (per-round ratios: quartiles {q[0]:.3f}-{q[2]:.3f}, {rounds} rounds)", flush=True)
         print(f"{'  AdaRand handler work alone (forward of L_reg, EMA, prior step)':56s} {'':12s} {1e3 * alone:12.3f}"
               f" {'':8s} {1 + alone / ft:7.3f}", flush=True)
 
