@@ -85,6 +85,94 @@ def test_delta_needs_a_layer_map(tmp_path):
         Delta(DeltaParams(), run.ctx)
 
 
+def _naive_drops(backbone, stages, w, b, x, y):
+    """One forward per channel, the channel zeroed by its own hook."""
+    named = dict(backbone.named_modules())
+    base = ((backbone(x) @ w.t() + b).argmax(1) == y).double().mean()
+    out = {}
+    for name, path in stages.items():
+        channels = None
+        drops = []
+        c = 0
+        while channels is None or c < channels:
+            def zero(mod, inp, o, c=c):
+                o = o.clone()
+                o[:, c] = 0
+                return o
+            h = named[path].register_forward_hook(zero)
+            feats = backbone(x)
+            h.remove()
+            if channels is None:
+                seen = {}
+                h2 = named[path].register_forward_hook(lambda m, i, o: seen.update(c=o.shape[1]))
+                backbone(x)
+                h2.remove()
+                channels = seen["c"]
+            drops.append(float(base - ((feats @ w.t() + b).argmax(1) == y).double().mean()))
+            c += 1
+        out[name] = torch.tensor(drops, dtype=torch.float64)
+    return out
+
+
+def test_delta_accuracy_drops_match_one_forward_per_channel():
+    from adarand.engine.config import ModelConfig
+    from adarand.handlers.delta import channel_accuracy_drops
+    from adarand.models import create_model
+
+    torch.manual_seed(0)
+    net, _ = create_model(ModelConfig(arch="small_cnn", width=4), num_classes=3, in_channels=3)
+    backbone = net.backbone.double().eval()
+    for m in backbone.modules():  # non-trivial BN statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(40, 3, 12, 12, dtype=torch.float64)
+    with torch.no_grad():
+        f = backbone(x)
+    w = torch.randn(3, 16, dtype=torch.float64) / f.std(0).mean()  # a probe on features of this scale
+    b = -(f.mean(0) @ w.t())
+    y = (f @ w.t() + b).argmax(1)  # the probe is right on 35 of 40 images
+    y[:5] = (y[:5] + 1) % 3
+    with torch.no_grad():
+        fast = channel_accuracy_drops(backbone, net.stages, w, b, x, y, group=3)
+        slow = _naive_drops(backbone, net.stages, w, b, x, y)
+    assert {k: v.shape[0] for k, v in fast.items()} == {"stage1": 4, "stage2": 8, "stage3": 16}
+    for k in slow:
+        assert torch.allclose(fast[k].double(), slow[k], atol=1e-6), k
+    assert any(bool((v != 0).any()) for v in fast.values())  # the check is not vacuous
+
+
+def test_delta_attention_weights():
+    from adarand.handlers.delta import attention_weights
+
+    weights = attention_weights({"a": torch.tensor([0.0, 0.0, 0.0]), "b": torch.tensor([0.0, 0.02, 0.01])}, 0.01)
+    assert torch.allclose(weights["a"], torch.ones(3))
+    e = torch.exp(torch.tensor([0.0, 2.0, 1.0]))
+    assert torch.allclose(weights["b"], 3 * e / e.sum())
+    assert float(weights["b"].sum()) == pytest.approx(3.0)
+
+
+def test_delta_accuracy_drop_weights_are_used_cached_and_checkpointed(tmp_path):
+    over = ["method.channel_weights=accuracy_drop", "method.attention_samples=12"]
+    run = make(tmp_path, "delta", over)
+    reg = run.regularizer
+    one_step(run)
+    assert reg.weights is not None and set(reg.weights) == set(run.net.stages)
+    for v in reg.weights.values():
+        assert float(v.sum()) == pytest.approx(v.numel(), rel=1e-5)
+    cached = list((tmp_path / "cache" / "delta").glob("*.pt"))
+    assert len(cached) == 1
+    # a second run reads the cache: the same weights; a checkpointed state restores them
+    again = build_run(load_config(tmp_path / "delta.yaml", over))
+    again.regularizer.compute_weights()
+    restored = build_run(load_config(tmp_path / "delta.yaml", over)).regularizer
+    restored.load_state_dict(reg.state_dict())
+    for k in reg.weights:
+        assert torch.equal(again.regularizer.weights[k], reg.weights[k])
+        assert torch.equal(restored.weights[k], reg.weights[k])
+    assert json.loads(json.dumps(reg.report()))["channel_weights"] == "accuracy_drop"
+
+
 # -- BSS ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("k", [1, 3])
 def test_bss_matches_numpy(k):
