@@ -22,10 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import ignite.distributed as idist
@@ -37,7 +34,7 @@ from ..engine.trainer import TrainEvents
 from .frozen import FeatureMaps, frozen_copy, module_mib
 from .l2sp import sum_sq
 from .lp_ft import extract_features, fit_linear_probe
-from .priors import cache_key, prior_loader
+from .priors import cache_key, prior_loader, save_atomic
 from .registry import Regularizer, register
 
 log = logging.getLogger(__name__)
@@ -161,7 +158,7 @@ class Delta(Regularizer):
         else:
             drops = self._measure_drops()
             if idist.get_rank() == 0:
-                _save_atomic({k: v.cpu() for k, v in drops.items()}, cache_file)
+                save_atomic({k: v.cpu() for k, v in drops.items()}, cache_file)
                 log.info("DELTA channel accuracy drops cached at %s", cache_file)
         self.weights = attention_weights(drops, p.attention_temperature)
 
@@ -213,14 +210,3 @@ class Delta(Regularizer):
         self.frozen_maps.remove()
         self.frozen = None
 
-
-def _save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -166,17 +166,22 @@ def load_or_compute(cache_file: Path | None, compute: Callable[[], ClassStatisti
         return ClassStatistics(state["sums"], state["sumsq"], state["counts"]), True
     stats = compute()
     if cache_file is not None and idist.get_rank() == 0:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_file.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save({k: v.cpu() for k, v in stats.state_dict().items()}, tmp)
-            os.replace(tmp, cache_file)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        save_atomic({k: v.cpu() for k, v in stats.state_dict().items()}, cache_file)
         log.info("prior statistics cached at %s", cache_file)
     return stats, False
+
+
+def save_atomic(obj, path: Path) -> None:
+    """torch.save to ``path`` through a temporary file: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def class_priors(stats: ClassStatistics, sigma_floor: float, class_names: list[str] | None = None
