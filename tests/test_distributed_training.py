@@ -141,3 +141,24 @@ def test_a_finished_run_frees_its_ddp_model_before_the_process_group_goes(tmp_pa
     with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
         parallel.run(_run_then_count_ddp, cfg_file, tmp_path)
     assert [(tmp_path / f"ddp_alive{r}").read_text() for r in (0, 1)] == ["0", "0"]
+
+
+def _delta_weights(local_rank, cfg_file, out_dir):
+    run = build_run(load_config(cfg_file, ["method.attention_samples=12", f"cache_dir={out_dir / 'cache2'}"]))
+    run.regularizer.compute_weights()
+    torch.save(run.regularizer.weights, out_dir / f"delta{idist.get_rank()}.pt")
+    run = None
+    gc.collect()
+
+
+def test_delta_channel_weights_are_the_same_on_every_rank_and_as_one_process(tmp_path):
+    cfg_file = write_tiny_config(tmp_path, "delta", counts={0: 12, 1: 10, 2: 10})
+    with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
+        parallel.run(_delta_weights, cfg_file, tmp_path)
+    a, b = torch.load(tmp_path / "delta0.pt", weights_only=True), torch.load(tmp_path / "delta1.pt", weights_only=True)
+    single = build_run(load_config(cfg_file, ["method.attention_samples=12", f"cache_dir={tmp_path / 'one'}"]))
+    single.regularizer.compute_weights()
+    assert set(a) == set(single.net.stages)
+    for k in a:
+        assert torch.equal(a[k], b[k])
+        assert torch.allclose(a[k], single.regularizer.weights[k], atol=1e-6)
