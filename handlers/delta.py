@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -34,10 +33,8 @@ from ..engine.trainer import TrainEvents
 from .frozen import FeatureMaps, frozen_copy, module_mib
 from .l2sp import sum_sq
 from .lp_ft import extract_features, fit_linear_probe
-from .priors import cache_key, prior_loader, save_atomic
+from .priors import cache_key, load_or_compute_tensors, prior_loader
 from .registry import Regularizer, register
-
-log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -148,18 +145,8 @@ class Delta(Regularizer):
                "samples": p.attention_samples, "probe_weight_decay": p.probe_weight_decay,
                "stages": ctx.net.stages, "version": 1}
         name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
-        cache_file = ctx.cache_dir / "delta" / f"{name}.pt"
-        hit = cache_file.is_file()
-        if idist.get_world_size() > 1:  # every process takes the same branch
-            hit = bool(idist.broadcast(torch.tensor(int(hit), device=ctx.device), src=0).item())
-        if hit:
-            drops = torch.load(cache_file, map_location=ctx.device, weights_only=True)
-            log.info("DELTA channel accuracy drops read from cache %s", cache_file)
-        else:
-            drops = self._measure_drops()
-            if idist.get_rank() == 0:
-                save_atomic({k: v.cpu() for k, v in drops.items()}, cache_file)
-                log.info("DELTA channel accuracy drops cached at %s", cache_file)
+        drops, _ = load_or_compute_tensors(ctx.cache_dir / "delta" / f"{name}.pt", self._measure_drops, ctx.device,
+                                           "DELTA channel accuracy drops")
         self.weights = attention_weights(drops, p.attention_temperature)
 
     def _measure_drops(self) -> dict[str, torch.Tensor]:

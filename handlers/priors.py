@@ -157,18 +157,25 @@ def cache_key(extractor: nn.Module, samples: list[tuple[str, int]], num_classes:
 def load_or_compute(cache_file: Path | None, compute: Callable[[], ClassStatistics],
                     device: torch.device) -> tuple[ClassStatistics, bool]:
     """Read the statistics from ``cache_file`` or compute and write them; returns (stats, hit)."""
+    state, hit = load_or_compute_tensors(cache_file, lambda: compute().state_dict(), device, "prior statistics")
+    return ClassStatistics(state["sums"], state["sumsq"], state["counts"]), hit
+
+
+def load_or_compute_tensors(cache_file: Path | None, compute: Callable[[], dict[str, torch.Tensor]],
+                            device: torch.device, what: str) -> tuple[dict[str, torch.Tensor], bool]:
+    """A dict of tensors read from ``cache_file``, or computed and written there by rank 0 (every
+    process takes the same branch); returns (tensors, hit)."""
     hit = cache_file is not None and cache_file.is_file()
-    if idist.get_world_size() > 1:  # every process takes the same branch
+    if idist.get_world_size() > 1:
         hit = bool(idist.broadcast(torch.tensor(int(hit), device=device), src=0).item())
     if hit:
-        state = torch.load(cache_file, map_location=device, weights_only=True)
-        log.info("prior statistics read from cache %s", cache_file)
-        return ClassStatistics(state["sums"], state["sumsq"], state["counts"]), True
-    stats = compute()
+        log.info("%s read from cache %s", what, cache_file)
+        return torch.load(cache_file, map_location=device, weights_only=True), True
+    state = compute()
     if cache_file is not None and idist.get_rank() == 0:
-        save_atomic({k: v.cpu() for k, v in stats.state_dict().items()}, cache_file)
-        log.info("prior statistics cached at %s", cache_file)
-    return stats, False
+        save_atomic({k: v.cpu() for k, v in state.items()}, cache_file)
+        log.info("%s cached at %s", what, cache_file)
+    return state, False
 
 
 def save_atomic(obj, path: Path) -> None:
