@@ -13,6 +13,7 @@ Per iteration:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,16 +27,18 @@ from .registry import register
 
 
 def ema_class_means(mu_bar: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, alpha: float,
-                    reduce=None) -> torch.Tensor:
+                    reduce=None, class_ids: torch.Tensor | None = None) -> torch.Tensor:
     """mu_bar_k <- alpha mu_bar_k + (1 - alpha) mean_{i: y_i = k} g_i for classes in the batch.
 
     Written as mu_bar_k + (1 - alpha) (S_k - n_k mu_bar_k) / max(n_k, 1) with the class sums S_k
     and counts n_k, which leaves a class absent from the batch (S_k = 0, n_k = 0) untouched
-    without a mask. S is one (K x B) @ (B x d) product with the one-hot labels. ``reduce`` (e.g. an
-    all-reduce) is applied once, to S and n side by side.
+    without a mask. S is one (K x B) @ (B x d) product with the one-hot labels (deterministic on a
+    GPU, unlike an atomic index_add). ``reduce`` (e.g. an all-reduce) is applied once, to S and n
+    side by side. ``class_ids``: the column 0..K-1 (K x 1), to pass when called every iteration.
     """
-    k = mu_bar.shape[0]
-    onehot = (torch.arange(k, device=labels.device).unsqueeze(1) == labels).to(mu_bar.dtype)  # (K, B)
+    if class_ids is None:
+        class_ids = torch.arange(mu_bar.shape[0], device=labels.device).unsqueeze(1)
+    onehot = (class_ids == labels).to(mu_bar.dtype)  # (K, B)
     sums = torch.mm(onehot, features.detach().to(mu_bar.dtype))
     counts = onehot.sum(1, keepdim=True)
     if reduce is not None:
@@ -77,6 +80,18 @@ def prior_loss(mu: torch.Tensor, mu_bar: torch.Tensor, intra: bool = True, inter
     return l_intra + l_inter, l_intra, l_inter
 
 
+@functools.lru_cache(maxsize=16)
+def _paper_loss_map(k: int, intra: bool, inter: bool, device: torch.device,
+                    dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A, b) with (L_ada, l_intra, l_inter) = A q + b for q = (sum_k ||u_k||^2, sum_k u_k . v_k, ||s||^2)."""
+    wi = 1.0 / k if intra else 0.0
+    we = 1.0 / (k * (k - 1)) if inter and k > 1 else 0.0
+    # l_intra = 1 - q1 / K;  l_inter = (q2 - q0) / (K (K - 1)) - 1
+    a = [[-we, -wi, we], [0.0, -wi, 0.0], [-we, 0.0, we]]
+    b = [float(intra) - float(we > 0), float(intra), -float(we > 0)]
+    return torch.tensor(a, device=device, dtype=dtype), torch.tensor(b, device=device, dtype=dtype)
+
+
 @torch.no_grad()
 def prior_loss_and_grad(mu: torch.Tensor, mu_bar: torch.Tensor, intra: bool = True, inter: bool = True,
                         form: str = "paper") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -87,39 +102,42 @@ def prior_loss_and_grad(mu: torch.Tensor, mu_bar: torch.Tensor, intra: bool = Tr
     dL/dmu_k = (g_k - u_k (u_k . g_k)) / ||mu_k||, g_k = dL/du_k, and
       paper:    dl_intra/du_k = -v_k / K,                 dl_inter/du_k = 2 (s - u_k) / (K (K - 1)), s = sum_l u_l
       official: dl_intra/du_k = 2 (c_k - 1) v_k / K,      dl_inter/du = 4 (U U^T U - diag(||u_k||^2) U) / (K (K - 1))
-    with v_k = mu_bar_k / ||mu_bar_k|| and c_k = u_k . v_k.
+    with v_k = mu_bar_k / ||mu_bar_k|| and c_k = u_k . v_k. In the paper's form the three losses
+    are one affine map of (sum_k ||u_k||^2, sum_k c_k, ||s||^2) (``_paper_loss_map``).
     """
     k = mu.shape[0]
-    # mu and mu_bar normalised together: u = U[0], v = U[1]
-    inv_norm = torch.linalg.vector_norm(both := torch.stack([mu, mu_bar]), dim=2, keepdim=True)
-    inv_norm = inv_norm.clamp_(min=1e-12).reciprocal_()
-    unit = both * inv_norm
-    u, v, inv_mu = unit[0], unit[1], inv_norm[0]
-    zero = mu.new_zeros(())
-    l_intra = l_inter = zero
-    g = torch.zeros_like(mu)  # dL/du, built from the active terms
-    if intra:
-        if form == "paper":
-            l_intra = torch.dot(u.view(-1), v.view(-1)).mul_(-1.0 / k).add_(1.0)  # 1 - mean_k c_k
+    pairs = max(k * (k - 1), 1)
+    inter = inter and k > 1
+    # mu and mu_bar normalised together: u = unit[0], v = unit[1]
+    both = torch.stack([mu, mu_bar])
+    inv_norm = torch.linalg.vector_norm(both, dim=2, keepdim=True).clamp_min_(1e-12).reciprocal_()
+    unit = both.mul_(inv_norm)
+    u, v = unit.unbind()
+    if form == "paper":
+        s = u.sum(0)
+        g = torch.sub(s, u).mul_(2.0 / pairs) if inter else torch.zeros_like(u)  # dL/du
+        if intra:
             g.sub_(v, alpha=1.0 / k)
-        else:
+        flat = unit.view(2, -1)
+        q = torch.cat([torch.mv(flat, flat[0]), torch.dot(s, s).view(1)])
+        coef, bias = _paper_loss_map(k, intra, inter, q.device, q.dtype)
+        loss, l_intra, l_inter = torch.addmv(bias, coef, q).unbind()
+    else:
+        zero = mu.new_zeros(())
+        l_intra = l_inter = zero
+        g = torch.zeros_like(u)
+        if intra:
             c = torch.linalg.vecdot(u, v).unsqueeze(1)
             l_intra = (c - 1.0).pow(2).mean()
             g.addcmul_(v, c - 1.0, value=2.0 / k)
-    if inter and k > 1:
-        pairs = k * (k - 1)
-        if form == "paper":
-            s = u.sum(0)
-            flat = u.view(-1)  # sum_k ||u_k||^2 (K unless some mu_k = 0)
-            l_inter = (torch.dot(s, s) - torch.dot(flat, flat)).mul_(1.0 / pairs).sub_(1.0)
-            g.add_(torch.sub(s, u), alpha=2.0 / pairs)
-        else:
+        if inter:
             self_sq = u.pow(2).sum(1, keepdim=True)
             gram = u @ u.t()
             l_inter = (gram.pow(2).sum() - self_sq.pow(2).sum()) / pairs
             g.add_(gram @ u - self_sq * u, alpha=4.0 / pairs)
-    grad = torch.addcmul(g, u, torch.linalg.vecdot(u, g).unsqueeze(1), value=-1.0).mul_(inv_mu)
-    return l_intra + l_inter, l_intra, l_inter, grad
+        loss = l_intra + l_inter
+    grad = torch.addcmul(g, u, (u * g).sum(1, keepdim=True), value=-1.0).mul_(inv_norm[0])
+    return loss, l_intra, l_inter, grad
 
 
 @dataclass(kw_only=True)
@@ -145,6 +163,7 @@ class AdaRand(RandRegCP):
     def __init__(self, params: AdaRandParams, ctx):
         super().__init__(params, ctx)
         self.mu_bar = self.mu.clone()
+        self.class_ids = torch.arange(self.mu.shape[0], device=ctx.device).unsqueeze(1)  # for the EMA's one-hot
         # Adam on mu, lr cosine-annealed over the whole run (see cosine_adam.py for why not torch.optim)
         self.optimizer = CosineAdam(self.mu, params.prior_lr, ctx.total_iterations)
 
@@ -161,9 +180,10 @@ class AdaRand(RandRegCP):
         step = engine.state.output
         p = self.params
         reduce = idist.all_reduce if idist.get_world_size() > 1 else None
-        self.mu_bar = ema_class_means(self.mu_bar, step.features.float(), step.y, p.alpha, reduce)
-        loss, l_intra, l_inter, grad = prior_loss_and_grad(self.mu, self.mu_bar, p.intra, p.inter, p.prior_loss)
-        self.optimizer.step(grad)
+        with torch.inference_mode():  # cheaper than no_grad per operation; mu_bar and the logs need no autograd
+            self.mu_bar = ema_class_means(self.mu_bar, step.features.float(), step.y, p.alpha, reduce, self.class_ids)
+            loss, l_intra, l_inter, grad = prior_loss_and_grad(self.mu, self.mu_bar, p.intra, p.inter, p.prior_loss)
+            self.optimizer.step(grad)
         step.logs["loss_ada"] = loss
         step.logs["loss_intra"] = l_intra
         step.logs["loss_inter"] = l_inter

@@ -1,8 +1,13 @@
 """AdaRand's prior optimizer against torch.optim.Adam driven by CosineAnnealingLR."""
 
+import pytest
 import torch
 
-from adarand.handlers.cosine_adam import CosineAdam
+from adarand.handlers.cosine_adam import FUSED, CosineAdam
+
+# the fused kernel where this torch has it, and the plain in-place path always
+PATHS = [pytest.param(True, id="fused", marks=pytest.mark.skipif(not FUSED, reason="no torch._fused_adam_")),
+         pytest.param(False, id="plain")]
 
 
 def _torch_pair(start, lr, total):
@@ -12,13 +17,14 @@ def _torch_pair(start, lr, total):
     return p, opt, sched
 
 
-def test_same_trajectory_and_learning_rates_as_torch_adam_with_cosine_annealing():
+@pytest.mark.parametrize("fused", PATHS)
+def test_same_trajectory_and_learning_rates_as_torch_adam_with_cosine_annealing(fused):
     torch.manual_seed(0)
     start, total = torch.randn(4, 7), 25
     grads = [torch.randn(4, 7) * (i + 1) for i in range(total)]
     p, opt, sched = _torch_pair(start, 0.05, total)
     mine = start.clone()
-    ours = CosineAdam(mine, 0.05, total)
+    ours = CosineAdam(mine, 0.05, total, fused=fused)
     for g in grads:
         assert abs(ours.param_groups[0]["lr"] - opt.param_groups[0]["lr"]) < 1e-9
         p.grad = g.clone()
@@ -30,14 +36,15 @@ def test_same_trajectory_and_learning_rates_as_torch_adam_with_cosine_annealing(
     assert not torch.allclose(mine, start)  # it moved
 
 
-def test_resumed_optimizer_continues_the_same_trajectory():
+@pytest.mark.parametrize("fused", PATHS)
+def test_resumed_optimizer_continues_the_same_trajectory(fused):
     torch.manual_seed(1)
     total = 12
     grads = [torch.randn(3, 5) for _ in range(total)]
-    a = CosineAdam(torch.zeros(3, 5), 0.1, total)
+    a = CosineAdam(torch.zeros(3, 5), 0.1, total, fused=fused)
     for g in grads[:5]:
         a.step(g)
-    b = CosineAdam(a.param.clone(), 0.1, total)
+    b = CosineAdam(a.param.clone(), 0.1, total, fused=fused)
     b.load_state_dict(a.state_dict())
     for g in grads[5:]:
         a.step(g)
