@@ -115,9 +115,11 @@ def prior_loss_and_grad(mu: torch.Tensor, mu_bar: torch.Tensor, intra: bool = Tr
     u, v = unit.unbind()
     if form == "paper":
         s = u.sum(0)
-        g = torch.sub(s, u).mul_(2.0 / pairs) if inter else torch.zeros_like(u)  # dL/du
-        if intra:
-            g.sub_(v, alpha=1.0 / k)
+        # dL/du without its -2 u_k / (K (K - 1)) part, which the projection below removes (u_k is a unit
+        # vector, or 0 where mu_k = 0)
+        g = torch.mul(v, -1.0 / k) if intra else torch.zeros_like(v)
+        if inter:
+            g.add_(s, alpha=2.0 / pairs)
         flat = unit.view(2, -1)
         q = torch.cat([torch.mv(flat, flat[0]), torch.dot(s, s).view(1)])
         coef, bias = _paper_loss_map(k, intra, inter, q.device, q.dtype)

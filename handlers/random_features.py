@@ -73,7 +73,8 @@ class FeatureTargetRegularizer(Regularizer):
     def add_loss(self, engine: Engine) -> None:
         step = engine.state.step
         z = self.sample(step.y, step.features.detach().float())
-        step.losses["reg"] = self.params.lam * feature_regularizer(step.features, z, self.params.reduction)
+        loss = feature_regularizer(step.features, z, self.params.reduction)
+        step.losses["reg"] = loss if self.params.lam == 1.0 else self.params.lam * loss  # (one op less, twice)
 
 
 @register("fnp")
