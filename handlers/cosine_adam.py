@@ -5,8 +5,8 @@ The same update as ``torch.optim.Adam`` (no weight decay, no amsgrad) driven by
 pair costs about 90 us of Python per step on a CPU (the ``Optimizer.step`` wrapper and its
 parameter-group bookkeeping), which was most of AdaRand's overhead over fine-tuning on a small
 model. Here one step is a call of the fused Adam kernel that ``torch.optim.Adam(fused=True)``
-uses (``torch._fused_adam_``, CPU and CUDA, about 5 us), or, where a build lacks it, the same
-update as seven in-place tensor operations (about 30 us). ``tests/test_cosine_adam.py`` checks
+uses (``torch._fused_adam_``, CPU and CUDA; about 10 us a step), or, where a build lacks it, the same
+update as seven in-place tensor operations (about 35 us). ``tests/test_cosine_adam.py`` checks
 both against the torch pair step by step.
 
 ``param_groups`` (one group with its ``lr``) lets Ignite's ``OptimizerParamsHandler`` log the
