@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def _by_class(samples: Sequence[tuple[str, int]]) -> dict[int, list[int]]:

@@ -52,7 +52,7 @@ def _samples(ds) -> list[tuple[str, int]]:
     labels = getattr(ds, "_labels", None)
     if files is None or labels is None:  # torchvision changed its internals
         raise RuntimeError(f"cannot read the sample list of torchvision's {type(ds).__name__}")
-    return [(str(p), int(y)) for p, y in zip(files, labels)]
+    return [(str(p), int(y)) for p, y in zip(files, labels, strict=True)]
 
 
 def load_torchvision_dataset(name: str, root: Path):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 
@@ -36,7 +36,7 @@ class DataConfig:
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     batch_size: int = 64  # per process
-    eval_batch_size: Optional[int] = None  # default: batch_size
+    eval_batch_size: int | None = None  # default: batch_size
     num_workers: int = 4
     digits_task: Literal["source", "target"] = "target"  # only for name: sklearn_digits
 
@@ -59,7 +59,7 @@ class DataConfig:
 class ModelConfig:
     arch: Literal["resnet18", "resnet50", "small_cnn"]
     # imagenet (torchvision weights) | a path to a state_dict or to one of our checkpoints | null
-    pretrained: Optional[str] = None
+    pretrained: str | None = None
     width: int = 32  # small_cnn only: channels of the first stage
 
 
@@ -80,7 +80,7 @@ class OptimConfig:
 class TrainConfig:
     epochs: int = 200
     log_every: int = 10  # iterations between per-iteration TensorBoard points (one host sync each)
-    stop_after: Optional[int] = None  # stop after this epoch (as if interrupted); resume with --resume
+    stop_after: int | None = None  # stop after this epoch (as if interrupted); resume with --resume
     progress: bool = True  # progress bars
     amp: Literal["off", "bf16", "fp16"] = "off"  # mixed precision of the network's forward pass
     channels_last: bool = False  # channels-last memory format for model and inputs

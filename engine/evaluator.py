@@ -6,7 +6,6 @@ import torch
 from ignite.engine import Engine
 from ignite.metrics import Accuracy, Loss
 
-
 from .trainer import autocast, prepare_input
 
 

@@ -69,7 +69,7 @@ def channel_accuracy_drops(backbone: nn.Module, stages: dict[str, str], w: torch
     for name, path in stages.items():
         channels, spatial = shapes[name][0], len(shapes[name]) - 1
         mask: dict[str, torch.Tensor] = {}
-        hook = named[path].register_forward_hook(lambda m, i, o: o * mask["m"].to(o.dtype))
+        hook = named[path].register_forward_hook(lambda m, i, o: o * mask["m"].to(o.dtype))  # noqa: B023 (removed below)
         try:
             parts = []
             for first in range(0, channels, group):

@@ -145,8 +145,8 @@ class TrainingDiagnostics:
         elif not store:
             store.update(names=names, sum=vector.clone())
         else:  # a scalar appeared or vanished: merge by name
-            merged = dict(zip(store["names"], store["sum"].unbind()))
-            for k, v in zip(names, vector.unbind()):
+            merged = dict(zip(store["names"], store["sum"].unbind(), strict=True))
+            for k, v in zip(names, vector.unbind(), strict=True):
                 merged[k] = merged[k] + v if k in merged else v
             store.update(names=tuple(merged), sum=torch.stack(list(merged.values())))
 
@@ -167,7 +167,7 @@ class TrainingDiagnostics:
         if not store:
             return {}
         values = (store["sum"] / max(n, 1)).cpu().tolist()  # the one host sync
-        return dict(zip(store["names"], values))
+        return dict(zip(store["names"], values, strict=True))
 
     def write_interval(self, engine: Engine) -> None:
         means = self._means(self._interval, self._n_interval)

@@ -19,8 +19,9 @@ length and the shared prior statistics (one pass, cached, whichever method asks 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -28,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..engine.context import RunContext
 
-_REGISTRY: dict[str, type["Regularizer"]] = {}
+_REGISTRY: dict[str, type[Regularizer]] = {}
 
 
 @dataclass(kw_only=True)
@@ -40,17 +41,17 @@ class Regularizer:
     name: str = ""
     Params: type = NoParams
 
-    def __init__(self, params: Any, ctx: "RunContext"):
+    def __init__(self, params: Any, ctx: RunContext):
         self.params = params
         self.ctx = ctx
 
     def parameter_groups(self) -> list[dict]:
         return []
 
-    def attach(self, trainer: "Engine") -> None:
+    def attach(self, trainer: Engine) -> None:
         pass
 
-    def optimizers(self) -> dict[str, "torch.optim.Optimizer"]:
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Optimizers of its own (their learning rates are logged to TensorBoard)."""
         return {}
 

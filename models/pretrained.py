@@ -60,7 +60,8 @@ def _file_state_dict(path: str) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # re-raised as a user error naming the file
-        raise UserError(f"model.pretrained: cannot read {p} as a PyTorch state_dict ({e.__class__.__name__}: {e})".splitlines()[0]) from None
+        reason = f"{e.__class__.__name__}: {e}".splitlines()[0]
+        raise UserError(f"model.pretrained: cannot read {p} as a PyTorch state_dict ({reason})") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

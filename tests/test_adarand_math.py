@@ -10,14 +10,15 @@ from adarand.handlers.random_features import feature_regularizer, sample_referen
 
 
 def naive_cos(u, v):
-    return float(sum(a * b for a, b in zip(u, v)) / math.sqrt(sum(a * a for a in u)) / math.sqrt(sum(b * b for b in v)))
+    dot = sum(a * b for a, b in zip(u, v, strict=True))
+    return float(dot / math.sqrt(sum(a * a for a in u)) / math.sqrt(sum(b * b for b in v)))
 
 
 def naive_prior_loss(mu, mu_bar, intra, inter, form):
     k = len(mu)
     li = 0.0
     if intra:
-        for a, b in zip(mu, mu_bar):
+        for a, b in zip(mu, mu_bar, strict=True):
             c = naive_cos(a, b)
             li += (1 - c) if form == "paper" else (c - 1) ** 2
         li /= k

@@ -17,6 +17,7 @@ from adarand.handlers.daft import convert_batchnorm
 from adarand.handlers.delta import Delta, DeltaParams, delta_distance
 from adarand.handlers.dr_tune import class_shift, procrustes_rotation
 from adarand.handlers.lp_ft import fit_linear_probe
+
 from conftest import run_cli, write_tiny_config
 
 

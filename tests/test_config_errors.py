@@ -5,6 +5,7 @@ import pytest
 
 from adarand.engine.config import load_config
 from adarand.engine.errors import ConfigError
+
 from conftest import REPO, run_cli
 
 BASE = """data:

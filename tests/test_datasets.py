@@ -11,6 +11,7 @@ from adarand.datasets import create_datasets
 from adarand.datasets.splits import reduce_and_split
 from adarand.engine.config import DataConfig
 from adarand.engine.errors import UserError
+
 from conftest import make_image_folder
 
 

@@ -7,8 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adarand.handlers.diagnostics import (entropy_and_mutual_info, feature_entropy, feature_norm_sq,
-                                          head_grad_norm_sq)
+from adarand.handlers.diagnostics import entropy_and_mutual_info, feature_entropy, feature_norm_sq, head_grad_norm_sq
 
 
 def test_feature_norm():

@@ -7,6 +7,7 @@ from adarand.datasets import create_datasets
 from adarand.engine.config import DataConfig
 from adarand.handlers.priors import accumulate_statistics, prior_loader
 from adarand.models.small_cnn import create_small_cnn
+
 from conftest import make_image_folder
 
 

@@ -10,6 +10,7 @@ from ignite.engine import Events
 from adarand.engine.config import load_config
 from adarand.engine.training import build_run
 from adarand.handlers.priors import class_priors
+
 from conftest import write_tiny_config
 
 
@@ -45,7 +46,7 @@ def test_two_processes_keep_priors_and_weights_identical(tmp_path):
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert r0["world"] == 2 and r0["iterations"] == r1["iterations"] > 0
-    for a, b in zip(r0["mu"] + r0["mu_bar"], r1["mu"] + r1["mu_bar"]):
+    for a, b in zip(r0["mu"] + r0["mu_bar"], r1["mu"] + r1["mu_bar"], strict=True):
         assert torch.equal(a, b)
     # parameters (BN running statistics are per process between steps; DDP broadcasts rank 0's at
     # every forward, and checkpoints hold rank 0's)
@@ -59,8 +60,9 @@ def test_two_processes_keep_priors_and_weights_identical(tmp_path):
 
 
 def test_command_line_with_two_processes(tmp_path):
-    from conftest import run_cli
     import json
+
+    from conftest import run_cli
 
     out = tmp_path / "run"
     cfg_file = write_tiny_config(tmp_path, "adarand", counts={0: 12, 1: 10, 2: 10})

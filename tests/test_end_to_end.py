@@ -7,6 +7,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from adarand.engine.config import load_config
+
 from conftest import REPO, run_cli
 
 DEMO = REPO / "yaml" / "demo_adarand.yaml"

@@ -12,12 +12,12 @@ import pytest
 import torch
 from ignite.engine import Events
 
-from adarand.engine.config import load_config
-from adarand.engine.training import attach_handlers, build_run
+from adarand.engine.config import ModelConfig, load_config
 from adarand.engine.state import RunRecord
-from adarand.engine.config import ModelConfig
+from adarand.engine.training import attach_handlers, build_run
 from adarand.handlers.registry import known_regularizers
 from adarand.models import create_model
+
 from conftest import write_tiny_config
 
 SYNCING = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")

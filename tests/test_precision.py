@@ -9,6 +9,7 @@ from ignite.engine import Events
 
 from adarand.engine.config import load_config
 from adarand.engine.training import build_run
+
 from conftest import run_cli, write_tiny_config
 
 

@@ -11,6 +11,7 @@ from adarand.engine.config import load_config
 from adarand.engine.context import RunContext
 from adarand.handlers.priors import ClassStatistics, class_priors
 from adarand.models import create_model
+
 from conftest import make_image_folder
 
 

@@ -7,6 +7,7 @@ from adarand.engine.config import load_config
 from adarand.engine.trainer import StepState
 from adarand.engine.training import build_run
 from adarand.handlers.priors import class_priors
+
 from conftest import write_tiny_config
 
 N = 20000  # samples per check; standard errors: mean sigma/sqrt(N) <= 0.007 sigma, std ~0.005 sigma

@@ -7,6 +7,7 @@ from ignite.engine import Events
 
 from adarand.engine.config import load_config
 from adarand.engine.training import build_run
+
 from conftest import REPO, write_tiny_config
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from adarand.engine.config import load_config, save_config
 from adarand.engine.report import main as table_main
+
 from conftest import REPO
 
 
