@@ -163,19 +163,33 @@ def load_or_compute(cache_file: Path | None, compute: Callable[[], ClassStatisti
 
 def load_or_compute_tensors(cache_file: Path | None, compute: Callable[[], dict[str, torch.Tensor]],
                             device: torch.device, what: str) -> tuple[dict[str, torch.Tensor], bool]:
-    """A dict of tensors read from ``cache_file``, or computed and written there by rank 0 (every
-    process takes the same branch); returns (tensors, hit)."""
-    hit = cache_file is not None and cache_file.is_file()
-    if idist.get_world_size() > 1:
+    """A dict of tensors read from ``cache_file``, or computed (by every process) and written there;
+    returns (tensors, hit). Only rank 0 looks at the file, reads it and writes it: on a hit the
+    other processes receive its tensors, so on several machines ``cache_file`` need only exist on
+    rank 0's."""
+    world, rank0 = idist.get_world_size(), idist.get_rank() == 0
+    hit = rank0 and cache_file is not None and cache_file.is_file()
+    if world > 1:
         hit = bool(idist.broadcast(torch.tensor(int(hit), device=device), src=0).item())
     if hit:
-        log.info("%s read from cache %s", what, cache_file)
-        return torch.load(cache_file, map_location=device, weights_only=True), True
+        state = torch.load(cache_file, map_location=device, weights_only=True) if rank0 else None
+        if world > 1:
+            state = broadcast_tensors(state, device)
+        if rank0:
+            log.info("%s read from cache %s", what, cache_file)
+        return state, True
     state = compute()
-    if cache_file is not None and idist.get_rank() == 0:
+    if cache_file is not None and rank0:
         save_atomic({k: v.cpu() for k, v in state.items()}, cache_file)
         log.info("%s cached at %s", what, cache_file)
     return state, False
+
+
+def broadcast_tensors(state: dict[str, torch.Tensor] | None, device: torch.device) -> dict[str, torch.Tensor]:
+    """Rank 0's dict of tensors on every process (the others pass None)."""
+    keys = idist.broadcast("\n".join(state) if state is not None else None, src=0, safe_mode=True).split("\n")
+    return {k: idist.broadcast(state[k].to(device) if state is not None else None, src=0, safe_mode=True)
+            for k in keys}
 
 
 def save_atomic(obj, path: Path) -> None:

@@ -33,3 +33,43 @@ def test_two_processes_agree_with_one(tmp_path):
     assert torch.equal(one["counts"], two["counts"]) and one["counts"].tolist() == [5, 4, 2]
     assert torch.allclose(one["sums"], two["sums"], rtol=1e-6, atol=1e-8)
     assert torch.allclose(one["sumsq"], two["sumsq"], rtol=1e-6, atol=1e-8)
+
+
+def _cached(local_rank, tmp_path):
+    from adarand.handlers.priors import load_or_compute_tensors
+
+    rank = idist.get_rank()
+    calls = []
+
+    def compute():
+        calls.append(rank)
+        return {"a": torch.full((2, 3), float(rank), dtype=torch.float64), "n": torch.tensor([rank + 1])}
+
+    # a cache file that exists on rank 0's machine only (rank 1 names a path nothing is at)
+    state, hit = load_or_compute_tensors(tmp_path / f"machine{rank}" / "stats.pt", compute, torch.device("cpu"), "t")
+    torch.save({"state": state, "hit": hit, "calls": calls}, tmp_path / f"out{rank}.pt")
+
+
+def test_a_cache_on_rank_0s_machine_only_is_read_there_and_broadcast(tmp_path):
+    from adarand.handlers.priors import save_atomic
+
+    cached = {"a": torch.arange(6, dtype=torch.float64).view(2, 3), "n": torch.tensor([7])}
+    save_atomic(cached, tmp_path / "machine0" / "stats.pt")
+    with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
+        parallel.run(_cached, tmp_path)
+    for rank in (0, 1):
+        out = torch.load(tmp_path / f"out{rank}.pt", weights_only=True)
+        assert out["hit"] is True and out["calls"] == []
+        assert out["state"].keys() == cached.keys()
+        for k, v in cached.items():
+            assert torch.equal(out["state"][k], v) and out["state"][k].dtype == v.dtype
+    assert not (tmp_path / "machine1").exists()
+
+
+def test_a_miss_is_computed_everywhere_and_written_by_rank_0_only(tmp_path):
+    with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
+        parallel.run(_cached, tmp_path)
+    for rank in (0, 1):
+        out = torch.load(tmp_path / f"out{rank}.pt", weights_only=True)
+        assert out["hit"] is False and out["calls"] == [rank]
+    assert (tmp_path / "machine0" / "stats.pt").is_file() and not (tmp_path / "machine1").exists()

@@ -78,26 +78,79 @@ def test_command_line_with_two_processes(tmp_path):
     assert json.loads((out / "results.json").read_text())["world_size"] == 1
 
 
-def test_torchrun_two_processes(tmp_path):
-    import json
+def _torchrun(*args, env_extra=None):
+    """``torchrun ARGS`` started (not waited for), from this environment's torch."""
     import os
     import shutil
     import subprocess
     import sys
 
-    from conftest import REPO
-
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
     assert torchrun, "torchrun comes with torch"
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.Popen([torchrun, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+
+
+def _finish(proc, timeout=300):
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    return out
+
+
+def test_torchrun_two_processes(tmp_path):
+    import json
+
+    from conftest import REPO
+
     cfg_file = write_tiny_config(tmp_path, "adarand", counts={0: 12, 1: 10, 2: 10})
     root = tmp_path / "runs"  # default run folder names: each process makes one, rank 0's is used
-    r = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(REPO / "run.py"), str(cfg_file),
-                        "train.epochs=1", f"output_root={root}"], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    out = _finish(_torchrun("--standalone", "--nproc_per_node=2", REPO / "run.py", cfg_file, "train.epochs=1",
+                            f"output_root={root}"))
     folders = list(root.iterdir())
     assert len(folders) == 1  # one run folder for both processes
     res = json.loads((folders[0] / "results.json").read_text())
-    assert res["world_size"] == 2 and r.stdout.count("test accuracy:") == 1
+    assert res["world_size"] == 2 and out.count("test accuracy:") == 1
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_train_exactly_as_one_node_with_two_processes(tmp_path):
+    """Two torchrun "machines" (node ranks 0 and 1, one process each, local rank 0 on both) on the
+    loopback interface: the same global ranks as one machine with two processes, so the same data
+    shards, seeds and reductions, and the same weights to the last bit; only global rank 0 writes."""
+    import json
+
+    from conftest import REPO
+
+    cfg_file = write_tiny_config(tmp_path, "adarand", counts={0: 12, 1: 10, 2: 10})
+    run = (REPO / "run.py", cfg_file, "train.epochs=2")
+    # torchrun gives each process one thread when a node has several; the same here, so that the
+    # kernels sum in the same order in both layouts
+    threads = {"OMP_NUM_THREADS": "1"}
+    one = _finish(_torchrun("--standalone", "--nproc_per_node=2", *run, "--output", tmp_path / "one", env_extra=threads))
+    port = _free_port()
+    nodes = [_torchrun("--nnodes=2", f"--node_rank={n}", "--nproc_per_node=1", "--master_addr=127.0.0.1",
+                       f"--master_port={port}", *run, "--output", tmp_path / f"node{n}", env_extra=threads)
+             for n in (0, 1)]
+    outs = [_finish(p) for p in nodes]
+    assert one.count("test accuracy:") == 1 and outs[0].count("test accuracy:") == 1 and "test accuracy:" not in outs[1]
+    assert not (tmp_path / "node1").exists()  # rank 1 (on node 1) wrote no run folder of its own
+    a = json.loads((tmp_path / "one" / "results.json").read_text())
+    b = json.loads((tmp_path / "node0" / "results.json").read_text())
+    assert a["world_size"] == b["world_size"] == 2
+    assert (a["test_loss"], a["val_accuracy"], a["best_epoch"]) == (b["test_loss"], b["val_accuracy"], b["best_epoch"])
+    last = [sorted((tmp_path / d / "checkpoints").glob("last_*.pt")) for d in ("one", "node0")]
+    ca, cb = (torch.load(files[-1], weights_only=False) for files in last)
+    assert ca["model"].keys() == cb["model"].keys()
+    for k in ca["model"]:
+        assert torch.equal(ca["model"][k], cb["model"][k]), k
 
 
 def _train_co_tuning(local_rank, cfg_file, out_dir, overrides):
