@@ -32,6 +32,7 @@ from ..handlers.registry import Regularizer, get_regularizer_class
 from ..models import Classifier, create_model
 from .config import Config
 from .context import RunContext
+from .distributed import load_tensors_on_rank0
 from .errors import UserError
 from .evaluator import create_evaluator
 from .optim import create_lr_scheduler, create_optimizer
@@ -262,8 +263,8 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
     # the best-validation model on the test split
     best_file = run_dir / CHECKPOINTS / Path(handlers["best"].last_checkpoint).name
     best_file = Path(idist.broadcast(str(best_file), src=0)) if idist.get_world_size() > 1 else best_file
-    Checkpoint.load_objects(to_load={"model": net}, checkpoint=torch.load(best_file, map_location="cpu",
-                                                                          weights_only=True))
+    # read by rank 0 and broadcast: on several machines the others need not see the run folder
+    Checkpoint.load_objects(to_load={"model": net}, checkpoint=load_tensors_on_rank0(best_file, device))
     test_evaluator = create_evaluator(model, device, cfg.train.amp, cfg.train.channels_last)
     if rank == 0 and cfg.train.progress:
         ProgressBar(persist=False, desc="test").attach(test_evaluator)

@@ -30,6 +30,8 @@ from ignite.handlers import ProgressBar
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from ..engine.distributed import load_tensors_on_rank0
+
 log = logging.getLogger(__name__)
 
 
@@ -172,9 +174,7 @@ def load_or_compute_tensors(cache_file: Path | None, compute: Callable[[], dict[
     if world > 1:
         hit = bool(idist.broadcast(torch.tensor(int(hit), device=device), src=0).item())
     if hit:
-        state = torch.load(cache_file, map_location=device, weights_only=True) if rank0 else None
-        if world > 1:
-            state = broadcast_tensors(state, device)
+        state = load_tensors_on_rank0(cache_file, device)
         if rank0:
             log.info("%s read from cache %s", what, cache_file)
         return state, True
@@ -183,13 +183,6 @@ def load_or_compute_tensors(cache_file: Path | None, compute: Callable[[], dict[
         save_atomic({k: v.cpu() for k, v in state.items()}, cache_file)
         log.info("%s cached at %s", what, cache_file)
     return state, False
-
-
-def broadcast_tensors(state: dict[str, torch.Tensor] | None, device: torch.device) -> dict[str, torch.Tensor]:
-    """Rank 0's dict of tensors on every process (the others pass None)."""
-    keys = idist.broadcast("\n".join(state) if state is not None else None, src=0, safe_mode=True).split("\n")
-    return {k: idist.broadcast(state[k].to(device) if state is not None else None, src=0, safe_mode=True)
-            for k in keys}
 
 
 def save_atomic(obj, path: Path) -> None:
