@@ -52,11 +52,17 @@ def choose_run_dir(args: argparse.Namespace, cfg, resume: Path | None) -> Path:
     return run_dir
 
 
-def launch_settings(nproc: int) -> dict:
-    """idist.Parallel's arguments: torchrun's environment, ``--nproc N`` processes, or one."""
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+def launch_settings(nproc: int, gpus: int | None = None) -> dict:
+    """idist.Parallel's arguments: torchrun's environment, ``--nproc N`` processes, or one.
+    ``gpus``: this machine's GPU count (default: what torch sees); with GPUs, one process each."""
+    gpus = torch.cuda.device_count() if gpus is None else gpus
+    backend = "nccl" if gpus > 0 else "gloo"
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: Parallel reads the environment
         return {"backend": backend}
+    if nproc < 1:
+        raise UserError(f"--nproc: expected a positive number of processes, got {nproc}")
+    if gpus > 0 and nproc > gpus:
+        raise UserError(f"--nproc: {nproc} processes but this machine has {gpus} GPU(s); one process per GPU")
     if nproc > 1:
         return {"backend": backend, "nproc_per_node": nproc}
     return {"backend": None}
@@ -71,11 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.configs, args.overrides, seed=args.seed)
         resume = find_last_checkpoint(Path(args.resume)) if args.resume else None
         run_dir = choose_run_dir(args, cfg, resume)
-        if args.nproc < 1:
-            raise UserError(f"--nproc: expected a positive number of processes, got {args.nproc}")
+        settings = launch_settings(args.nproc)
         from adarand.run import _run  # importable by name in spawned processes
 
-        with idist.Parallel(**launch_settings(args.nproc)) as parallel:
+        with idist.Parallel(**settings) as parallel:
             parallel.run(_run, cfg, run_dir, resume, args.nproc > 1)
     except UserError as e:
         if not getattr(e, "reported", False):

@@ -131,3 +131,28 @@ def test_cli_missing_dataset_is_one_line_and_writes_nothing(tmp_path):
 def test_cli_missing_config_file(tmp_path):
     r = run_cli(tmp_path / "nope.yaml")
     assert r.returncode == 2 and "nope.yaml: no such config file" in r.stderr
+
+
+def test_launch_settings(monkeypatch):
+    from adarand.engine.errors import UserError
+    from adarand.run import launch_settings
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert launch_settings(1, gpus=0) == {"backend": None}
+    assert launch_settings(2, gpus=0) == {"backend": "gloo", "nproc_per_node": 2}
+    assert launch_settings(2, gpus=4) == {"backend": "nccl", "nproc_per_node": 2}
+    with pytest.raises(UserError, match="--nproc: 3 processes but this machine has 2 GPU"):
+        launch_settings(3, gpus=2)
+    with pytest.raises(UserError, match="--nproc: expected a positive number"):
+        launch_settings(0, gpus=0)
+    monkeypatch.setenv("WORLD_SIZE", "4")  # torchrun decides the processes
+    assert launch_settings(1, gpus=0) == {"backend": "gloo"}
+
+
+def test_cli_bad_nproc_is_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "run"
+    r = run_cli(REPO / "yaml/demo_adarand.yaml", "--nproc", "0", "--output", out)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --nproc:"), r.stderr
+    assert not out.exists()
