@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import resource
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from .context import RunContext
 from .distributed import load_tensors_on_rank0
 from .errors import UserError
 from .evaluator import create_evaluator
+from .files import write_atomic
 from .optim import create_lr_scheduler, create_optimizer
 from .state import RNGState, RunRecord
 from .trainer import create_trainer
@@ -211,11 +210,7 @@ def peak_memory_mib(device: torch.device) -> dict:
 
 
 def write_json_atomic(path: Path, obj: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2)))
 
 
 def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | None,

@@ -196,4 +196,3 @@ class Delta(Regularizer):
         self.maps.remove()
         self.frozen_maps.remove()
         self.frozen = None
-

@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ..engine.distributed import load_tensors_on_rank0
+from ..engine.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -187,15 +186,7 @@ def load_or_compute_tensors(cache_file: Path | None, compute: Callable[[], dict[
 
 def save_atomic(obj, path: Path) -> None:
     """torch.save to ``path`` through a temporary file: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def class_priors(stats: ClassStatistics, sigma_floor: float, class_names: list[str] | None = None
