@@ -139,7 +139,7 @@ def attach_handlers(run: Run, run_dir: Path, record: RunRecord) -> dict:
     regularizer.attach(trainer)
     diagnostics = TrainingDiagnostics(tb.writer if tb else None, data.num_classes, cfg.train.log_every,
                                       cfg.diagnostics.max_samples, cfg.diagnostics.chunk_size,
-                                      len(loaders.train), enabled=cfg.diagnostics.enabled)
+                                      len(loaders.train), enabled=cfg.diagnostics.enabled, sources=(regularizer,))
     diagnostics.attach(trainer)
     trainer.add_event_handler(Events.ITERATION_COMPLETED(every=cfg.train.log_every),
                               TerminateOnNan(output_transform=lambda step: step.loss))

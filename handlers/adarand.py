@@ -8,6 +8,10 @@ Per iteration:
 3. one Adam step on mu to minimise L_ada = l_intra(mu, mu_bar) + l_inter(mu), lr cosine-annealed
    over the whole run. sigma stays at its initial value.
 
+The three prior losses are logged as means over the diagnostics' intervals and epochs. They are
+not computed every iteration: the update adds a few statistics into a running sum on the device
+(``acc``), and the losses' sums are an affine map of it (``prior_losses``), read at each write.
+
 ``adarand_no_intra`` and ``adarand_no_inter`` are the ablations without one of the two terms.
 """
 
@@ -27,24 +31,26 @@ from .registry import register
 
 
 def ema_class_means(mu_bar: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, alpha: float,
-                    reduce=None, class_ids: torch.Tensor | None = None) -> torch.Tensor:
+                    reduce=None, eye: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """mu_bar_k <- alpha mu_bar_k + (1 - alpha) mean_{i: y_i = k} g_i for classes in the batch.
 
     Written as mu_bar_k + (1 - alpha) (S_k - n_k mu_bar_k) / max(n_k, 1) with the class sums S_k
     and counts n_k, which leaves a class absent from the batch (S_k = 0, n_k = 0) untouched
     without a mask. S is one (K x B) @ (B x d) product with the one-hot labels (deterministic on a
     GPU, unlike an atomic index_add). ``reduce`` (e.g. an all-reduce) is applied once, to S and n
-    side by side. ``class_ids``: the column 0..K-1 (K x 1), to pass when called every iteration.
+    side by side. ``eye``: the K x K identity in mu_bar's dtype, whose columns y_i are the one-hot
+    matrix (pass it when called every iteration). ``out`` may be ``mu_bar`` itself (in place).
+    Meant for no_grad or inference mode (``features`` is not detached here).
     """
-    if class_ids is None:
-        class_ids = torch.arange(mu_bar.shape[0], device=labels.device).unsqueeze(1)
-    onehot = (class_ids == labels).to(mu_bar.dtype)  # (K, B)
-    sums = torch.mm(onehot, features.detach().to(mu_bar.dtype))
+    if eye is None:
+        eye = torch.eye(mu_bar.shape[0], dtype=mu_bar.dtype, device=mu_bar.device)
+    onehot = eye.index_select(1, labels)  # (K, B)
+    sums = torch.mm(onehot, features if features.dtype == mu_bar.dtype else features.to(mu_bar.dtype))
     counts = onehot.sum(1, keepdim=True)
     if reduce is not None:
         sums, counts = reduce(torch.cat([sums, counts], 1)).split([sums.shape[1], 1], dim=1)
     delta = torch.addcmul(sums, counts, mu_bar, value=-1.0)
-    return torch.addcdiv(mu_bar, delta, counts.clamp(min=1.0), value=1.0 - alpha)
+    return torch.addcdiv(mu_bar, delta, counts.clamp_(min=1.0), value=1.0 - alpha, out=out)
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:
@@ -92,40 +98,53 @@ def _paper_loss_map(k: int, intra: bool, inter: bool, device: torch.device,
     return torch.tensor(a, device=device, dtype=dtype), torch.tensor(b, device=device, dtype=dtype)
 
 
-@torch.no_grad()
-def prior_loss_and_grad(mu: torch.Tensor, mu_bar: torch.Tensor, intra: bool = True, inter: bool = True,
-                        form: str = "paper") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(L_ada, l_intra, l_inter, dL_ada/dmu) in closed form, without autograd (it is the same
-    function as :func:`prior_loss`; a handful of K x d operations instead of a backward pass).
+def prior_losses(acc: torch.Tensor, steps: int, k: int, intra: bool = True, inter: bool = True,
+                 form: str = "paper") -> torch.Tensor:
+    """The sums of (L_ada, l_intra, l_inter) over the ``steps`` iterations whose statistics
+    :func:`prior_loss_and_grad` added into ``acc``: in the paper's form A acc + steps b
+    (``_paper_loss_map``); in the official form ``acc`` holds the three losses themselves."""
+    if form != "paper":
+        return acc.clone()
+    coef, bias = _paper_loss_map(k, intra, inter, acc.device, acc.dtype)
+    return torch.addmv(bias, coef, acc, beta=float(steps))
+
+
+def prior_loss_and_grad(priors: torch.Tensor, intra: bool = True, inter: bool = True, form: str = "paper",
+                        acc: torch.Tensor | None = None) -> torch.Tensor:
+    """dL_ada/dmu in closed form, without autograd (the gradient of :func:`prior_loss`; a handful
+    of K x d operations instead of a backward pass). ``priors``: mu and mu_bar stacked (2 x K x d),
+    without autograd history. With ``acc`` (3 elements), this iteration's loss statistics are added
+    into it: :func:`prior_losses` turns their sum into the losses' sums.
 
     With u_k = mu_k / ||mu_k||, the chain rule through the normalisation is
     dL/dmu_k = (g_k - u_k (u_k . g_k)) / ||mu_k||, g_k = dL/du_k, and
       paper:    dl_intra/du_k = -v_k / K,                 dl_inter/du_k = 2 (s - u_k) / (K (K - 1)), s = sum_l u_l
       official: dl_intra/du_k = 2 (c_k - 1) v_k / K,      dl_inter/du = 4 (U U^T U - diag(||u_k||^2) U) / (K (K - 1))
     with v_k = mu_bar_k / ||mu_bar_k|| and c_k = u_k . v_k. In the paper's form the three losses
-    are one affine map of (sum_k ||u_k||^2, sum_k c_k, ||s||^2) (``_paper_loss_map``).
+    are one affine map of q = (sum_k ||u_k||^2, sum_k c_k, ||s||^2), which is what goes into ``acc``.
     """
-    k = mu.shape[0]
+    k = priors.shape[1]
     pairs = max(k * (k - 1), 1)
     inter = inter and k > 1
     # mu and mu_bar normalised together: u = unit[0], v = unit[1]
-    both = torch.stack([mu, mu_bar])
-    inv_norm = torch.linalg.vector_norm(both, dim=2, keepdim=True).clamp_min_(1e-12).reciprocal_()
-    unit = both.mul_(inv_norm)
+    inv_norm = torch.linalg.vector_norm(priors, dim=2, keepdim=True).clamp_min_(1e-12).reciprocal_()
+    unit = priors * inv_norm
     u, v = unit.unbind()
     if form == "paper":
         s = u.sum(0)
         # dL/du without its -2 u_k / (K (K - 1)) part, which the projection below removes (u_k is a unit
         # vector, or 0 where mu_k = 0)
-        g = torch.mul(v, -1.0 / k) if intra else torch.zeros_like(v)
-        if inter:
-            g.add_(s, alpha=2.0 / pairs)
-        flat = unit.view(2, -1)
-        q = torch.cat([torch.mv(flat, flat[0]), torch.dot(s, s).view(1)])
-        coef, bias = _paper_loss_map(k, intra, inter, q.device, q.dtype)
-        loss, l_intra, l_inter = torch.addmv(bias, coef, q).unbind()
+        if intra and inter:
+            g = torch.add(v, s, alpha=-2.0 * k / pairs).mul_(-1.0 / k)  # 2 s / (K (K-1)) - v / K
+        elif intra:
+            g = torch.mul(v, -1.0 / k)
+        else:
+            g = torch.mul(s, 2.0 / pairs).expand_as(u)
+        if acc is not None:
+            acc[:2].addmv_(unit.view(2, -1), u.reshape(-1))  # sum_k ||u_k||^2, sum_k u_k . v_k
+            acc[2:].addmv_(s.unsqueeze(0), s)  # ||s||^2
     else:
-        zero = mu.new_zeros(())
+        zero = priors.new_zeros(())
         l_intra = l_inter = zero
         g = torch.zeros_like(u)
         if intra:
@@ -137,9 +156,9 @@ def prior_loss_and_grad(mu: torch.Tensor, mu_bar: torch.Tensor, intra: bool = Tr
             gram = u @ u.t()
             l_inter = (gram.pow(2).sum() - self_sq.pow(2).sum()) / pairs
             g.add_(gram @ u - self_sq * u, alpha=4.0 / pairs)
-        loss = l_intra + l_inter
-    grad = torch.addcmul(g, u, (u * g).sum(1, keepdim=True), value=-1.0).mul_(inv_norm[0])
-    return loss, l_intra, l_inter, grad
+        if acc is not None:
+            acc.add_(torch.stack([l_intra + l_inter, l_intra, l_inter]))
+    return torch.addcmul(g, u, (u * g).sum(1, keepdim=True), value=-1.0).mul_(inv_norm[0])
 
 
 @dataclass(kw_only=True)
@@ -164,31 +183,45 @@ class AdaRand(RandRegCP):
 
     def __init__(self, params: AdaRandParams, ctx):
         super().__init__(params, ctx)
-        self.mu_bar = self.mu.clone()
-        self.class_ids = torch.arange(self.mu.shape[0], device=ctx.device).unsqueeze(1)  # for the EMA's one-hot
+        # mu and mu_bar are the two halves of one buffer, which the prior update normalises in one go
+        self.priors = torch.stack([self.mu, self.mu])
+        self.mu, self.mu_bar = self.priors.unbind()
+        self.eye = torch.eye(self.mu.shape[0], device=ctx.device)  # the EMA's one-hot labels are its columns
         # Adam on mu, lr cosine-annealed over the whole run (see cosine_adam.py for why not torch.optim)
         self.optimizer = CosineAdam(self.mu, params.prior_lr, ctx.total_iterations)
+        # the prior losses' statistics summed since the diagnostics last took them (take_log_sums)
+        self.loss_acc = torch.zeros(3, device=ctx.device)
+        self.loss_steps = 0
 
     def attach(self, trainer: Engine) -> None:
         super().attach(trainer)
         trainer.add_event_handler(Events.ITERATION_COMPLETED, self.update_priors)
 
     def set_priors(self, mu: torch.Tensor, sigma: torch.Tensor, mu_bar: torch.Tensor | None = None) -> None:
-        self.mu.copy_(mu)  # in place: mu is the tensor the optimizer updates
-        self.mu_bar = (mu if mu_bar is None else mu_bar).detach().clone()
+        # in place: mu is the tensor the optimizer updates
+        self.mu.copy_(mu)
+        self.mu_bar.copy_(mu if mu_bar is None else mu_bar)
         self.sigma = sigma
 
     def update_priors(self, engine: Engine) -> None:
         step = engine.state.output
         p = self.params
         reduce = idist.all_reduce if idist.get_world_size() > 1 else None
-        with torch.inference_mode():  # cheaper than no_grad per operation; mu_bar and the logs need no autograd
-            self.mu_bar = ema_class_means(self.mu_bar, step.features.float(), step.y, p.alpha, reduce, self.class_ids)
-            loss, l_intra, l_inter, grad = prior_loss_and_grad(self.mu, self.mu_bar, p.intra, p.inter, p.prior_loss)
+        with torch.inference_mode():  # cheaper than no_grad per operation; nothing here needs autograd
+            ema_class_means(self.mu_bar, step.features, step.y, p.alpha, reduce, self.eye, out=self.mu_bar)
+            grad = prior_loss_and_grad(self.priors, p.intra, p.inter, p.prior_loss, acc=self.loss_acc)
             self.optimizer.step(grad)
-        step.logs["loss_ada"] = loss
-        step.logs["loss_intra"] = l_intra
-        step.logs["loss_inter"] = l_inter
+        self.loss_steps += 1
+
+    def take_log_sums(self) -> dict[str, torch.Tensor]:
+        """Sums of L_ada, l_intra and l_inter over the iterations since the last call."""
+        if self.loss_steps == 0:
+            return {}
+        p = self.params
+        sums = prior_losses(self.loss_acc, self.loss_steps, self.mu.shape[0], p.intra, p.inter, p.prior_loss)
+        self.loss_acc = torch.zeros_like(self.loss_acc)
+        self.loss_steps = 0
+        return dict(zip(("loss_ada", "loss_intra", "loss_inter"), sums.unbind(), strict=True))
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"prior": self.optimizer}

@@ -37,6 +37,7 @@ class CosineAdam:
         # the kernel reads the (already counted) step number from a tensor on the parameter's device
         self._step_tensor = torch.zeros((), dtype=torch.float32, device=param.device)
         self.param_groups = [{"lr": lr}]
+        self._next_lr = self.lr_at(0)  # the lr of the next update (each step computes one cosine, not two)
 
     def lr_at(self, step: int) -> float:
         """The learning rate of update ``step`` (0-based): the closed form of CosineAnnealingLR,
@@ -44,11 +45,11 @@ class CosineAdam:
         t = min(step, self.total_steps)
         return 0.5 * self.base_lr * (1.0 + math.cos(math.pi * t / self.total_steps))
 
-    @torch.no_grad()
     def step(self, grad: torch.Tensor) -> None:
-        """One Adam update of ``param`` along ``grad``, then the next step's learning rate."""
+        """One Adam update of ``param`` along ``grad``, then the next step's learning rate.
+        In place on tensors without autograd history (``param`` is not a leaf that requires grad)."""
         beta1, beta2 = self.betas
-        lr = self.lr_at(self.steps)
+        lr = self._next_lr
         self.steps += 1
         if self.fused:
             self._step_tensor.fill_(self.steps)
@@ -57,7 +58,7 @@ class CosineAdam:
                                maximize=False)
         else:
             self._plain_step(grad, lr)
-        self.param_groups[0]["lr"] = self.lr_at(self.steps)
+        self._next_lr = self.param_groups[0]["lr"] = self.lr_at(self.steps)
 
     def _plain_step(self, grad: torch.Tensor, lr: float) -> None:
         beta1, beta2 = self.betas
@@ -75,4 +76,4 @@ class CosineAdam:
         self.steps = int(state["steps"])
         self.exp_avg.copy_(state["exp_avg"])
         self.exp_avg_sq.copy_(state["exp_avg_sq"])
-        self.param_groups[0]["lr"] = self.lr_at(self.steps)
+        self._next_lr = self.param_groups[0]["lr"] = self.lr_at(self.steps)

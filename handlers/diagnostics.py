@@ -103,11 +103,12 @@ class TrainingDiagnostics:
     ``log_every`` iterations and every epoch, and the epoch's entropy and mutual information.
 
     Scalars: every loss term (``loss_<name>``), the total loss, feature norm, head gradient norm,
-    and whatever a regularizer put into ``step.logs``.
+    whatever a regularizer put into ``step.logs``, and the sums its ``take_log_sums()`` hands over
+    (``sources``: objects with that method; called at each write, for the iterations since the last).
     """
 
     def __init__(self, writer, num_classes: int, log_every: int, max_samples: int, chunk: int,
-                 epoch_length: int, enabled: bool = True):
+                 epoch_length: int, enabled: bool = True, sources: tuple = ()):
         self.writer = writer  # a SummaryWriter on rank 0, None elsewhere
         self.num_classes = num_classes
         self.log_every = log_every
@@ -115,8 +116,11 @@ class TrainingDiagnostics:
         self.chunk = chunk
         self.enabled = enabled
         self.per_batch = max(1, math.ceil(max_samples / max(1, epoch_length)))
+        self.sources = tuple(sources)
         self._interval: dict[str, torch.Tensor] = {}
         self._epoch: dict[str, torch.Tensor] = {}
+        self._interval_sums: dict[str, torch.Tensor] = {}  # from the sources
+        self._epoch_sums: dict[str, torch.Tensor] = {}
         self._n_interval = 0
         self._n_epoch = 0
         self._feats: list[torch.Tensor] = []
@@ -162,24 +166,34 @@ class TrainingDiagnostics:
             self._feats.append(step.features.detach()[: self.per_batch].float())
             self._labels.append(step.y[: self.per_batch])
 
+    def _take_sources(self) -> None:
+        for source in self.sources:
+            for k, v in source.take_log_sums().items():
+                for sums in (self._interval_sums, self._epoch_sums):
+                    sums[k] = sums[k] + v if k in sums else v
+
     @staticmethod
-    def _means(store: dict, n: int) -> dict[str, float]:
-        if not store:
+    def _means(store: dict, sums: dict[str, torch.Tensor], n: int) -> dict[str, float]:
+        names = list(store.get("names", ())) + list(sums)
+        if not names:
             return {}
-        values = (store["sum"] / max(n, 1)).cpu().tolist()  # the one host sync
-        return dict(zip(store["names"], values, strict=True))
+        parts = ([store["sum"]] if store else []) + ([torch.stack(list(sums.values()))] if sums else [])
+        values = (torch.cat(parts) / max(n, 1)).cpu().tolist()  # the one host sync
+        return dict(zip(names, values, strict=True))
 
     def write_interval(self, engine: Engine) -> None:
-        means = self._means(self._interval, self._n_interval)
-        self._interval, self._n_interval = {}, 0
+        self._take_sources()
+        means = self._means(self._interval, self._interval_sums, self._n_interval)
+        self._interval, self._interval_sums, self._n_interval = {}, {}, 0
         engine.state.metrics.update({k: v for k, v in means.items() if k.startswith("loss")})
         if self.writer is not None:
             for k, v in means.items():
                 self.writer.add_scalar(f"train_iter/{k}", v, engine.state.iteration)
 
     def write_epoch(self, engine: Engine) -> None:
-        means = self._means(self._epoch, self._n_epoch)
-        self._epoch, self._n_epoch = {}, 0
+        self._take_sources()
+        means = self._means(self._epoch, self._epoch_sums, self._n_epoch)
+        self._epoch, self._epoch_sums, self._n_epoch = {}, {}, 0
         if self.enabled and self._feats:
             feats, labels = torch.cat(self._feats), torch.cat(self._labels)
             if idist.get_world_size() > 1:

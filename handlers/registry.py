@@ -10,6 +10,9 @@ A regularizer is an object that the run builds once, before the optimizer:
   into ``trainer.state.step.losses`` (it may also replace ``"ce"``). Work after the optimizer step
   goes on ``Events.ITERATION_COMPLETED``; a pass before training on ``Events.STARTED``;
 * ``state_dict()`` / ``load_state_dict()`` — its state, saved in the training checkpoint;
+* ``take_log_sums()`` — scalars it sums on the device itself, as sums over the iterations since
+  the last call (the training diagnostics take them at each write and log their means), for a
+  scalar that is cheaper to accumulate than to put into ``step.logs`` every iteration;
 * ``report()`` — figures for results.json (memory of frozen models, banks, caches);
 * ``close()`` — releases frozen models and caches when the run ends.
 
@@ -60,6 +63,10 @@ class Regularizer:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+    def take_log_sums(self) -> dict[str, torch.Tensor]:
+        """{name: sum over the iterations since the last call} (0-d tensors); resets the sums."""
+        return {}
 
     def report(self) -> dict:
         return {}

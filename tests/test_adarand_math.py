@@ -77,6 +77,22 @@ def test_feature_regularizer_reductions():
     assert float(feature_regularizer(f, z, "sum")) == pytest.approx((13 + 5) / 2)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_feature_regularizer_value_and_gradient_match_torch_mse_loss(reduction):
+    """The direct kernel call against torch.nn.functional.mse_loss, forward and backward."""
+    torch.manual_seed(0)
+    base = torch.randn(6, 5, dtype=torch.float64)
+    z = torch.randn(6, 5, dtype=torch.float64)
+    f1, f2 = base.clone().requires_grad_(True), base.clone().requires_grad_(True)
+    got = feature_regularizer(f1, z, reduction)
+    want = torch.nn.functional.mse_loss(f2, z, reduction=reduction) / (6 if reduction == "sum" else 1)
+    (3.0 * got).backward()
+    (3.0 * want).backward()
+    assert got.item() == pytest.approx(want.item(), rel=1e-12)
+    assert torch.allclose(f1.grad, f2.grad, rtol=1e-12, atol=0)
+    assert torch.allclose(f1.grad, 3.0 * 2 * (base - z) / (30 if reduction == "mean" else 6))
+
+
 def test_ema_skips_absent_classes():
     mu_bar = torch.tensor([[0.0, 0.0], [10.0, 10.0], [4.0, -4.0]])
     feats = torch.tensor([[1.0, 2.0], [3.0, 4.0], [6.0, 6.0]])
@@ -107,6 +123,9 @@ def test_ema_matches_a_loop_over_classes():
     feats = torch.randn(20, d)
     labels = torch.randint(0, 4, (20,))  # classes 4 and 5 absent
     out = ema_class_means(mu_bar, feats, labels, alpha=0.3)
+    in_place = mu_bar.clone()
+    ema_class_means(in_place, feats, labels, alpha=0.3, eye=torch.eye(k), out=in_place)
+    assert torch.equal(in_place, out)
     for c in range(k):
         rows = feats[labels == c]
         want = mu_bar[c] if len(rows) == 0 else 0.3 * mu_bar[c] + 0.7 * rows.mean(0)
@@ -129,14 +148,34 @@ def test_sampling_statistics():
 @pytest.mark.parametrize("form", ["paper", "official"])
 @pytest.mark.parametrize("intra,inter", [(True, True), (False, True), (True, False)])
 def test_closed_form_gradient_matches_autograd(form, intra, inter):
-    from adarand.handlers.adarand import prior_loss_and_grad
+    from adarand.handlers.adarand import prior_loss_and_grad, prior_losses
 
     g = torch.Generator().manual_seed(1)
     mu = (torch.randn(6, 5, generator=g, dtype=torch.float64) * 3).requires_grad_(True)
     mu_bar = torch.randn(6, 5, generator=g, dtype=torch.float64)
     loss, li, le = prior_loss(mu, mu_bar, intra, inter, form)
     loss.backward()
-    loss2, li2, le2, grad = prior_loss_and_grad(mu.detach(), mu_bar, intra, inter, form)
-    assert loss2.item() == pytest.approx(loss.item(), rel=1e-12)
-    assert li2.item() == pytest.approx(li.item(), rel=1e-12) and le2.item() == pytest.approx(le.item(), abs=1e-12)
+    acc = torch.zeros(3, dtype=torch.float64)
+    grad = prior_loss_and_grad(torch.stack([mu.detach(), mu_bar]), intra, inter, form, acc=acc)
     assert torch.allclose(grad, mu.grad, rtol=1e-10, atol=1e-12)
+    loss2, li2, le2 = prior_losses(acc, 1, 6, intra, inter, form).tolist()
+    assert loss2 == pytest.approx(loss.item(), rel=1e-12)
+    assert li2 == pytest.approx(li.item(), rel=1e-12) and le2 == pytest.approx(le.item(), abs=1e-12)
+
+
+@pytest.mark.parametrize("form", ["paper", "official"])
+@pytest.mark.parametrize("intra,inter", [(True, True), (False, True), (True, False)])
+def test_accumulated_statistics_give_the_sums_of_the_losses(form, intra, inter):
+    """The logged prior losses: the statistics of several iterations, summed into one ``acc``, map
+    to the sums of each iteration's losses (computed by the autograd definition)."""
+    from adarand.handlers.adarand import prior_loss_and_grad, prior_losses
+
+    g = torch.Generator().manual_seed(2)
+    acc = torch.zeros(3, dtype=torch.float64)
+    want = torch.zeros(3, dtype=torch.float64)
+    for _ in range(4):
+        mu = torch.randn(5, 7, generator=g, dtype=torch.float64)
+        mu_bar = torch.randn(5, 7, generator=g, dtype=torch.float64)
+        prior_loss_and_grad(torch.stack([mu, mu_bar]), intra, inter, form, acc=acc)
+        want += torch.stack(prior_loss(mu, mu_bar, intra, inter, form))
+    assert torch.allclose(prior_losses(acc, 4, 5, intra, inter, form), want, rtol=1e-12, atol=1e-12)

@@ -100,3 +100,52 @@ def test_training_log_means_by_hand():
     diag.write_epoch(engine)
     assert diag.last_epoch["loss"] == pytest.approx(2.0)
     assert diag.last_epoch["ada"] == pytest.approx(5.0 / 3)  # summed over the epoch's 3 iterations
+
+
+def test_source_sums_are_logged_as_interval_and_epoch_means():
+    """Sums a regularizer keeps itself (take_log_sums) give the same means as per-iteration values,
+    for intervals that cross an epoch's end and for the epoch."""
+    from types import SimpleNamespace
+
+    from adarand.engine.trainer import StepState
+    from adarand.handlers.diagnostics import TrainingDiagnostics
+
+    class Source:
+        def __init__(self):
+            self.total, self.taken = 0.0, []
+
+        def add(self, v):
+            self.total += v
+
+        def take_log_sums(self):
+            out, self.total = {"loss_src": torch.tensor(self.total)}, 0.0
+            self.taken.append(float(out["loss_src"]))
+            return out
+
+    src = Source()
+    written = []
+    writer = SimpleNamespace(add_scalar=lambda tag, v, step: written.append((tag, step, v)))
+    diag = TrainingDiagnostics(writer, num_classes=2, log_every=2, max_samples=10, chunk=4, epoch_length=3,
+                               enabled=False, sources=(src,))
+    engine = SimpleNamespace(state=SimpleNamespace(output=None, metrics={}, iteration=0, epoch=1))
+    values = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]  # two epochs of three iterations
+    for i, v in enumerate(values, start=1):
+        engine.state.iteration, engine.state.epoch = i, (i - 1) // 3 + 1
+        engine.state.output = StepState(x=None, y=torch.tensor([0, 1]), logits=None, features=torch.zeros(2, 3),
+                                        losses={"ce": torch.tensor(v)}, loss=torch.tensor(v))
+        diag.accumulate(engine)
+        src.add(v)  # the same value, through the source
+        if i % 2 == 0:
+            diag.write_interval(engine)
+        if i % 3 == 0:
+            diag.write_epoch(engine)
+    by_tag = {}
+    for tag, step, v in written:
+        by_tag.setdefault(tag, []).append((step, v))
+    want_iter = [(2, 1.5), (4, 6.0), (6, 24.0)]  # the interval (3, 4] crosses the end of epoch 1
+    want_epoch = [(1, 7.0 / 3), (2, 56.0 / 3)]
+    for name in ("loss_ce", "loss_src"):
+        assert by_tag[f"train_iter/{name}"] == [pytest.approx(w) for w in want_iter]
+        assert by_tag[f"train_epoch/{name}"] == [pytest.approx(w) for w in want_epoch]
+    assert engine.state.metrics["loss_src"] == pytest.approx(24.0)
+    assert sum(src.taken) == pytest.approx(sum(values))  # every iteration's value taken exactly once

@@ -81,9 +81,12 @@ def test_ablations_change_only_their_own_term(tmp_path, ablation, kept, dropped)
         run = make(tmp_path / method, method)
         run.regularizer.attach(run.trainer)
         logs = []
-        run.trainer.add_event_handler(__import__("ignite").engine.Events.ITERATION_COMPLETED,
-                                      lambda e: logs.append({k: float(v.detach()) for k, v in
-                                                             {**e.state.output.logs, **e.state.output.losses}.items()}))
+
+        def record(e, reg=run.regularizer):
+            values = {**e.state.output.losses, **reg.take_log_sums()}
+            logs.append({k: float(v.detach()) for k, v in values.items()})
+
+        run.trainer.add_event_handler(__import__("ignite").engine.Events.ITERATION_COMPLETED, record)
         run.trainer.run(run.loaders.train, max_epochs=1, epoch_length=1)  # one step from the same state
         out[method] = (logs[0], run.regularizer)
     full, abl = out["adarand"][0], out[ablation][0]
