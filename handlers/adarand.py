@@ -89,12 +89,18 @@ def prior_loss(mu: torch.Tensor, mu_bar: torch.Tensor, intra: bool = True, inter
 @functools.lru_cache(maxsize=16)
 def _paper_loss_map(k: int, intra: bool, inter: bool, device: torch.device,
                     dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """(A, b) with (L_ada, l_intra, l_inter) = A q + b for q = (sum_k ||u_k||^2, sum_k u_k . v_k, ||s||^2)."""
+    """(A, b) with (L_ada, l_intra, l_inter) = A q + b for q = (sum_k ||u_k||^2, sum_k u_k . v_k,
+    sum_k u_k . g_k), g the workspace's g (see :class:`PriorWorkspace`)."""
     wi = 1.0 / k if intra else 0.0
-    we = 1.0 / (k * (k - 1)) if inter and k > 1 else 0.0
-    # l_intra = 1 - q1 / K;  l_inter = (q2 - q0) / (K (K - 1)) - 1
-    a = [[-we, -wi, we], [0.0, -wi, 0.0], [-we, 0.0, we]]
-    b = [float(intra) - float(we > 0), float(intra), -float(we > 0)]
+    inter = inter and k > 1
+    we = 1.0 / (k * (k - 1)) if inter else 0.0
+    # l_intra = 1 - q1 / K.  With c = 2 / (K (K - 1)): q2 = c ||s||^2 - [intra] q1 / K, so
+    # l_inter = (||s||^2 - q0) / (K (K - 1)) - 1 = q2 / 2 + [intra] q1 / (2 K) - q0 / (K (K - 1)) - 1
+    half = 0.5 if inter else 0.0
+    le = [-we, half * wi, half]
+    li = [0.0, -wi, 0.0]
+    a = [[x + y for x, y in zip(li, le, strict=True)], li, le]
+    b = [float(intra) - float(inter), float(intra), -float(inter)]
     return torch.tensor(a, device=device, dtype=dtype), torch.tensor(b, device=device, dtype=dtype)
 
 
@@ -109,41 +115,60 @@ def prior_losses(acc: torch.Tensor, steps: int, k: int, intra: bool = True, inte
     return torch.addmv(bias, coef, acc, beta=float(steps))
 
 
+class PriorWorkspace:
+    """The buffers :func:`prior_loss_and_grad` writes into, made once per run: the unit rows u
+    (of mu) and v (of mu_bar) and, in the paper's form, g = dL/du, as one 3 x K x d tensor with its
+    views precomputed (a handful of small operations fewer per iteration).
+
+    In the paper's form g is one matrix product of the unit rows, g = C [u; v] with the K x 2K
+    matrix C = [c 1 1^T, -[intra] I / K], c = 2 [inter] / (K (K - 1)): c s - v_k / K, dL/du_k
+    without its -c u_k part (which the tangent projection removes: u_k is a unit vector, or 0
+    where mu_k = 0)."""
+
+    def __init__(self, k: int, d: int, intra: bool, inter: bool, device=None, dtype=torch.float32):
+        self.buf = torch.empty(3, k, d, device=device, dtype=dtype)
+        self.unit = self.buf[:2]
+        self.unit_rows = self.unit.view(2 * k, d)
+        self.u, self.v, self.g = self.buf.unbind()
+        self.u_flat = self.u.view(-1)
+        self.flat = self.buf.view(3, -1)
+        self.inv_norm = torch.empty(2, k, 1, device=device, dtype=dtype)
+        self.inv_norm_mu = self.inv_norm[0]
+        c = 2.0 / (k * (k - 1)) if inter and k > 1 else 0.0
+        eye = torch.eye(k, device=device, dtype=dtype) * (-1.0 / k if intra else 0.0)
+        self.coef = torch.cat([torch.full((k, k), c, device=device, dtype=dtype), eye], 1)
+
+
 def prior_loss_and_grad(priors: torch.Tensor, intra: bool = True, inter: bool = True, form: str = "paper",
-                        acc: torch.Tensor | None = None) -> torch.Tensor:
+                        acc: torch.Tensor | None = None, work: PriorWorkspace | None = None) -> torch.Tensor:
     """dL_ada/dmu in closed form, without autograd (the gradient of :func:`prior_loss`; a handful
     of K x d operations instead of a backward pass). ``priors``: mu and mu_bar stacked (2 x K x d),
     without autograd history. With ``acc`` (3 elements), this iteration's loss statistics are added
-    into it: :func:`prior_losses` turns their sum into the losses' sums.
+    into it: :func:`prior_losses` turns their sum into the losses' sums. ``work``: buffers made once
+    for these priors and switches (made here when not given).
 
     With u_k = mu_k / ||mu_k||, the chain rule through the normalisation is
     dL/dmu_k = (g_k - u_k (u_k . g_k)) / ||mu_k||, g_k = dL/du_k, and
       paper:    dl_intra/du_k = -v_k / K,                 dl_inter/du_k = 2 (s - u_k) / (K (K - 1)), s = sum_l u_l
       official: dl_intra/du_k = 2 (c_k - 1) v_k / K,      dl_inter/du = 4 (U U^T U - diag(||u_k||^2) U) / (K (K - 1))
     with v_k = mu_bar_k / ||mu_bar_k|| and c_k = u_k . v_k. In the paper's form the three losses
-    are one affine map of q = (sum_k ||u_k||^2, sum_k c_k, ||s||^2), which is what goes into ``acc``.
+    are one affine map of q = (sum_k ||u_k||^2, sum_k c_k, sum_k u_k . g_k), one matrix-vector
+    product of the workspace with u, which is what goes into ``acc``.
     """
-    k = priors.shape[1]
-    pairs = max(k * (k - 1), 1)
-    inter = inter and k > 1
-    # mu and mu_bar normalised together: u = unit[0], v = unit[1]
-    inv_norm = torch.linalg.vector_norm(priors, dim=2, keepdim=True).clamp_min_(1e-12).reciprocal_()
-    unit = priors * inv_norm
-    u, v = unit.unbind()
+    _, k, d = priors.shape
+    if work is None:
+        work = PriorWorkspace(k, d, intra, inter, priors.device, priors.dtype)
+    # mu and mu_bar normalised together
+    inv_norm = torch.linalg.vector_norm(priors, dim=2, keepdim=True, out=work.inv_norm).clamp_min_(1e-12).reciprocal_()
+    torch.mul(priors, inv_norm, out=work.unit)
+    u, v = work.u, work.v
     if form == "paper":
-        s = u.sum(0)
-        # dL/du without its -2 u_k / (K (K - 1)) part, which the projection below removes (u_k is a unit
-        # vector, or 0 where mu_k = 0)
-        if intra and inter:
-            g = torch.add(v, s, alpha=-2.0 * k / pairs).mul_(-1.0 / k)  # 2 s / (K (K-1)) - v / K
-        elif intra:
-            g = torch.mul(v, -1.0 / k)
-        else:
-            g = torch.mul(s, 2.0 / pairs).expand_as(u)
+        g = torch.mm(work.coef, work.unit_rows, out=work.g)
         if acc is not None:
-            acc[:2].addmv_(unit.view(2, -1), u.reshape(-1))  # sum_k ||u_k||^2, sum_k u_k . v_k
-            acc[2:].addmv_(s.unsqueeze(0), s)  # ||s||^2
+            acc.addmv_(work.flat, work.u_flat)  # (sum_k ||u_k||^2, sum_k u_k . v_k, sum_k u_k . g_k)
     else:
+        pairs = max(k * (k - 1), 1)
+        inter = inter and k > 1
         zero = priors.new_zeros(())
         l_intra = l_inter = zero
         g = torch.zeros_like(u)
@@ -158,7 +183,7 @@ def prior_loss_and_grad(priors: torch.Tensor, intra: bool = True, inter: bool = 
             g.add_(gram @ u - self_sq * u, alpha=4.0 / pairs)
         if acc is not None:
             acc.add_(torch.stack([l_intra + l_inter, l_intra, l_inter]))
-    return torch.addcmul(g, u, (u * g).sum(1, keepdim=True), value=-1.0).mul_(inv_norm[0])
+    return torch.addcmul(g, u, (u * g).sum(1, keepdim=True), value=-1.0).mul_(work.inv_norm_mu)
 
 
 @dataclass(kw_only=True)
@@ -187,6 +212,7 @@ class AdaRand(RandRegCP):
         self.priors = torch.stack([self.mu, self.mu])
         self.mu, self.mu_bar = self.priors.unbind()
         self.eye = torch.eye(self.mu.shape[0], device=ctx.device)  # the EMA's one-hot labels are its columns
+        self.work = PriorWorkspace(*self.mu.shape, params.intra, params.inter, ctx.device)
         # Adam on mu, lr cosine-annealed over the whole run (see cosine_adam.py for why not torch.optim)
         self.optimizer = CosineAdam(self.mu, params.prior_lr, ctx.total_iterations)
         # the prior losses' statistics summed since the diagnostics last took them (take_log_sums)
@@ -209,7 +235,7 @@ class AdaRand(RandRegCP):
         reduce = idist.all_reduce if idist.get_world_size() > 1 else None
         with torch.inference_mode():  # cheaper than no_grad per operation; nothing here needs autograd
             ema_class_means(self.mu_bar, step.features, step.y, p.alpha, reduce, self.eye, out=self.mu_bar)
-            grad = prior_loss_and_grad(self.priors, p.intra, p.inter, p.prior_loss, acc=self.loss_acc)
+            grad = prior_loss_and_grad(self.priors, p.intra, p.inter, p.prior_loss, self.loss_acc, self.work)
             self.optimizer.step(grad)
         self.loss_steps += 1
 

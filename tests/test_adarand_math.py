@@ -168,14 +168,16 @@ def test_closed_form_gradient_matches_autograd(form, intra, inter):
 def test_accumulated_statistics_give_the_sums_of_the_losses(form, intra, inter):
     """The logged prior losses: the statistics of several iterations, summed into one ``acc``, map
     to the sums of each iteration's losses (computed by the autograd definition)."""
-    from adarand.handlers.adarand import prior_loss_and_grad, prior_losses
+    from adarand.handlers.adarand import PriorWorkspace, prior_loss_and_grad, prior_losses
 
     g = torch.Generator().manual_seed(2)
     acc = torch.zeros(3, dtype=torch.float64)
     want = torch.zeros(3, dtype=torch.float64)
+    work = PriorWorkspace(5, 7, intra, inter, dtype=torch.float64)  # one workspace for every iteration
     for _ in range(4):
         mu = torch.randn(5, 7, generator=g, dtype=torch.float64)
         mu_bar = torch.randn(5, 7, generator=g, dtype=torch.float64)
-        prior_loss_and_grad(torch.stack([mu, mu_bar]), intra, inter, form, acc=acc)
+        grad = prior_loss_and_grad(torch.stack([mu, mu_bar]), intra, inter, form, acc=acc, work=work)
+        assert torch.equal(grad, prior_loss_and_grad(torch.stack([mu, mu_bar]), intra, inter, form))
         want += torch.stack(prior_loss(mu, mu_bar, intra, inter, form))
     assert torch.allclose(prior_losses(acc, 4, 5, intra, inter, form), want, rtol=1e-12, atol=1e-12)
