@@ -120,23 +120,21 @@ class PriorWorkspace:
     (of mu) and v (of mu_bar) and, in the paper's form, g = dL/du, as one 3 x K x d tensor with its
     views precomputed (a handful of small operations fewer per iteration).
 
-    In the paper's form g is one matrix product of the unit rows, g = C [u; v] with the K x 2K
-    matrix C = [c 1 1^T, -[intra] I / K], c = 2 [inter] / (K (K - 1)): c s - v_k / K, dL/du_k
-    without its -c u_k part (which the tangent projection removes: u_k is a unit vector, or 0
-    where mu_k = 0)."""
+    In the paper's form g_k = c s - [intra] v_k / K with s = sum_l u_l and c = 2 [inter] / (K (K - 1)):
+    dL/du_k without its -c u_k part, which the tangent projection removes (u_k is a unit vector, or
+    0 where mu_k = 0). O(K d), whatever K is."""
 
     def __init__(self, k: int, d: int, intra: bool, inter: bool, device=None, dtype=torch.float32):
         self.buf = torch.empty(3, k, d, device=device, dtype=dtype)
         self.unit = self.buf[:2]
-        self.unit_rows = self.unit.view(2 * k, d)
         self.u, self.v, self.g = self.buf.unbind()
         self.u_flat = self.u.view(-1)
         self.flat = self.buf.view(3, -1)
+        self.s = torch.empty(d, device=device, dtype=dtype)
         self.inv_norm = torch.empty(2, k, 1, device=device, dtype=dtype)
         self.inv_norm_mu = self.inv_norm[0]
-        c = 2.0 / (k * (k - 1)) if inter and k > 1 else 0.0
-        eye = torch.eye(k, device=device, dtype=dtype) * (-1.0 / k if intra else 0.0)
-        self.coef = torch.cat([torch.full((k, k), c, device=device, dtype=dtype), eye], 1)
+        self.v_coef = -1.0 / k if intra else 0.0
+        self.s_coef = 2.0 / (k * (k - 1)) if inter and k > 1 else 0.0
 
 
 def prior_loss_and_grad(priors: torch.Tensor, intra: bool = True, inter: bool = True, form: str = "paper",
@@ -153,7 +151,7 @@ def prior_loss_and_grad(priors: torch.Tensor, intra: bool = True, inter: bool = 
       official: dl_intra/du_k = 2 (c_k - 1) v_k / K,      dl_inter/du = 4 (U U^T U - diag(||u_k||^2) U) / (K (K - 1))
     with v_k = mu_bar_k / ||mu_bar_k|| and c_k = u_k . v_k. In the paper's form the three losses
     are one affine map of q = (sum_k ||u_k||^2, sum_k c_k, sum_k u_k . g_k), one matrix-vector
-    product of the workspace with u, which is what goes into ``acc``.
+    product of the workspace with u, which is what goes into ``acc``. Every step is O(K d).
     """
     _, k, d = priors.shape
     if work is None:
@@ -163,7 +161,7 @@ def prior_loss_and_grad(priors: torch.Tensor, intra: bool = True, inter: bool = 
     torch.mul(priors, inv_norm, out=work.unit)
     u, v = work.u, work.v
     if form == "paper":
-        g = torch.mm(work.coef, work.unit_rows, out=work.g)
+        g = torch.mul(v, work.v_coef, out=work.g).add_(torch.sum(u, 0, out=work.s), alpha=work.s_coef)
         if acc is not None:
             acc.addmv_(work.flat, work.u_flat)  # (sum_k ||u_k||^2, sum_k u_k . v_k, sum_k u_k . g_k)
     else:
