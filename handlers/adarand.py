@@ -151,7 +151,8 @@ def prior_loss_and_grad(priors: torch.Tensor, intra: bool = True, inter: bool = 
       official: dl_intra/du_k = 2 (c_k - 1) v_k / K,      dl_inter/du = 4 (U U^T U - diag(||u_k||^2) U) / (K (K - 1))
     with v_k = mu_bar_k / ||mu_bar_k|| and c_k = u_k . v_k. In the paper's form the three losses
     are one affine map of q = (sum_k ||u_k||^2, sum_k c_k, sum_k u_k . g_k), one matrix-vector
-    product of the workspace with u, which is what goes into ``acc``. Every step is O(K d).
+    product of the workspace with u, which is what goes into ``acc``. The paper's form is O(K d)
+    throughout; the official form's Gram matrix is O(K^2 d).
     """
     _, k, d = priors.shape
     if work is None:
