@@ -46,11 +46,11 @@ def feature_regularizer(features: torch.Tensor, z: torch.Tensor, reduction: str)
     """``mean``: mean over samples and dims of (g - z)^2 (the published form);
     ``sum``: the per-sample squared norm ||g - z||^2, averaged over the batch (the written form).
     ``features`` and ``z`` have the same shape and dtype (float32 in the train step)."""
-    if _mse_loss is None:  # pragma: no cover - a torch build without the binding
-        return F.mse_loss(features, z, reduction=reduction) / (features.shape[0] if reduction == "sum" else 1)
-    if reduction == "mean":
-        return _mse_loss(features, z, _MEAN)
-    return _mse_loss(features, z, _SUM) / features.shape[0]
+    if _mse_loss is not None:
+        loss = _mse_loss(features, z, _MEAN if reduction == "mean" else _SUM)
+    else:  # pragma: no cover - a torch build without the binding
+        loss = F.mse_loss(features, z, reduction=reduction)
+    return loss if reduction == "mean" else loss / features.shape[0]
 
 
 @dataclass(kw_only=True)
