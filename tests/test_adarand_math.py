@@ -145,6 +145,22 @@ def test_sampling_statistics():
     assert not z.requires_grad
 
 
+@pytest.mark.parametrize("b,d", [(16, 128), (7, 33), (3, 5)])
+def test_sampling_draws_what_torch_normal_draws(b, d):
+    """The same seed gives exactly torch.normal(mu[y], sigma[y]), without torch.normal's read of
+    min(std) >= 0 back to the host (aten::_local_scalar_dense, a device sync on a GPU)."""
+    g = torch.Generator().manual_seed(1)
+    mu, sigma = torch.randn(4, d, generator=g), torch.rand(4, d, generator=g) + 1e-4
+    labels = torch.randint(0, 4, (b,), generator=g)
+    torch.manual_seed(5)
+    want = torch.normal(mu[labels], sigma[labels])
+    torch.manual_seed(5)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        z = sample_references(mu, sigma, labels)
+    assert torch.equal(z, want)
+    assert "aten::_local_scalar_dense" not in {e.key for e in prof.key_averages()}
+
+
 @pytest.mark.parametrize("form", ["paper", "official"])
 @pytest.mark.parametrize("intra,inter", [(True, True), (False, True), (True, False)])
 def test_closed_form_gradient_matches_autograd(form, intra, inter):
