@@ -9,9 +9,14 @@ from ..engine.config import OptimConfig
 from ..models import Classifier
 
 
-def create_optimizer(cfg: OptimConfig, net: Classifier, extra_groups: list[dict] = ()) -> torch.optim.Optimizer:
+def create_optimizer(cfg: OptimConfig, net: Classifier, extra_groups: list[dict] = (),
+                     fused: bool = False) -> torch.optim.Optimizer:
     """Parameter groups: the backbone at ``lr``, the new head at ``lr * head_lr_mult``, then the
-    regularizer's own groups (each may carry its own ``lr``)."""
+    regularizer's own groups (each may carry its own ``lr``).
+
+    ``fused``: torch's fused kernel (CPU and CUDA). fp16 runs ask for it: a fused optimizer applies
+    the grad scaler's unscaling and inf check itself, where with any other the GradScaler reads its
+    inf flag back to the host every step (a device sync on a GPU)."""
     groups = [
         {"params": [p for p in net.backbone.parameters() if p.requires_grad], "lr": cfg.lr, "name": "backbone"},
         {"params": list(net.head.parameters()), "lr": cfg.lr * cfg.head_lr_mult, "name": "head"},
@@ -19,10 +24,10 @@ def create_optimizer(cfg: OptimConfig, net: Classifier, extra_groups: list[dict]
     ]
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
-                               weight_decay=cfg.weight_decay)
+                               weight_decay=cfg.weight_decay, fused=fused or None)
     if cfg.name == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
 
 
 def create_lr_scheduler(cfg: OptimConfig, optimizer: torch.optim.Optimizer, epoch_length: int,

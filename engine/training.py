@@ -118,7 +118,8 @@ def build_run(cfg: Config) -> Run:
     ctx = RunContext(cfg=cfg, model=model, net=net, device=device, data=data, epoch_length=len(loaders.train),
                      pretrained=pretrained)
     regularizer = setup_regularizer(ctx)
-    optimizer = create_optimizer(cfg.optim, net, regularizer.parameter_groups())
+    # fp16: a fused optimizer, so that the grad scaler does not read its inf flag back every step
+    optimizer = create_optimizer(cfg.optim, net, regularizer.parameter_groups(), fused=cfg.train.amp == "fp16")
     lr_scheduler = create_lr_scheduler(cfg.optim, optimizer, len(loaders.train), cfg.train.epochs)
     t = cfg.train
     trainer = create_trainer(model, optimizer, device, amp=t.amp, channels_last=t.channels_last)

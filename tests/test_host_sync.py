@@ -32,8 +32,10 @@ SYNCING = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
 
 # operator whose C++ code reads a value back -> the methods allowed to run it in the step
 ALLOWED_READS = {
-    # the CPU kernel reads its step counter from a CPU tensor; the CUDA kernel reads it on the GPU
-    "aten::_fused_adam_": {"adarand", "adarand_no_intra", "adarand_no_inter"},
+    # the CPU kernels read their step counters from CPU tensors; the CUDA kernels read them on the GPU
+    # (AdaRand's prior optimizer; the network's Adam/AdamW in fp16 runs, which are fused)
+    "aten::_fused_adam_": {"adarand", "adarand_no_intra", "adarand_no_inter", "finetune"},
+    "aten::_fused_adamw_": {"adarand", "finetune"},
     # bounds checks on the CPU only (ATen's one_hot skips them on CUDA and relies on a device assert)
     "aten::one_hot": {"dr_tune"},
     # torch.linalg's SVD checks LAPACK's / cuSOLVER's status on the host: a sync on a GPU, which
@@ -60,7 +62,19 @@ def reads_in_iterations(prof) -> list[list[str]]:
 
 @pytest.mark.parametrize("method", known_regularizers())
 def test_no_host_sync_in_the_step(tmp_path, method, monkeypatch):
-    extra = {"dr_tune": ["method.bank_size=8"]}.get(method, [])
+    check_no_host_sync(tmp_path, method, monkeypatch, [])
+
+
+@pytest.mark.parametrize("method", ["finetune", "adarand"])
+@pytest.mark.parametrize("optim", ["sgd", "adamw"])
+def test_no_host_sync_with_fp16_and_its_grad_scaler(tmp_path, method, optim, monkeypatch):
+    """The GradScaler reads its inf flag back every step unless the optimizer is fused (fp16 runs
+    make it so)."""
+    check_no_host_sync(tmp_path, method, monkeypatch, ["train.amp=fp16", f"optim.name={optim}"])
+
+
+def check_no_host_sync(tmp_path, method, monkeypatch, overrides):
+    extra = {"dr_tune": ["method.bank_size=8"]}.get(method, []) + overrides
     if method == "co_tuning":  # needs a pretrained model with a source classifier
         source, _ = create_model(ModelConfig(arch="small_cnn", width=4), num_classes=7)
         torch.save(source.state_dict(), tmp_path / "source.pt")
