@@ -105,6 +105,7 @@ class DiagnosticsConfig:
 class MethodConfig:
     name: str = "finetune"
     params: Any = None  # the regularizer's own typed parameters (built by load_config)
+    fixed: tuple[str, ...] = field(default=(), init=False)  # keys the method's name fixes (a preset)
 
 
 @dataclass(kw_only=True)
@@ -124,7 +125,8 @@ class Config:
 
     def to_dict(self) -> dict:
         out = to_plain(self)
-        out["method"] = {"name": self.method.name, **to_plain(self.method.params)}
+        params = {k: v for k, v in to_plain(self.method.params).items() if k not in self.method.fixed}
+        out["method"] = {"name": self.method.name, **params}
         return out
 
 
@@ -229,7 +231,7 @@ def load_config(path: str | Path | list, overrides: list[str] = (), seed: int | 
     """Load, merge, override and validate a config. Raises ConfigError with a one-line message.
 
     ``path`` may be a list of files, merged in order (as if one file extended them all)."""
-    from ..handlers.registry import get_regularizer_class, known_regularizers
+    from ..handlers.registry import get_method, known_regularizers
 
     paths = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)]
     data, prov = {}, {}
@@ -260,13 +262,19 @@ def load_config(path: str | Path | list, overrides: list[str] = (), seed: int | 
     if not isinstance(name, str):
         raise ConfigError(where("method.name"), "method.name", f"expected a string, got {name!r}")
     try:
-        cls = get_regularizer_class(name)
+        entry = get_method(name)
     except KeyError:
         raise ConfigError(where("method.name"), "method.name",
                           f"unknown method {name!r} (known: {', '.join(known_regularizers())})") from None
-    params = build(cls.Params, method_raw, "method", where)
+    for key, value in entry.fixed.items():
+        if key in method_raw:
+            raise ConfigError(where(f"method.{key}"), f"method.{key}",
+                              f"{name} fixes {key} to {yaml.safe_dump(value).split(chr(10))[0]}; "
+                              "choose another method to set it")
+    params = build(entry.cls.Params, {**method_raw, **entry.fixed}, "method", where)
     cfg = build(Config, data, "", where)
     cfg.method = MethodConfig(name=name, params=params)
+    cfg.method.fixed = tuple(entry.fixed)
     cfg.source = " ".join(str(p) for p in paths)
     cfg.name = config_name(paths)
     return cfg

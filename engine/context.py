@@ -7,9 +7,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from ..datasets import DataSplits
+from ..datasets.seeded import SeededDataset, SeededSampler
 from ..handlers import priors
 from ..models import Classifier, PretrainedInfo
 from .config import Config
@@ -24,6 +25,7 @@ class RunContext:
     data: DataSplits
     epoch_length: int
     pretrained: PretrainedInfo
+    generator: torch.Generator  # the regularizers' random draws (seeded from the run seed; checkpointed)
     _class_stats: priors.ClassStatistics | None = field(default=None, repr=False)
     prior_cache_hit: bool | None = None
 
@@ -36,12 +38,14 @@ class RunContext:
         return Path(self.cfg.cache_dir).expanduser()
 
     def augmented_loader(self, drop_last: bool = False) -> DataLoader:
-        """The training split with the training transform, shuffled by its own seeded generator
-        (for passes before training that must see augmented batches: DR-Tune's bank, DAFT's BN
-        conversion). It does not draw from the global RNG that training uses."""
+        """The training split with the training transform, in an order and with augmentations
+        seeded by the run seed (for passes before training that must see augmented batches:
+        DR-Tune's bank, DAFT's BN conversion). It does not draw from the global RNG."""
         d = self.cfg.data
-        return DataLoader(self.data.train, batch_size=d.batch_size, shuffle=True, drop_last=drop_last,
-                          num_workers=d.num_workers, generator=torch.Generator().manual_seed(self.cfg.seed))
+        order = RandomSampler(self.data.train, generator=torch.Generator().manual_seed(self.cfg.seed))
+        return DataLoader(SeededDataset(self.data.train), batch_size=d.batch_size, drop_last=drop_last,
+                          sampler=SeededSampler(order, self.cfg.seed), num_workers=d.num_workers,
+                          generator=torch.Generator().manual_seed(self.cfg.seed))
 
     def class_statistics(self, extractor: nn.Module | None = None) -> priors.ClassStatistics:
         """Per-class statistics of ``extractor``'s outputs on the training split (eval transform).

@@ -11,8 +11,12 @@ import torch
 
 
 class RNGState:
-    """The random number generators' states (torch CPU and CUDA, numpy, Python), as tensors and
-    plain data so the checkpoint loads with ``weights_only=True``."""
+    """The random number generators' states (torch CPU and CUDA, numpy, Python, and the run's own
+    ``generators`` by name), as tensors and plain data so the checkpoint loads with
+    ``weights_only=True``."""
+
+    def __init__(self, generators: dict[str, torch.Generator] | None = None):
+        self.generators = dict(generators or {})
 
     def state_dict(self) -> dict:
         kind, keys, pos, has_gauss, cached = np.random.get_state()
@@ -25,6 +29,7 @@ class RNGState:
         }
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
+        state["generators"] = {name: g.get_state() for name, g in self.generators.items()}
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -35,15 +40,20 @@ class RNGState:
         random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
         if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(state["cuda"])
+        for name, g in self.generators.items():
+            g.set_state(state["generators"][name])
 
 
 @dataclass
 class RunRecord:
-    """Best validation epoch so far, per-epoch training times, and the wall time of the run
-    (summed over the segments of a resumed run; setup before training is not counted)."""
+    """Best validation epoch so far (highest accuracy, ties broken by the lower loss), how many
+    times it improved, per-epoch training times, and the wall time of the run (summed over the
+    segments of a resumed run; setup before training is not counted)."""
 
     best_epoch: int = 0
     best_val_accuracy: float = -1.0
+    best_val_loss: float = float("inf")
+    improvements: int = 0
     epoch_times: list[float] = field(default_factory=list)
     wall_time: float = 0.0
     _last: float | None = field(default=None, repr=False)
@@ -55,19 +65,24 @@ class RunRecord:
             self.wall_time += now - self._last
         self._last = now
 
-    def observe(self, epoch: int, accuracy: float) -> bool:
-        """Record a validation result; True when it is a new best (strictly better, as Checkpoint)."""
-        if accuracy > self.best_val_accuracy:
-            self.best_epoch, self.best_val_accuracy = epoch, accuracy
-            return True
-        return False
+    def observe(self, epoch: int, accuracy: float, loss: float) -> bool:
+        """Record a validation result; True when it is a new best: a higher accuracy, or the same
+        accuracy with a lower loss (an earlier epoch wins only a tie in both)."""
+        better = accuracy > self.best_val_accuracy or (accuracy == self.best_val_accuracy and loss < self.best_val_loss)
+        if better:
+            self.best_epoch, self.best_val_accuracy, self.best_val_loss = epoch, accuracy, loss
+            self.improvements += 1
+        return better
 
     def state_dict(self) -> dict:
         return {"best_epoch": self.best_epoch, "best_val_accuracy": self.best_val_accuracy,
+                "best_val_loss": self.best_val_loss, "improvements": self.improvements,
                 "epoch_times": list(self.epoch_times), "wall_time": self.wall_time}
 
     def load_state_dict(self, state: dict) -> None:
         self.best_epoch = int(state["best_epoch"])
         self.best_val_accuracy = float(state["best_val_accuracy"])
+        self.best_val_loss = float(state["best_val_loss"])
+        self.improvements = int(state["improvements"])
         self.epoch_times = [float(t) for t in state["epoch_times"]]
         self.wall_time = float(state["wall_time"])

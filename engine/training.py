@@ -24,6 +24,7 @@ from ignite.utils import manual_seed
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..datasets import DataSplits, create_datasets
+from ..datasets.seeded import SeededDataset, SeededSampler, sample_seed
 from ..handlers.diagnostics import TrainingDiagnostics
 from ..handlers.priors import shard_without_padding
 from ..handlers.registry import Regularizer, get_regularizer_class
@@ -61,10 +62,13 @@ def setup_data(cfg: Config) -> tuple[DataSplits, Loaders]:
     pin = torch.cuda.is_available()
     # A seeded sampler even on one process: the order of epoch e depends only on (seed, e),
     # which is what makes --resume reproduce an uninterrupted run.
-    sampler = DistributedSampler(data.train, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
-                                 drop_last=True)
-    train = DataLoader(data.train, batch_size=d.batch_size, sampler=sampler, num_workers=d.num_workers,
-                       drop_last=True, pin_memory=pin)
+    # Each image's augmentation is seeded by (seed, epoch, image) (datasets/seeded.py), and the
+    # loader's own generator seeds its workers: the data never depend on the global RNG, so every
+    # method sees the same batches at one seed.
+    order = DistributedSampler(data.train, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    train = DataLoader(SeededDataset(data.train), batch_size=d.batch_size, sampler=SeededSampler(order, cfg.seed),
+                       num_workers=d.num_workers, drop_last=True, pin_memory=pin,
+                       generator=torch.Generator().manual_seed(cfg.seed))
     ebs = d.eval_batch_size or d.batch_size
 
     def eval_loader(ds):
@@ -84,6 +88,11 @@ def setup_model(cfg: Config, data: DataSplits):
         net = net.to(memory_format=torch.channels_last)
     model = idist.auto_model(net, sync_bn=cfg.train.sync_bn)
     return net, model, info, device
+
+
+def regularizer_seed(seed: int, rank: int) -> int:
+    """The seed of the regularizers' generator: its own stream per run seed and process."""
+    return sample_seed(seed, -1, rank)
 
 
 def setup_regularizer(ctx: RunContext) -> Regularizer:
@@ -115,8 +124,9 @@ def build_run(cfg: Config) -> Run:
     manual_seed(cfg.seed + idist.get_rank())
     data, loaders = setup_data(cfg)
     net, model, pretrained, device = setup_model(cfg, data)
+    generator = torch.Generator(device=device).manual_seed(regularizer_seed(cfg.seed, idist.get_rank()))
     ctx = RunContext(cfg=cfg, model=model, net=net, device=device, data=data, epoch_length=len(loaders.train),
-                     pretrained=pretrained)
+                     pretrained=pretrained, generator=generator)
     regularizer = setup_regularizer(ctx)
     # fp16: a fused optimizer, so that the grad scaler does not read its inf flag back every step
     optimizer = create_optimizer(cfg.optim, net, regularizer.parameter_groups(), fused=cfg.train.amp == "fp16")
@@ -140,7 +150,7 @@ def attach_handlers(run: Run, run_dir: Path, record: RunRecord) -> dict:
     regularizer.attach(trainer)
     diagnostics = TrainingDiagnostics(tb.writer if tb else None, data.num_classes, cfg.train.log_every,
                                       cfg.diagnostics.max_samples, cfg.diagnostics.chunk_size,
-                                      len(loaders.train), enabled=cfg.diagnostics.enabled, sources=(regularizer,))
+                                      len(loaders.train), enabled=cfg.diagnostics.enabled)
     diagnostics.attach(trainer)
     trainer.add_event_handler(Events.ITERATION_COMPLETED(every=cfg.train.log_every),
                               TerminateOnNan(output_transform=lambda step: step.loss))
@@ -152,16 +162,25 @@ def attach_handlers(run: Run, run_dir: Path, record: RunRecord) -> dict:
         record.epoch_times.append(float(engine.state.times[Events.EPOCH_COMPLETED.name]))
         record.tick()
         val_evaluator.run(loaders.val)
-        record.observe(engine.state.epoch, float(val_evaluator.state.metrics["accuracy"]))
 
+    @val_evaluator.on(Events.COMPLETED)
+    def select(evaluator: Engine) -> None:
+        metrics = evaluator.state.metrics
+        record.observe(trainer.state.epoch, float(metrics["accuracy"]), float(metrics["loss"]))
+
+    # Model selection: the best validation accuracy, ties broken by the lower validation loss
+    # (RunRecord.observe). The score is the count of such improvements, so the Checkpoint saves
+    # exactly when the record finds a new best.
     saver = DiskSaver(str(run_dir / CHECKPOINTS), require_empty=False)  # writes on rank 0 only
     best = Checkpoint({"model": net}, saver, filename_prefix="best", n_saved=1,
-                      score_function=Checkpoint.get_default_score_fn("accuracy"), score_name="val_accuracy",
+                      score_function=lambda _: record.improvements,
+                      filename_pattern="{filename_prefix}_{name}_{global_step}.{ext}",
                       global_step_transform=global_step_from_engine(trainer))
     val_evaluator.add_event_handler(Events.COMPLETED, best)
 
+    rng = RNGState({"regularizer": run.ctx.generator})
     to_save = {"trainer": trainer, "model": net, "optimizer": optimizer, "lr_scheduler": lr_scheduler,
-               "regularizer": regularizer, "rng": RNGState(), "record": record, "best_checkpoint": best}
+               "regularizer": regularizer, "rng": rng, "record": record, "best_checkpoint": best}
     if trainer.state.grad_scaler.is_enabled():
         to_save["grad_scaler"] = trainer.state.grad_scaler
     last = Checkpoint(to_save, saver, filename_prefix="last", n_saved=1)
@@ -243,8 +262,11 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
             trainer.add_event_handler(Events.EPOCH_COMPLETED(once=trainer.state.epoch + 1),
                                       lambda _: resume.unlink(missing_ok=True))
 
+    if resume is None:
+        regularizer.prepare()  # on resume, what it builds comes from the checkpoint
     try:
         trainer.run(loaders.train, max_epochs=cfg.train.epochs)
+        method_report = regularizer.report()  # before close(), which releases what it reports on
     finally:
         regularizer.close()
     tb = handlers["tb"]
@@ -270,6 +292,7 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
     results = {
         "best_epoch": record.best_epoch,
         "val_accuracy": record.best_val_accuracy,
+        "val_loss": record.best_val_loss,
         "test_accuracy": float(test["accuracy"]),
         "test_loss": float(test["loss"]),
         "seed": cfg.seed,
@@ -282,7 +305,7 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
         "device": str(device),
         "versions": versions(),
         "checkpoint": str(best_file),
-        "method_report": regularizer.report(),
+        "method_report": method_report,
         **peak_memory_mib(device),
     }
     if tb is not None:

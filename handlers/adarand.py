@@ -1,294 +1,313 @@
-"""AdaRand: adaptive class-conditional random feature regularization (SPEC §4).
+"""AdaRand and the random-feature family it extends (SPEC §4-5): the math, then the handlers.
 
-Per iteration:
-1. (COMPUTE_LOSS) sample z_i ~ N(mu_{y_i}, diag sigma^2_{y_i}) and add lambda * L_reg(g(x), z)
-   (as ``randreg_cp``);
-2. (ITERATION_COMPLETED, after the network's step) move the running class means mu_bar towards
-   this batch's class means (EMA with alpha; classes absent from the batch are skipped);
-3. one Adam step on mu to minimise L_ada = l_intra(mu, mu_bar) + l_inter(mu), lr cosine-annealed
-   over the whole run. sigma stays at its initial value.
+Every method of the family adds one term to the cross-entropy:
 
-The three prior losses are logged as means over the diagnostics' intervals and epochs. They are
-not computed every iteration: the update adds a few statistics into a running sum on the device
-(``acc``), and the losses' sums are an affine map of it (``prior_losses``), read at each write.
+    L(theta) = (1/B) sum_i CE(f(x_i), y_i) + lambda * L_reg(g(x), z),   z_i drawn from a prior, detached
 
-``adarand_no_intra`` and ``adarand_no_inter`` are the ablations without one of the two terms.
+and differs only in its prior (``RandReg``, one class parameterised by ``prior``):
+
+| name               | prior     | z_i                                                        |
+|--------------------|-----------|------------------------------------------------------------|
+| ``fnp``            | zero      | 0 (feature norm penalty)                                   |
+| ``randreg_uniform``| uniform   | U(0, 1) per dimension                                      |
+| ``randreg_normal`` | normal    | N(0, I)                                                    |
+| ``randreg_global`` | global    | N(mu_s, diag sigma_s^2), class-agnostic pretrained statistics |
+| ``randreg_cp``     | class     | N(mu_{y_i}, diag sigma_{y_i}^2), class statistics, fixed   |
+| ``adarand``        | class     | as ``randreg_cp``, with mu updated every iteration         |
+
+AdaRand (``AdaRand``: ``RandReg`` plus the prior update), after each optimizer step:
+
+1. the running class means mu_bar move towards this batch's class means (:func:`ema_class_means`);
+2. one Adam step on mu along the gradient of L_ada = l_intra + l_inter (:func:`intra_loss`,
+   :func:`inter_loss`, :func:`prior_step`), its lr on the published schedule (:func:`prior_lr_factor`).
+   sigma stays at its initial value.
+
+``adarand_no_intra`` and ``adarand_no_inter`` are presets of ``adarand`` without one of the terms.
+The random draws come from the run's own generator (``RunContext.generator``), not the global one
+that the data pipeline would share, so at one seed every method sees the same data.
 """
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
+import math
+import warnings
+from dataclasses import dataclass, field
 from typing import Literal
 
 import ignite.distributed as idist
 import torch
+import torch.nn.functional as F
 from ignite.engine import Engine, Events
 
-from .cosine_adam import CosineAdam
-from .random_features import PriorParams, RandRegCP
-from .registry import register
+from ..engine.trainer import TrainEvents
+from .frozen import tensors_mib
+from .priors import class_priors
+from .registry import Regularizer, register
+
+# ---------------------------------------------------------------------------------------------
+# The formulas
+
+
+def sample_references(mu: torch.Tensor, sigma: torch.Tensor, rows: torch.Tensor,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """z_i ~ N(mu[r_i], diag sigma[r_i]^2): z = mu[r] + sigma[r] * eps, eps ~ N(0, I) drawn from
+    ``generator``. (``torch.normal(mean, std)`` would read min(std) >= 0 back to the host every
+    call; sigma >= sigma_floor > 0 here by construction.) ``mu`` and ``sigma``: (K, d); ``rows``:
+    (B,) row indices; returns (B, d) without autograd history."""
+    mean = mu.detach().index_select(0, rows)
+    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    return mean + sigma.index_select(0, rows) * eps
+
+
+def feature_regularizer(features: torch.Tensor, z: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """L_reg for features and references of shape (B, d).
+
+    ``mean``: (1 / (B d)) sum_i ||g_i - z_i||^2 (the published form, ``mse_loss``);
+    ``sum``:  (1 / B) sum_i ||g_i - z_i||^2 (the paper's written form: d times the ``mean`` one)."""
+    if reduction == "mean":
+        return F.mse_loss(features, z, reduction="mean")
+    return F.mse_loss(features, z, reduction="sum") / features.shape[0]
 
 
 def ema_class_means(mu_bar: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, alpha: float,
-                    reduce=None, eye: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
-    """mu_bar_k <- alpha mu_bar_k + (1 - alpha) mean_{i: y_i = k} g_i for classes in the batch.
+                    reduce=None) -> torch.Tensor:
+    """mu_bar_k <- alpha mu_bar_k + (1 - alpha) mean_{i: y_i = k} g_i, for the classes k in the batch.
 
-    Written as mu_bar_k + (1 - alpha) (S_k - n_k mu_bar_k) / max(n_k, 1) with the class sums S_k
-    and counts n_k, which leaves a class absent from the batch (S_k = 0, n_k = 0) untouched
-    without a mask. S is one (K x B) @ (B x d) product with the one-hot labels (deterministic on a
-    GPU, unlike an atomic index_add). ``reduce`` (e.g. an all-reduce) is applied once, to S and n
-    side by side. ``eye``: the K x K identity in mu_bar's dtype, whose columns y_i are the one-hot
-    matrix (pass it when called every iteration). ``out`` may be ``mu_bar`` itself (in place).
-    Meant for no_grad or inference mode (``features`` is not detached here).
-    """
-    if eye is None:
-        eye = torch.eye(mu_bar.shape[0], dtype=mu_bar.dtype, device=mu_bar.device)
-    onehot = eye.index_select(1, labels)  # (K, B)
-    sums = torch.mm(onehot, features if features.dtype == mu_bar.dtype else features.to(mu_bar.dtype))
+    With the class sums S_k and counts n_k this is mu_bar_k + (1 - alpha)(S_k - n_k mu_bar_k) / max(n_k, 1),
+    which leaves a class absent from the batch (S_k = 0, n_k = 0) as it was. S is one (K x B) @ (B x d)
+    product with the one-hot labels (deterministic on a GPU, unlike an atomic index_add).
+    ``reduce`` (an all-reduce in a multi-process run) is applied once, to S and n side by side.
+    ``mu_bar``: (K, d); ``features``: (B, d), detached by the caller; returns the new (K, d)."""
+    onehot = F.one_hot(labels, mu_bar.shape[0]).t().to(mu_bar.dtype)  # (K, B)
+    sums = onehot @ features.to(mu_bar.dtype)
     counts = onehot.sum(1, keepdim=True)
     if reduce is not None:
         sums, counts = reduce(torch.cat([sums, counts], 1)).split([sums.shape[1], 1], dim=1)
-    delta = torch.addcmul(sums, counts, mu_bar, value=-1.0)
-    return torch.addcdiv(mu_bar, delta, counts.clamp_(min=1.0), value=1.0 - alpha, out=out)
+    return mu_bar + (1.0 - alpha) * (sums - counts * mu_bar) / counts.clamp(min=1.0)
 
 
-def _unit_rows(x: torch.Tensor) -> torch.Tensor:
-    return x * torch.rsqrt(x.pow(2).sum(1, keepdim=True).clamp(min=1e-24))
+def cosine_similarity_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """C_kl = a_k . b_l / (||a_k|| ||b_l||) for rows of ``a`` (K, d) and ``b`` (L, d)."""
+    return F.normalize(a, dim=1) @ F.normalize(b, dim=1).t()
+
+
+def intra_loss(mu: torch.Tensor, mu_bar: torch.Tensor, form: str = "paper") -> torch.Tensor:
+    """l_intra, pulling each prior mean towards its class's running feature mean (mu_bar detached).
+
+    paper:    (1/K) sum_k D(mu_k, mu_bar_k),  D(u, v) = 1 - cos(u, v)
+    official: (1/K) sum_k (cos(mu_k, mu_bar_k) - 1)^2"""
+    cos = F.cosine_similarity(mu, mu_bar.detach(), dim=1, eps=1e-12)
+    return (1.0 - cos).mean() if form == "paper" else (cos - 1.0).pow(2).mean()
+
+
+def inter_loss(mu: torch.Tensor, form: str = "paper") -> torch.Tensor:
+    """l_inter, pushing the prior means of different classes apart (0 for one class).
+
+    paper:    -(1/(K(K-1))) sum_k sum_{l != k} D(mu_k, mu_l)
+    official:  (1/(K(K-1))) sum_k sum_{l != k} cos(mu_k, mu_l)^2"""
+    k = mu.shape[0]
+    if k < 2:
+        return mu.new_zeros(())
+    cos = cosine_similarity_matrix(mu, mu)
+    off_diagonal = ~torch.eye(k, dtype=torch.bool, device=mu.device)
+    pairs = cos[off_diagonal]
+    return -(1.0 - pairs).mean() if form == "paper" else pairs.pow(2).mean()
 
 
 def prior_loss(mu: torch.Tensor, mu_bar: torch.Tensor, intra: bool = True, inter: bool = True,
                form: str = "paper") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(L_ada, l_intra, l_inter) with the cosine distance D(u, v) = 1 - cos(u, v).
-
-    paper:    l_intra = mean_k D(mu_k, mu_bar_k),      l_inter = -mean_{k != l} D(mu_k, mu_l)
-    official: l_intra = mean_k (cos(mu_k, mu_bar_k) - 1)^2,  l_inter = mean_{k != l} cos(mu_k, mu_l)^2
-
-    No K x K mask: with unit rows u_k, sum_{k != l} cos(mu_k, mu_l) = ||sum_k u_k||^2 - sum_k ||u_k||^2
-    (O(K d)), and sum_{k != l} cos^2 = ||U U^T||_F^2 - sum_k ||u_k||^4.
-    """
+    """(L_ada, l_intra, l_inter), L_ada = [intra] l_intra + [inter] l_inter; a dropped term is 0."""
     zero = mu.new_zeros(())
-    u = _unit_rows(mu)
-    l_intra = l_inter = zero
-    if intra:
-        cos_own = (u * _unit_rows(mu_bar.detach())).sum(1)
-        l_intra = (1.0 - cos_own).mean() if form == "paper" else (cos_own - 1.0).pow(2).mean()
-    k = mu.shape[0]
-    if inter and k > 1:
-        pairs = k * (k - 1)
-        self_sq = u.pow(2).sum(1)  # ||u_k||^2, 1 unless mu_k = 0
-        if form == "paper":
-            off_sum = u.sum(0).pow(2).sum() - self_sq.sum()
-            l_inter = off_sum / pairs - 1.0  # -(pairs - off_sum) / pairs
-        else:
-            off_sq = (u @ u.t()).pow(2).sum() - self_sq.pow(2).sum()
-            l_inter = off_sq / pairs
+    l_intra = intra_loss(mu, mu_bar, form) if intra else zero
+    l_inter = inter_loss(mu, form) if inter else zero
     return l_intra + l_inter, l_intra, l_inter
 
 
-@functools.lru_cache(maxsize=16)
-def _paper_loss_map(k: int, intra: bool, inter: bool, device: torch.device,
-                    dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """(A, b) with (L_ada, l_intra, l_inter) = A q + b for q = (sum_k ||u_k||^2, sum_k u_k . v_k,
-    sum_k u_k . g_k), g the workspace's g (see :class:`PriorWorkspace`)."""
-    wi = 1.0 / k if intra else 0.0
-    inter = inter and k > 1
-    we = 1.0 / (k * (k - 1)) if inter else 0.0
-    # l_intra = 1 - q1 / K.  With c = 2 / (K (K - 1)): q2 = c ||s||^2 - [intra] q1 / K, so
-    # l_inter = (||s||^2 - q0) / (K (K - 1)) - 1 = q2 / 2 + [intra] q1 / (2 K) - q0 / (K (K - 1)) - 1
-    half = 0.5 if inter else 0.0
-    le = [-we, half * wi, half]
-    li = [0.0, -wi, 0.0]
-    a = [[x + y for x, y in zip(li, le, strict=True)], li, le]
-    b = [float(intra) - float(inter), float(intra), -float(inter)]
-    return torch.tensor(a, device=device, dtype=dtype), torch.tensor(b, device=device, dtype=dtype)
+def prior_lr_factor(schedule: str, step: int, total: int) -> float:
+    """xi_t / xi for update ``step`` (0-based) of ``total``:
+
+    published: cos(7 pi / 16 * t / T)          (the published code; ends near cos(7 pi / 16) = 0.195)
+    cosine:    (1 + cos(pi * t / T)) / 2      (to 0)
+    constant:  1"""
+    t = min(step, total) / max(total, 1)
+    if schedule == "published":
+        return math.cos(7.0 * math.pi / 16.0 * t)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    return 1.0
 
 
-def prior_losses(acc: torch.Tensor, steps: int, k: int, intra: bool = True, inter: bool = True,
-                 form: str = "paper") -> torch.Tensor:
-    """The sums of (L_ada, l_intra, l_inter) over the ``steps`` iterations whose statistics
-    :func:`prior_loss_and_grad` added into ``acc``: in the paper's form A acc + steps b
-    (``_paper_loss_map``); in the official form ``acc`` holds the three losses themselves."""
-    if form != "paper":
-        return acc.clone()
-    coef, bias = _paper_loss_map(k, intra, inter, acc.device, acc.dtype)
-    return torch.addmv(bias, coef, acc, beta=float(steps))
+def prior_step(mu: torch.Tensor, mu_bar: torch.Tensor, optimizer: torch.optim.Optimizer,
+               scheduler: torch.optim.lr_scheduler.LRScheduler, intra: bool, inter: bool,
+               form: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of ``optimizer`` on the leaf ``mu`` along dL_ada/dmu (autograd through
+    :func:`prior_loss`), then one step of its lr ``scheduler``. Returns the detached losses."""
+    optimizer.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        losses = prior_loss(mu, mu_bar, intra, inter, form)
+        losses[0].backward()
+    optimizer.step()
+    scheduler.step()
+    return tuple(t.detach() for t in losses)
 
 
-class PriorWorkspace:
-    """The buffers :func:`prior_loss_and_grad` writes into, made once per run: the unit rows u
-    (of mu) and v (of mu_bar) and, in the paper's form, g = dL/du, as one 3 x K x d tensor with its
-    views precomputed (a handful of small operations fewer per iteration).
-
-    In the paper's form g_k = c s - [intra] v_k / K with s = sum_l u_l and c = 2 [inter] / (K (K - 1)):
-    dL/du_k without its -c u_k part, which the tangent projection removes (u_k is a unit vector, or
-    0 where mu_k = 0). O(K d), whatever K is."""
-
-    def __init__(self, k: int, d: int, intra: bool, inter: bool, device=None, dtype=torch.float32):
-        self.buf = torch.empty(3, k, d, device=device, dtype=dtype)
-        self.unit = self.buf[:2]
-        self.u, self.v, self.g = self.buf.unbind()
-        self.u_flat = self.u.view(-1)
-        self.flat = self.buf.view(3, -1)
-        self.s = torch.empty(d, device=device, dtype=dtype)
-        self.inv_norm = torch.empty(2, k, 1, device=device, dtype=dtype)
-        self.inv_norm_mu = self.inv_norm[0]
-        self.v_coef = -1.0 / k if intra else 0.0
-        self.s_coef = 2.0 / (k * (k - 1)) if inter and k > 1 else 0.0
-
-
-def prior_loss_and_grad(priors: torch.Tensor, intra: bool = True, inter: bool = True, form: str = "paper",
-                        acc: torch.Tensor | None = None, work: PriorWorkspace | None = None) -> torch.Tensor:
-    """dL_ada/dmu in closed form, without autograd (the gradient of :func:`prior_loss`; a handful
-    of K x d operations instead of a backward pass). ``priors``: mu and mu_bar stacked (2 x K x d),
-    without autograd history. With ``acc`` (3 elements), this iteration's loss statistics are added
-    into it: :func:`prior_losses` turns their sum into the losses' sums. ``work``: buffers made once
-    for these priors and switches (made here when not given).
-
-    With u_k = mu_k / ||mu_k||, the chain rule through the normalisation is
-    dL/dmu_k = (g_k - u_k (u_k . g_k)) / ||mu_k||, g_k = dL/du_k, and
-      paper:    dl_intra/du_k = -v_k / K,                 dl_inter/du_k = 2 (s - u_k) / (K (K - 1)), s = sum_l u_l
-      official: dl_intra/du_k = 2 (c_k - 1) v_k / K,      dl_inter/du = 4 (U U^T U - diag(||u_k||^2) U) / (K (K - 1))
-    with v_k = mu_bar_k / ||mu_bar_k|| and c_k = u_k . v_k. In the paper's form the three losses
-    are one affine map of q = (sum_k ||u_k||^2, sum_k c_k, sum_k u_k . g_k), one matrix-vector
-    product of the workspace with u, which is what goes into ``acc``. The paper's form is O(K d)
-    throughout; the official form's Gram matrix is O(K^2 d).
-    """
-    _, k, d = priors.shape
-    if work is None:
-        work = PriorWorkspace(k, d, intra, inter, priors.device, priors.dtype)
-    # mu and mu_bar normalised together
-    inv_norm = torch.linalg.vector_norm(priors, dim=2, keepdim=True, out=work.inv_norm).clamp_min_(1e-12).reciprocal_()
-    torch.mul(priors, inv_norm, out=work.unit)
-    u, v = work.u, work.v
-    if form == "paper":
-        g = torch.mul(v, work.v_coef, out=work.g).add_(torch.sum(u, 0, out=work.s), alpha=work.s_coef)
-        if acc is not None:
-            acc.addmv_(work.flat, work.u_flat)  # (sum_k ||u_k||^2, sum_k u_k . v_k, sum_k u_k . g_k)
-    else:
-        pairs = max(k * (k - 1), 1)
-        inter = inter and k > 1
-        zero = priors.new_zeros(())
-        l_intra = l_inter = zero
-        g = torch.zeros_like(u)
-        if intra:
-            c = torch.linalg.vecdot(u, v).unsqueeze(1)
-            l_intra = (c - 1.0).pow(2).mean()
-            g.addcmul_(v, c - 1.0, value=2.0 / k)
-        if inter:
-            self_sq = u.pow(2).sum(1, keepdim=True)
-            gram = u @ u.t()
-            l_inter = (gram.pow(2).sum() - self_sq.pow(2).sum()) / pairs
-            g.add_(gram @ u - self_sq * u, alpha=4.0 / pairs)
-        if acc is not None:
-            acc.add_(torch.stack([l_intra + l_inter, l_intra, l_inter]))
-    return torch.addcmul(g, u, (u * g).sum(1, keepdim=True), value=-1.0).mul_(work.inv_norm_mu)
+# ---------------------------------------------------------------------------------------------
+# The handlers
 
 
 @dataclass(kw_only=True)
-class AdaRandParams(PriorParams):
+class RandRegParams:
+    lam: float = field(default=1.0, metadata={"key": "lambda"})
+    reduction: Literal["mean", "sum"] = "mean"
+    prior: Literal["zero", "uniform", "normal", "global", "class"] = "class"
+    sigma_floor: float = 1e-4  # smallest prior sigma (a class with one image has sigma = 0)
+
+    def check(self):
+        if self.sigma_floor <= 0:
+            return "sigma_floor", "expected a positive number"
+        return None
+
+
+@register("fnp", prior="zero")
+@register("randreg_uniform", prior="uniform")
+@register("randreg_normal", prior="normal")
+@register("randreg_global", prior="global")
+@register("randreg_cp", prior="class")
+class RandReg(Regularizer):
+    """Adds ``lambda * L_reg(features, z)`` with z drawn from the prior (table above). The
+    statistics priors (``global``, ``class``) are set by :meth:`prepare` from the pretrained
+    extractor's statistics (the run's shared, cached pass) and saved in checkpoints."""
+
+    Params = RandRegParams
+
+    def __init__(self, params: RandRegParams, ctx):
+        super().__init__(params, ctx)
+        self.generator = ctx.generator
+        rows = {"global": 1, "class": ctx.data.num_classes}.get(params.prior, 0)
+        self.mu = torch.zeros(rows, ctx.net.feature_dim, device=ctx.device)
+        self.sigma = torch.ones(rows, ctx.net.feature_dim, device=ctx.device)
+
+    def attach(self, trainer: Engine) -> None:
+        trainer.add_event_handler(TrainEvents.COMPUTE_LOSS, self.add_loss)
+
+    def prepare(self) -> None:
+        if self.params.prior in ("global", "class"):
+            mu, sigma = self.priors_from_statistics()
+            self.set_priors(mu.to(self.ctx.device), sigma.to(self.ctx.device))
+
+    def priors_from_statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        stats, floor = self.ctx.class_statistics(), self.params.sigma_floor
+        if self.params.prior == "class":
+            return class_priors(stats, floor, self.ctx.data.classes)
+        sigma = stats.global_var.sqrt()
+        if bool((sigma < floor).any()):
+            warnings.warn(f"prior statistics: class-agnostic sigma below {floor:g} in "
+                          f"{int((sigma < floor).sum())} dims; clamped", stacklevel=2)
+        return stats.global_mean.float()[None], sigma.clamp(min=floor).float()[None]
+
+    def set_priors(self, mu: torch.Tensor, sigma: torch.Tensor) -> None:
+        self.mu, self.sigma = mu, sigma
+
+    def sample(self, labels: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """z for a batch: (B, d) like ``features`` (whose shape, dtype and device it takes)."""
+        prior = self.params.prior
+        if prior == "zero":
+            return torch.zeros_like(features)
+        if prior in ("uniform", "normal"):
+            draw = torch.rand if prior == "uniform" else torch.randn
+            return draw(features.shape, generator=self.generator, device=features.device, dtype=features.dtype)
+        rows = labels if prior == "class" else torch.zeros_like(labels)
+        return sample_references(self.mu, self.sigma, rows, self.generator)
+
+    def add_loss(self, engine: Engine) -> None:
+        step = engine.state.step
+        z = self.sample(step.y, step.features)
+        step.losses["reg"] = self.params.lam * feature_regularizer(step.features, z, self.params.reduction)
+
+    def state_dict(self) -> dict:
+        return {"mu": self.mu.detach().clone(), "sigma": self.sigma.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.set_priors(state["mu"].to(self.ctx.device), state["sigma"].to(self.ctx.device))
+
+    def report(self) -> dict:
+        out = {"prior": self.params.prior}
+        if self.params.prior in ("global", "class"):
+            out.update(prior_cache_hit=self.ctx.prior_cache_hit, prior_state_mib=tensors_mib(self.mu, self.sigma))
+        return out
+
+
+@dataclass(kw_only=True)
+class AdaRandParams(RandRegParams):
     alpha: float = 0.5
     prior_lr: float = 0.01
+    prior_schedule: Literal["published", "cosine", "constant"] = "published"
     intra: bool = True
     inter: bool = True
     prior_loss: Literal["paper", "official"] = "paper"
 
     def check(self):
+        if self.prior != "class":
+            return "prior", f"adarand updates class-conditional priors; expected 'class', got {self.prior!r}"
         if not 0.0 <= self.alpha <= 1.0:
             return "alpha", f"expected a number in [0, 1], got {self.alpha}"
+        if self.prior_lr < 0:
+            return "prior_lr", f"expected a number >= 0, got {self.prior_lr}"
         if not (self.intra or self.inter):
             return "intra", "at least one of intra and inter must be true (with neither, use randreg_cp)"
         return super().check()
 
 
 @register("adarand")
-class AdaRand(RandRegCP):
+@register("adarand_no_intra", intra=False)
+@register("adarand_no_inter", inter=False)
+class AdaRand(RandReg):
+    """``randreg_cp`` whose means mu follow the features: after every optimizer step, the EMA of
+    the class means and one prior step (see the module docstring). mu, mu_bar, sigma, the prior's
+    optimizer and its schedule are saved in checkpoints."""
+
     Params = AdaRandParams
 
     def __init__(self, params: AdaRandParams, ctx):
         super().__init__(params, ctx)
-        # mu and mu_bar are the two halves of one buffer, which the prior update normalises in one go
-        self.priors = torch.stack([self.mu, self.mu])
-        self.mu, self.mu_bar = self.priors.unbind()
-        self.eye = torch.eye(self.mu.shape[0], device=ctx.device)  # the EMA's one-hot labels are its columns
-        self.work = PriorWorkspace(*self.mu.shape, params.intra, params.inter, ctx.device)
-        # Adam on mu, lr cosine-annealed over the whole run (see cosine_adam.py for why not torch.optim)
-        self.optimizer = CosineAdam(self.mu, params.prior_lr, ctx.total_iterations)
-        # the prior losses' statistics summed since the diagnostics last took them (take_log_sums)
-        self.loss_acc = torch.zeros(3, device=ctx.device)
-        self.loss_steps = 0
+        self.mu.requires_grad_(True)  # the leaf the prior's Adam updates
+        self.mu_bar = self.mu.detach().clone()
+        self.optimizer = torch.optim.Adam([self.mu], lr=params.prior_lr)
+        total = ctx.total_iterations
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda t: prior_lr_factor(params.prior_schedule, t, total))
 
     def attach(self, trainer: Engine) -> None:
         super().attach(trainer)
         trainer.add_event_handler(Events.ITERATION_COMPLETED, self.update_priors)
 
     def set_priors(self, mu: torch.Tensor, sigma: torch.Tensor, mu_bar: torch.Tensor | None = None) -> None:
-        # in place: mu is the tensor the optimizer updates
-        self.mu.copy_(mu)
-        self.mu_bar.copy_(mu if mu_bar is None else mu_bar)
+        with torch.no_grad():  # in place: mu is the tensor the optimizer holds
+            self.mu.copy_(mu)
+        self.mu_bar = (mu if mu_bar is None else mu_bar).detach().clone()
         self.sigma = sigma
 
     def update_priors(self, engine: Engine) -> None:
-        step = engine.state.output
-        p = self.params
+        step, p = engine.state.output, self.params
         reduce = idist.all_reduce if idist.get_world_size() > 1 else None
-        with torch.inference_mode():  # cheaper than no_grad per operation; nothing here needs autograd
-            ema_class_means(self.mu_bar, step.features, step.y, p.alpha, reduce, self.eye, out=self.mu_bar)
-            grad = prior_loss_and_grad(self.priors, p.intra, p.inter, p.prior_loss, self.loss_acc, self.work)
-            self.optimizer.step(grad)
-        self.loss_steps += 1
-
-    def take_log_sums(self) -> dict[str, torch.Tensor]:
-        """Sums of L_ada, l_intra and l_inter over the iterations since the last call."""
-        if self.loss_steps == 0:
-            return {}
-        p = self.params
-        sums = prior_losses(self.loss_acc, self.loss_steps, self.mu.shape[0], p.intra, p.inter, p.prior_loss)
-        self.loss_acc = torch.zeros_like(self.loss_acc)
-        self.loss_steps = 0
-        return dict(zip(("loss_ada", "loss_intra", "loss_inter"), sums.unbind(), strict=True))
+        with torch.no_grad():
+            self.mu_bar = ema_class_means(self.mu_bar, step.features.detach(), step.y, p.alpha, reduce)
+        l_ada, l_intra, l_inter = prior_step(self.mu, self.mu_bar, self.optimizer, self.scheduler,
+                                             p.intra, p.inter, p.prior_loss)
+        step.logs.update(loss_ada=l_ada, loss_intra=l_intra, loss_inter=l_inter)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"prior": self.optimizer}
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "mu_bar": self.mu_bar.clone(), "optimizer": self.optimizer.state_dict()}
+        return {**super().state_dict(), "mu_bar": self.mu_bar.clone(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         dev = self.ctx.device
         self.set_priors(state["mu"].to(dev), state["sigma"].to(dev), state["mu_bar"].to(dev))
-        self.initialized = bool(state["initialized"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
 
     def report(self) -> dict:
-        return {**super().report(), "prior_state_mib": 3 * self.mu.numel() * self.mu.element_size() / 2**20}
-
-
-@dataclass(kw_only=True)
-class NoIntraParams(AdaRandParams):
-    intra: bool = False
-
-    def check(self):
-        return ("intra", "adarand_no_intra drops l_intra; use adarand to keep it") if self.intra else super().check()
-
-
-@dataclass(kw_only=True)
-class NoInterParams(AdaRandParams):
-    inter: bool = False
-
-    def check(self):
-        return ("inter", "adarand_no_inter drops l_inter; use adarand to keep it") if self.inter else super().check()
-
-
-@register("adarand_no_intra")
-class AdaRandNoIntra(AdaRand):
-    """AdaRand whose prior update has l_inter only."""
-
-    Params = NoIntraParams
-
-
-@register("adarand_no_inter")
-class AdaRandNoInter(AdaRand):
-    """AdaRand whose prior update has l_intra only."""
-
-    Params = NoInterParams
+        return {**super().report(), "prior_state_mib": tensors_mib(self.mu, self.mu_bar, self.sigma)}

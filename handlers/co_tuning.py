@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import ignite.distributed as idist
 import torch
 import torch.nn.functional as F
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 from torch import nn
 
 from ..engine.errors import UserError
@@ -63,24 +63,20 @@ class CoTuning(Regularizer):
             for p in self.source_head.parameters():
                 p.register_hook(lambda g: idist.all_reduce(g.clone()) / world)
         self.relationship = torch.zeros(ctx.data.num_classes, head["weight"].shape[0], device=ctx.device)
-        self.initialized = False
 
     def parameter_groups(self) -> list[dict]:
         return [{"params": list(self.source_head.parameters()), "lr": self.ctx.cfg.optim.lr * self.params.source_lr_mult,
                  "name": "source_head"}]
 
     def attach(self, trainer: Engine) -> None:
-        trainer.add_event_handler(Events.STARTED, self.initialize)
         trainer.add_event_handler(TrainEvents.COMPUTE_LOSS, self.add_loss)
 
-    def initialize(self, engine: Engine | None = None) -> None:
-        if self.initialized:
-            return
+    def prepare(self) -> None:
+        """The relationship p(y_s | y_t) from the pretrained model."""
         # the pretrained extractor and source head (no copies: the pass runs without gradients)
         source_model = nn.Sequential(self.ctx.net.backbone, self.source_head, nn.Softmax(dim=1))
         stats = self.ctx.class_statistics(source_model)
         self.relationship = relationship_from_statistics(stats.sums, stats.counts).to(self.ctx.device)
-        self.initialized = True
 
     def add_loss(self, engine: Engine) -> None:
         step = engine.state.step
@@ -88,13 +84,11 @@ class CoTuning(Regularizer):
         step.losses["co_tuning"] = self.params.lam * soft_source_loss(source_logits, step.y, self.relationship)
 
     def state_dict(self) -> dict:
-        return {"relationship": self.relationship.clone(), "source_head": self.source_head.state_dict(),
-                "initialized": self.initialized}
+        return {"relationship": self.relationship.clone(), "source_head": self.source_head.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.relationship = state["relationship"].to(self.ctx.device)
         self.source_head.load_state_dict(state["source_head"])
-        self.initialized = bool(state["initialized"])
 
     def report(self) -> dict:
         return {"relationship_mib": tensors_mib(self.relationship),

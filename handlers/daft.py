@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from ignite.engine import Engine, Events
 from torch import nn
 
 from .registry import Regularizer, register
@@ -80,23 +79,18 @@ class DAFT(Regularizer):
             with torch.no_grad():
                 ctx.net.head.weight.zero_()
                 ctx.net.head.bias.zero_()
-        self.converted = not params.convert_bn
         self.layers = 0
 
-    def attach(self, trainer: Engine) -> None:
-        trainer.add_event_handler(Events.STARTED, self.convert)
-
-    def convert(self, engine: Engine | None = None) -> None:
-        if self.converted:
-            return
-        self.layers = convert_batchnorm(self.ctx.net.backbone, self.ctx.augmented_loader(), self.ctx.device)
-        self.converted = True
+    def prepare(self) -> None:
+        """The BN conversion (the converted statistics are in the model's checkpoint)."""
+        if self.params.convert_bn:
+            self.layers = convert_batchnorm(self.ctx.net.backbone, self.ctx.augmented_loader(), self.ctx.device)
 
     def state_dict(self) -> dict:
-        return {"converted": self.converted, "layers": self.layers}
+        return {"layers": self.layers}
 
     def load_state_dict(self, state: dict) -> None:
-        self.converted, self.layers = bool(state["converted"]), int(state["layers"])
+        self.layers = int(state["layers"])
 
     def report(self) -> dict:
         return {"bn_layers_converted": self.layers}

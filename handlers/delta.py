@@ -1,20 +1,22 @@
-"""DELTA: keep the feature maps of the last block of each stage near the pretrained model's (SPEC §8).
+"""DELTA: keep inner feature maps near the pretrained model's, weighted by channel attention (SPEC §8).
 
-Per sample and channel c of each recorded stage, d_c = ||FM_c(x) - FM^s_c(x)||_2 over the spatial
-positions, against a frozen pretrained copy fed the same batch:
+The recorded layers are the last convolution of each stage (``Classifier.stages``; for a ResNet,
+the last convolution of the stage's last block). For a batch of B images, with FM the fine-tuned
+model's output of such a layer (C channels, H x W positions) and FM^s the frozen pretrained
+model's on the same batch,
 
-    loss += lambda * mean_batch sum_stages sum_c a_c d_c^2 / (H W)  +  lambda_head / 2 * ||head||^2
+    Omega = 1/2 sum_{i <= B} sum_layers sum_c C a_c ||FM_c(x_i) - FM^s_c(x_i)||^2 / (H W)
+    loss += lambda * Omega + lambda_head / 2 * ||head||^2
 
-Channel weights ``a_c``:
+(a sum over the batch, as the Transfer-Learning-Library's implementation: the same lambda means
+the same strength there and here). Channel attention a (per layer, sums to 1):
 
-- ``uniform``: a_c = 1 (the uniform-weight variant);
-- ``accuracy_drop``: DELTA's supervised attention. A linear probe is fitted on the pretrained
-  features of the training split; then, for every channel c of every stage, the probe's accuracy
-  on ``attention_samples`` training images (eval transform) is measured with channel c of that
-  stage's output zeroed in the pretrained model. With drop_c = accuracy - accuracy without c,
-  a = C softmax(drop / attention_temperature) per stage (mean weight 1, as in the uniform variant,
-  so lambda means the same). Computed once before training, cached on disk for later runs and
-  seeds, and saved in checkpoints.
+- ``attention``: a linear probe is fitted on the frozen pretrained features of the training split;
+  for every output channel j of a layer, the increase of the probe's cross-entropy when that
+  filter's weights are zeroed, averaged over ``attention_batches`` training batches, is z-scored
+  over the layer's channels: a = softmax(z / attention_temperature). Computed once before
+  training, cached on disk for later runs and seeds, and saved in checkpoints;
+- ``uniform``: a_c = 1 / C.
 """
 
 from __future__ import annotations
@@ -26,91 +28,117 @@ from typing import Literal
 
 import ignite.distributed as idist
 import torch
-from ignite.engine import Engine, Events
+import torch.nn.functional as F
+from ignite.engine import Engine
 from torch import nn
+from torch.utils.data import DataLoader
 
+from ..engine.errors import UserError
 from ..engine.trainer import TrainEvents
-from .frozen import FeatureMaps, frozen_copy, module_mib
+from .frozen import FeatureMaps, frozen_copy, module_mib, tensors_mib
 from .l2sp import sum_sq
 from .lp_ft import extract_features, fit_linear_probe
 from .priors import cache_key, load_or_compute_tensors, prior_loader
 from .registry import Regularizer, register
 
 
-@torch.no_grad()
-def channel_accuracy_drops(backbone: nn.Module, stages: dict[str, str], w: torch.Tensor, b: torch.Tensor,
-                           x: torch.Tensor, y: torch.Tensor, group: int = 16) -> dict[str, torch.Tensor]:
-    """{stage: (C,) drops}: the probe's (``w``, ``b``) accuracy on (x, y) minus its accuracy when
-    channel c of the stage's output is zeroed in ``backbone`` (in eval mode), for every channel.
-
-    ``group`` channels are tried per forward pass: the batch is repeated ``group`` times and a
-    forward hook zeroes a different channel in each copy."""
-    named = dict(backbone.named_modules())
-    n = x.shape[0]
-
-    def accuracy(feats: torch.Tensor) -> torch.Tensor:  # one value per copy of the batch
-        hits = (feats.double() @ w.double().t() + b.double()).argmax(1) == y.repeat(feats.shape[0] // n)
-        return hits.double().view(-1, n).mean(1)
-
-    shapes: dict[str, torch.Size] = {}
-
-    def shape_of(name: str):
-        def hook(mod, inputs, output) -> None:  # a hook that returns a value would replace the output
-            shapes[name] = output.shape[1:]
-        return hook
-
-    hooks = [named[p].register_forward_hook(shape_of(name)) for name, p in stages.items()]
-    try:
-        base = accuracy(backbone(x))[0]
-    finally:
-        for h in hooks:
-            h.remove()
-    drops = {}
-    for name, path in stages.items():
-        channels, spatial = shapes[name][0], len(shapes[name]) - 1
-        mask: dict[str, torch.Tensor] = {}
-        hook = named[path].register_forward_hook(lambda m, i, o: o * mask["m"].to(o.dtype))  # noqa: B023 (removed below)
-        try:
-            parts = []
-            for first in range(0, channels, group):
-                chosen = torch.arange(first, min(first + group, channels), device=x.device)
-                k = len(chosen)
-                m = torch.ones(k, channels, device=x.device)
-                m[torch.arange(k, device=x.device), chosen] = 0.0
-                mask["m"] = m.repeat_interleave(n, 0).view(k * n, channels, *([1] * spatial))
-                parts.append(base - accuracy(backbone(x.repeat(k, *([1] * (x.dim() - 1))))))
-        finally:
-            hook.remove()
-        drops[name] = torch.cat(parts).float()
-    return drops
-
-
-def attention_weights(drops: dict[str, torch.Tensor], temperature: float) -> dict[str, torch.Tensor]:
-    """a = C softmax(drop / temperature) per stage: mean 1, larger where zeroing hurt more."""
-    return {k: d.numel() * torch.softmax(d / temperature, 0) for k, d in drops.items()}
-
-
-def delta_distance(fm: torch.Tensor, fm_s: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """mean over the batch of sum_c a_c ||fm_c - fm_s_c||^2 / (H W) for maps of shape (B, C, H, W)."""
+def delta_penalty(fm: torch.Tensor, fm_s: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    """1/2 sum_i sum_c C a_c ||fm_c(x_i) - fm_s_c(x_i)||^2 / (H W) for maps (B, C, H, W) and
+    attention a (C,) summing to 1."""
     b, c = fm.shape[:2]
-    d2 = (fm.float() - fm_s.float()).pow(2).reshape(b, c, -1).mean(2)  # ||.||^2 / (H W)
-    if weights is not None:
-        d2 = d2 * weights
-    return d2.sum(1).mean()
+    d2 = (fm.float() - fm_s.float()).pow(2).reshape(b, c, -1).mean(2)  # ||.||^2 / (H W), (B, C)
+    return 0.5 * (c * attention * d2).sum()
+
+
+def last_convolutions(backbone: nn.Module, stages: dict[str, str]) -> dict[str, str]:
+    """{stage: path of the last ``nn.Conv2d`` at or before the stage's output}: the last one inside
+    the stage module, or the last one before it (e.g. ResNet ``layer1`` -> ``layer1.2.conv3``)."""
+    names = [name for name, _ in backbone.named_modules()]
+    modules = dict(backbone.named_modules())
+    layers = {}
+    for stage, path in stages.items():
+        if path not in modules:
+            raise UserError(f"method.name: delta: the backbone has no layer {path}")
+        end = max(i for i, n in enumerate(names) if n == path or n.startswith(path + "."))
+        convs = [n for n in names[:end + 1] if isinstance(modules[n], nn.Conv2d)]
+        if not convs:
+            raise UserError(f"method.name: delta: the backbone has no convolution up to its stage {stage} ({path})")
+        layers[stage] = convs[-1]
+    return layers
+
+
+@torch.no_grad()
+def filter_ablation_losses(backbone: nn.Module, layers: dict[str, str], w: torch.Tensor, b: torch.Tensor,
+                           batches, group: int = 16) -> dict[str, torch.Tensor]:
+    """{layer: (C,)}: for each output channel j of each layer, CE(probe, with filter j's weights
+    zeroed) - CE(probe, unchanged), each a mean over one batch, averaged over ``batches``
+    ((x, y) pairs). ``backbone`` in eval mode; the probe is logits = features W^T + b.
+
+    Zeroing filter j's weights sets channel j of the convolution's output to its bias (0 without
+    one), which a forward hook does for ``group`` channels per pass: the batch is repeated
+    ``group`` times and each copy has a different channel set."""
+    modules = dict(backbone.named_modules())
+    totals: dict[str, torch.Tensor] = {}
+    n_batches = 0
+
+    def ce(x: torch.Tensor, y: torch.Tensor, copies: int) -> torch.Tensor:  # one mean CE per copy
+        logits = backbone(x).double() @ w.double().t() + b.double()
+        return F.cross_entropy(logits, y.repeat(copies), reduction="none").view(copies, -1).mean(1)
+
+    for x, y in batches:
+        base = ce(x, y, 1)[0]
+        for name, path in layers.items():
+            conv = modules[path]
+            channels = conv.out_channels
+            state: dict[str, torch.Tensor] = {}
+
+            def ablate(mod, inputs, out, state=state):
+                keep = state["keep"].to(out.dtype)
+                bias = mod.bias.to(out.dtype).view(1, -1, 1, 1) if mod.bias is not None else 0.0
+                return out * keep + (1.0 - keep) * bias
+
+            hook = conv.register_forward_hook(ablate)
+            try:
+                parts = []
+                for first in range(0, channels, group):
+                    chosen = torch.arange(first, min(first + group, channels), device=x.device)
+                    k = len(chosen)
+                    keep = torch.ones(k, channels, device=x.device)
+                    keep[torch.arange(k, device=x.device), chosen] = 0.0
+                    state["keep"] = keep.repeat_interleave(x.shape[0], 0)[:, :, None, None]
+                    parts.append(ce(x.repeat(k, *([1] * (x.dim() - 1))), y, k) - base)
+            finally:
+                hook.remove()
+            increase = torch.cat(parts)
+            totals[name] = totals[name] + increase if name in totals else increase
+        n_batches += 1
+    return {name: (t / max(n_batches, 1)).float() for name, t in totals.items()}
+
+
+def channel_attention(increases: dict[str, torch.Tensor], temperature: float = 5.0) -> dict[str, torch.Tensor]:
+    """a = softmax(z / temperature) per layer, z the increases z-scored over the layer's channels
+    (population standard deviation; all-equal increases give the uniform a_c = 1 / C)."""
+    out = {}
+    for name, v in increases.items():
+        v = v.double()
+        std = v.std(unbiased=False)
+        z = (v - v.mean()) / std if float(std) > 0 else torch.zeros_like(v)
+        out[name] = torch.softmax(z / temperature, 0).float()
+    return out
 
 
 @dataclass(kw_only=True)
 class DeltaParams:
     lam: float = field(default=0.01, metadata={"key": "lambda"})
     lambda_head: float = 0.01
-    channel_weights: Literal["uniform", "accuracy_drop"] = "accuracy_drop"
-    attention_samples: int = 256  # training images the accuracy drops are measured on
-    attention_temperature: float = 0.05  # a drop of 5 points weighs e times more than none
+    channel_weights: Literal["uniform", "attention"] = "attention"
+    attention_batches: int = 10  # training batches the cross-entropy increases are averaged over
+    attention_temperature: float = 5.0
     probe_weight_decay: float = 1e-4
 
     def check(self):
-        if self.attention_samples < 1:
-            return "attention_samples", f"expected a positive number of images, got {self.attention_samples}"
+        if self.attention_batches < 1:
+            return "attention_batches", f"expected a positive number of batches, got {self.attention_batches}"
         if self.attention_temperature <= 0:
             return "attention_temperature", f"expected a positive number, got {self.attention_temperature}"
         return None
@@ -122,75 +150,79 @@ class Delta(Regularizer):
 
     def __init__(self, params: DeltaParams, ctx):
         super().__init__(params, ctx)
-        stages = ctx.net.stages
-        self.maps = FeatureMaps(ctx.net.backbone, stages, "delta", only_training=True)
+        if not ctx.net.stages:
+            raise UserError("method.name: delta needs the backbone's stage layout (feature maps of inner "
+                            "layers), which this backbone does not declare")
+        self.layers = last_convolutions(ctx.net.backbone, ctx.net.stages)
+        self.maps = FeatureMaps(ctx.net.backbone, self.layers, "delta", only_training=True)
         self.frozen = frozen_copy(ctx.net.backbone)
-        self.frozen_maps = FeatureMaps(self.frozen, stages, "delta")
+        self.frozen_maps = FeatureMaps(self.frozen, self.layers, "delta")
         self.frozen_mib = module_mib(self.frozen)
-        self.weights: dict[str, torch.Tensor] | None = None  # per stage; None: uniform
+        modules = dict(ctx.net.backbone.named_modules())
+        self.attention = {name: torch.full((modules[path].out_channels,), 1.0 / modules[path].out_channels,
+                                           device=ctx.device) for name, path in self.layers.items()}
 
     def attach(self, trainer: Engine) -> None:
-        if self.params.channel_weights == "accuracy_drop":
-            trainer.add_event_handler(Events.STARTED, self.compute_weights)
         trainer.add_event_handler(TrainEvents.COMPUTE_LOSS, self.add_loss)
 
-    def compute_weights(self, engine: Engine | None = None) -> None:
-        """The accuracy-drop channel weights (skipped when restored from a checkpoint)."""
-        if self.weights is not None:
+    def prepare(self) -> None:
+        """The channel attention (``attention``), read from the cache or measured."""
+        if self.params.channel_weights != "attention":
             return
         p, ctx = self.params, self.ctx
         data = ctx.data
         key = {"stats": cache_key(self.frozen, data.train_eval.samples, data.num_classes, data.train_eval.transform,
                                   data.root, ctx.cfg.train.amp),
-               "samples": p.attention_samples, "probe_weight_decay": p.probe_weight_decay,
-               "stages": ctx.net.stages, "version": 1}
+               "measure": "filter_ablation_ce", "batches": p.attention_batches, "batch_size": ctx.cfg.data.batch_size,
+               "probe_weight_decay": p.probe_weight_decay, "layers": self.layers, "version": 2}
         name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
-        drops, _ = load_or_compute_tensors(ctx.cache_dir / "delta" / f"{name}.pt", self._measure_drops, ctx.device,
-                                           "DELTA channel accuracy drops")
-        self.weights = attention_weights(drops, p.attention_temperature)
+        increases, _ = load_or_compute_tensors(ctx.cache_dir / "delta" / f"{name}.pt", self._measure, ctx.device,
+                                               "DELTA channel attention")
+        self.attention = channel_attention(increases, p.attention_temperature)
 
-    def _measure_drops(self) -> dict[str, torch.Tensor]:
+    def _measure(self) -> dict[str, torch.Tensor]:
         ctx, p = self.ctx, self.params
         cfg = ctx.cfg.data
         loader = prior_loader(ctx.data.train_eval, cfg.eval_batch_size or cfg.batch_size, cfg.num_workers)
         feats, labels = extract_features(self.frozen, loader, ctx.device)
         w, b = fit_linear_probe(feats, labels, ctx.data.num_classes, p.probe_weight_decay)
-        dataset = ctx.data.train_eval  # a fixed subset (seed 0): the same for every run seed
-        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:p.attention_samples]
-        items = [dataset[int(i)] for i in order]
-        x = torch.stack([it[0] for it in items]).to(ctx.device)
-        y = torch.tensor([int(it[1]) for it in items], device=ctx.device)
-        group = max(1, (cfg.eval_batch_size or cfg.batch_size) // len(items))  # images per pass <= a batch
-        drops = channel_accuracy_drops(self.frozen, ctx.net.stages, w, b, x, y, group)
-        if idist.get_world_size() > 1:  # rank 0's, so that every process uses the same weights
-            drops = {k: idist.broadcast(v, src=0) for k, v in drops.items()}
-        return drops
+        # training images with the eval transform, in a fixed order (seed 0): the same for every run seed
+        batches = DataLoader(ctx.data.train_eval, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
+                             generator=torch.Generator().manual_seed(0))
+        chosen = []
+        for i, (x, y) in enumerate(batches):
+            if i >= p.attention_batches:
+                break
+            chosen.append((x.to(ctx.device), y.to(ctx.device)))
+        group = max(1, (cfg.eval_batch_size or cfg.batch_size) // cfg.batch_size)
+        increases = filter_ablation_losses(self.frozen, self.layers, w, b, chosen, group)
+        self.frozen_maps.outputs.clear()
+        if idist.get_world_size() > 1:  # rank 0's, so that every process uses the same attention
+            increases = {k: idist.broadcast(v, src=0) for k, v in increases.items()}
+        return increases
 
     def add_loss(self, engine: Engine) -> None:
         step = engine.state.step
         with torch.no_grad():
             self.frozen(step.x)
-        weights = self.weights or {}
-        fm_term = torch.stack([delta_distance(self.maps.outputs[k], self.frozen_maps.outputs[k], weights.get(k))
-                               for k in self.maps.outputs]).sum()
+        omega = torch.stack([delta_penalty(self.maps.outputs[k], self.frozen_maps.outputs[k], self.attention[k])
+                             for k in self.maps.outputs]).sum()
         self.maps.outputs.clear()  # do not hold the maps beyond the step
         self.frozen_maps.outputs.clear()
         head = sum_sq(list(self.ctx.net.head.parameters()))
-        step.losses["delta"] = self.params.lam * fm_term + 0.5 * self.params.lambda_head * head
-        step.logs["delta_feature_maps"] = fm_term.detach()
+        step.losses["delta"] = self.params.lam * omega + 0.5 * self.params.lambda_head * head
+        step.logs["delta_feature_maps"] = omega.detach()
 
     def state_dict(self) -> dict:
-        return {"weights": None if self.weights is None else {k: v.cpu() for k, v in self.weights.items()}}
+        return {"attention": {k: v.cpu() for k, v in self.attention.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        weights = state.get("weights")
-        self.weights = None if weights is None else {k: v.to(self.ctx.device) for k, v in weights.items()}
+        self.attention = {k: v.to(self.ctx.device) for k, v in state["attention"].items()}
 
     def report(self) -> dict:
-        out = {"frozen_model_mib": self.frozen_mib, "channel_weights": self.params.channel_weights}
-        if self.weights is not None:
-            out["channel_weights_range"] = {k: [float(v.min()), float(v.max())] for k, v in self.weights.items()}
-        return out
+        return {"frozen_model_mib": self.frozen_mib, "channel_weights": self.params.channel_weights,
+                "attention_mib": tensors_mib(*self.attention.values()),
+                "attention_range": {k: [float(v.min()), float(v.max())] for k, v in self.attention.items()}}
 
     def close(self) -> None:
         self.maps.remove()

@@ -1,11 +1,14 @@
 """The paper's feature diagnostics (SPEC §6) and the per-iteration / per-epoch training log.
 
 * feature norm ||g(x)||^2, averaged over samples;
-* gradient norm ||grad_W CE||^2 of the head, in closed form: with P = softmax(f) - onehot(y)
-  (B x K) and G the features (B x d), grad_W = P^T G / B and ||P^T G||_F^2 = sum((P P^T) * (G G^T)),
-  so it costs two B x B Gram matrices and no backward pass;
-* feature entropy (Faivishevsky-Goldberger): H = d * mean over pairs i != j at non-zero
-  distance of log ||g_i - g_j||^2 (with no duplicate points this is d / (N(N-1)) sum_{i!=j});
+* gradient norm (Eq. 5), per sample and averaged over the batch: the head's gradient of sample
+  i's cross-entropy is (p_i - e_{y_i}) g_i^T, so ||grad_W CE_i||^2 = sum_k (p_ik - delta_{y_i k})^2 ||g_i||^2,
+  in closed form (no backward pass, the same whatever regularizer is on);
+  ``grad_norm_batch_mean`` is the other quantity, the squared norm of the batch-mean gradient
+  ||(P - Y)^T G / B||_F^2 = sum((P P^T) * (G G^T)) / B^2 (about B times smaller);
+* feature entropy (Faivishevsky-Goldberger): H = d / M * sum log ||g_i - g_j||^2 over the M ordered
+  pairs i != j at non-zero distance (pairs at zero distance are skipped and not counted; with no
+  duplicate points M = N(N-1));
 * mutual information I(g; y) = H(g) - sum_k (N_k / N) H_k over classes with N_k >= 2
   (weights renormalised over those classes).
 
@@ -26,13 +29,24 @@ def feature_norm_sq(features: torch.Tensor) -> torch.Tensor:
     return features.detach().float().pow(2).sum(1).mean()
 
 
-def head_grad_norm_sq(logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """||grad_W mean_i CE(W g_i + b, y_i)||_F^2 without autograd."""
+def softmax_minus_onehot(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """P - Y (B x K): the softmax of the logits minus the one-hot labels (no host sync)."""
     p = torch.softmax(logits.detach().float(), dim=1)
-    p = p.scatter_add(1, labels.unsqueeze(1), torch.full_like(p[:, :1], -1.0))  # P - onehot(y), no host sync
+    return p.scatter_add(1, labels.unsqueeze(1), torch.full_like(p[:, :1], -1.0))
+
+
+def head_grad_norm_sq(logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Eq. 5: (1/B) sum_i ||grad_W CE(W g_i + b, y_i)||_F^2 = (1/B) sum_i sum_k (p_ik - delta_{y_i k})^2 ||g_i||^2."""
+    r = softmax_minus_onehot(logits, labels)
+    return (r.pow(2).sum(1) * features.detach().float().pow(2).sum(1)).mean()
+
+
+def batch_mean_grad_norm_sq(logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """||grad_W (1/B) sum_i CE(W g_i + b, y_i)||_F^2 = ||(P - Y)^T G||_F^2 / B^2 = sum((R R^T) * (G G^T)) / B^2."""
+    r = softmax_minus_onehot(logits, labels)
     g = features.detach().float()
     b = g.shape[0]
-    return ((p @ p.t()) * (g @ g.t())).sum() / (b * b)
+    return ((r @ r.t()) * (g @ g.t())).sum() / (b * b)
 
 
 @torch.no_grad()
@@ -103,12 +117,11 @@ class TrainingDiagnostics:
     ``log_every`` iterations and every epoch, and the epoch's entropy and mutual information.
 
     Scalars: every loss term (``loss_<name>``), the total loss, feature norm, head gradient norm,
-    whatever a regularizer put into ``step.logs``, and the sums its ``take_log_sums()`` hands over
-    (``sources``: objects with that method; called at each write, for the iterations since the last).
+    and whatever a regularizer put into ``step.logs``.
     """
 
     def __init__(self, writer, num_classes: int, log_every: int, max_samples: int, chunk: int,
-                 epoch_length: int, enabled: bool = True, sources: tuple = ()):
+                 epoch_length: int, enabled: bool = True):
         self.writer = writer  # a SummaryWriter on rank 0, None elsewhere
         self.num_classes = num_classes
         self.log_every = log_every
@@ -116,11 +129,8 @@ class TrainingDiagnostics:
         self.chunk = chunk
         self.enabled = enabled
         self.per_batch = max(1, math.ceil(max_samples / max(1, epoch_length)))
-        self.sources = tuple(sources)
         self._interval: dict[str, torch.Tensor] = {}
         self._epoch: dict[str, torch.Tensor] = {}
-        self._interval_sums: dict[str, torch.Tensor] = {}  # from the sources
-        self._epoch_sums: dict[str, torch.Tensor] = {}
         self._n_interval = 0
         self._n_epoch = 0
         self._feats: list[torch.Tensor] = []
@@ -139,6 +149,7 @@ class TrainingDiagnostics:
         if self.enabled:
             out["feature_norm"] = feature_norm_sq(step.features)
             out["grad_norm"] = head_grad_norm_sq(step.logits, step.features, step.y)
+            out["grad_norm_batch_mean"] = batch_mean_grad_norm_sq(step.logits, step.features, step.y)
         return out
 
     @staticmethod
@@ -166,34 +177,24 @@ class TrainingDiagnostics:
             self._feats.append(step.features.detach()[: self.per_batch].float())
             self._labels.append(step.y[: self.per_batch])
 
-    def _take_sources(self) -> None:
-        for source in self.sources:
-            for k, v in source.take_log_sums().items():
-                for sums in (self._interval_sums, self._epoch_sums):
-                    sums[k] = sums[k] + v if k in sums else v
-
     @staticmethod
-    def _means(store: dict, sums: dict[str, torch.Tensor], n: int) -> dict[str, float]:
-        names = list(store.get("names", ())) + list(sums)
-        if not names:
+    def _means(store: dict, n: int) -> dict[str, float]:
+        if not store:
             return {}
-        parts = ([store["sum"]] if store else []) + ([torch.stack(list(sums.values()))] if sums else [])
-        values = (torch.cat(parts) / max(n, 1)).cpu().tolist()  # the one host sync
-        return dict(zip(names, values, strict=True))
+        values = (store["sum"] / max(n, 1)).cpu().tolist()  # the one host sync
+        return dict(zip(store["names"], values, strict=True))
 
     def write_interval(self, engine: Engine) -> None:
-        self._take_sources()
-        means = self._means(self._interval, self._interval_sums, self._n_interval)
-        self._interval, self._interval_sums, self._n_interval = {}, {}, 0
+        means = self._means(self._interval, self._n_interval)
+        self._interval, self._n_interval = {}, 0
         engine.state.metrics.update({k: v for k, v in means.items() if k.startswith("loss")})
         if self.writer is not None:
             for k, v in means.items():
                 self.writer.add_scalar(f"train_iter/{k}", v, engine.state.iteration)
 
     def write_epoch(self, engine: Engine) -> None:
-        self._take_sources()
-        means = self._means(self._epoch, self._epoch_sums, self._n_epoch)
-        self._epoch, self._epoch_sums, self._n_epoch = {}, {}, 0
+        means = self._means(self._epoch, self._n_epoch)
+        self._epoch, self._n_epoch = {}, 0
         if self.enabled and self._feats:
             feats, labels = torch.cat(self._feats), torch.cat(self._labels)
             if idist.get_world_size() > 1:

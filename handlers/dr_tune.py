@@ -7,7 +7,8 @@ calibrated: both banks L2-normalised; every ``rotate_every`` iterations an ortho
 rotation (centred banks, reflection fixed) maps the pretrained bank onto the downstream one; each
 class's pretrained entries are shifted by (downstream centre - pretrained centre), the downstream
 centre weighted by a softmax over the entries' cosine to the normalised head weight of the class;
-then rescaled to the batch's mean feature norm. The loss is one cross-entropy over the B + K_bank
+then every entry is L2-normalised again and scaled to the batch's mean feature norm (every row of
+the calibrated bank has that norm, as in the published code). The loss is one cross-entropy over the B + K_bank
 rows [features; calibrated bank] with labels [y; bank labels] (the bank trains only the head).
 The batch is enqueued after the loss.
 """
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 
 from ..engine.errors import UserError
 from ..engine.trainer import TrainEvents
@@ -54,6 +55,11 @@ def class_shift(rotated: torch.Tensor, downstream: torch.Tensor, labels: torch.T
     return rotated + (centre_d - centre_p)[labels]
 
 
+def rescale_rows(x: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """Every row of ``x`` (N, d) L2-normalised, then scaled to ``norm``: ||row|| = norm for all rows."""
+    return F.normalize(x, dim=1) * norm
+
+
 @dataclass(kw_only=True)
 class DRTuneParams:
     bank_size: int = 2048
@@ -78,10 +84,8 @@ class DRTune(Regularizer):
         self.ptr = 0
         self.rotation = torch.eye(d, device=dev)
         self.steps = 0
-        self.initialized = False
 
     def attach(self, trainer: Engine) -> None:
-        trainer.add_event_handler(Events.STARTED, self.fill)
         trainer.add_event_handler(TrainEvents.COMPUTE_LOSS, self.add_loss)
 
     def enqueue(self, zp: torch.Tensor, zd: torch.Tensor, y: torch.Tensor) -> None:
@@ -91,10 +95,8 @@ class DRTune(Regularizer):
         self.ptr = (self.ptr + n) % self.params.bank_size
 
     @torch.no_grad()
-    def fill(self, engine: Engine | None = None) -> None:
+    def prepare(self) -> None:
         """Fill both banks with pretrained features of augmented training batches."""
-        if self.initialized:
-            return
         loader = self.ctx.augmented_loader(drop_last=True)
         filled = 0
         while filled < self.params.bank_size:
@@ -104,16 +106,17 @@ class DRTune(Regularizer):
                 filled += z.shape[0]
                 if filled >= self.params.bank_size:
                     break
-        self.initialized = True
 
     @torch.no_grad()
     def calibrated_bank(self, batch_norm: torch.Tensor) -> torch.Tensor:
+        """The pretrained bank, rotated (every ``rotate_every`` calls) and shifted onto the
+        downstream bank, each row then L2-normalised and scaled to ``batch_norm``."""
         p, d = F.normalize(self.bank_p, dim=1), F.normalize(self.bank_d, dim=1)
         if self.steps % self.params.rotate_every == 0:
             self.rotation = procrustes_rotation(p - p.mean(0), d - d.mean(0))
         rotated = p @ self.rotation
         shifted = class_shift(rotated, d, self.bank_y, self.ctx.net.head.weight.detach().float())
-        return shifted * batch_norm
+        return rescale_rows(shifted, batch_norm)
 
     def add_loss(self, engine: Engine) -> None:
         step = engine.state.step
@@ -128,14 +131,13 @@ class DRTune(Regularizer):
 
     def state_dict(self) -> dict:
         return {"bank_p": self.bank_p.clone(), "bank_d": self.bank_d.clone(), "bank_y": self.bank_y.clone(),
-                "ptr": self.ptr, "rotation": self.rotation.clone(), "steps": self.steps,
-                "initialized": self.initialized}
+                "ptr": self.ptr, "rotation": self.rotation.clone(), "steps": self.steps}
 
     def load_state_dict(self, state: dict) -> None:
         dev = self.ctx.device
         self.bank_p, self.bank_d = state["bank_p"].to(dev), state["bank_d"].to(dev)
         self.bank_y, self.rotation = state["bank_y"].to(dev), state["rotation"].to(dev)
-        self.ptr, self.steps, self.initialized = int(state["ptr"]), int(state["steps"]), bool(state["initialized"])
+        self.ptr, self.steps = int(state["ptr"]), int(state["steps"])
 
     def report(self) -> dict:
         return {"frozen_model_mib": self.frozen_mib,

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import ignite.distributed as idist
 import torch
 import torch.nn.functional as F
-from ignite.engine import Engine, Events
 
 from .priors import prior_loader
 from .registry import Regularizer, register
@@ -64,16 +63,8 @@ class LPFTParams:
 class LPFT(Regularizer):
     Params = LPFTParams
 
-    def __init__(self, params: LPFTParams, ctx):
-        super().__init__(params, ctx)
-        self.probed = False
-
-    def attach(self, trainer: Engine) -> None:
-        trainer.add_event_handler(Events.STARTED, self.probe)
-
-    def probe(self, engine: Engine | None = None) -> None:
-        if self.probed:
-            return
+    def prepare(self) -> None:
+        """The probe: the new head's starting point (the head itself is in the model's checkpoint)."""
         cfg = self.ctx.cfg.data
         loader = prior_loader(self.ctx.data.train_eval, cfg.eval_batch_size or cfg.batch_size, cfg.num_workers)
         feats, labels = extract_features(self.ctx.net.backbone, loader, self.ctx.device)
@@ -83,10 +74,3 @@ class LPFT(Regularizer):
         with torch.no_grad():
             head.weight.copy_(w.to(head.weight.dtype))
             head.bias.copy_(b.to(head.bias.dtype))
-        self.probed = True
-
-    def state_dict(self) -> dict:
-        return {"probed": self.probed}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.probed = bool(state["probed"])

@@ -7,14 +7,18 @@ A regularizer is an object that the run builds once, before the optimizer:
 * ``optimizers()`` — optimizers of its own, by name, whose learning rates are logged;
 * ``attach(trainer)`` — attaches its Ignite handlers. To add a loss term it handles
   ``TrainEvents.COMPUTE_LOSS``, fired inside the train step after the forward pass, and writes
-  into ``trainer.state.step.losses`` (it may also replace ``"ce"``). Work after the optimizer step
-  goes on ``Events.ITERATION_COMPLETED``; a pass before training on ``Events.STARTED``;
+  into ``trainer.state.step.losses`` (it may also replace ``"ce"``); other scalars to log go into
+  ``step.logs``. Work after the optimizer step goes on ``Events.ITERATION_COMPLETED``;
+* ``prepare()`` — what it builds before training from the pretrained model and the data (priors,
+  channel weights, banks, a probe, a BN conversion). The engine calls it once before the first
+  epoch, and not on resume: what it builds is in ``state_dict()``;
 * ``state_dict()`` / ``load_state_dict()`` — its state, saved in the training checkpoint;
-* ``take_log_sums()`` — scalars it sums on the device itself, as sums over the iterations since
-  the last call (the training diagnostics take them at each write and log their means), for a
-  scalar that is cheaper to accumulate than to put into ``step.logs`` every iteration;
-* ``report()`` — figures for results.json (memory of frozen models, banks, caches);
+* ``report()`` — figures for results.json (memory of frozen models, banks, caches), read before
+  ``close()``;
 * ``close()`` — releases frozen models and caches when the run ends.
+
+A module registers its class with ``@register(name)``; ``@register(name, key=value)`` registers a
+preset whose name fixes parameters (``fnp`` is the random-feature class with ``prior: zero``).
 
 The context it receives (:class:`RunContext`) gives the model, the device, the data, the run's
 length and the shared prior statistics (one pass, cached, whichever method asks first).
@@ -32,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..engine.context import RunContext
 
-_REGISTRY: dict[str, type[Regularizer]] = {}
+_REGISTRY: dict[str, MethodEntry] = {}
 
 
 @dataclass(kw_only=True)
@@ -41,7 +45,6 @@ class NoParams:
 
 
 class Regularizer:
-    name: str = ""
     Params: type = NoParams
 
     def __init__(self, params: Any, ctx: RunContext):
@@ -54,6 +57,9 @@ class Regularizer:
     def attach(self, trainer: Engine) -> None:
         pass
 
+    def prepare(self) -> None:
+        """Build what training starts from (called once before training, not on resume)."""
+
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Optimizers of its own (their learning rates are logged to TensorBoard)."""
         return {}
@@ -64,10 +70,6 @@ class Regularizer:
     def load_state_dict(self, state: dict) -> None:
         pass
 
-    def take_log_sums(self) -> dict[str, torch.Tensor]:
-        """{name: sum over the iterations since the last call} (0-d tensors); resets the sums."""
-        return {}
-
     def report(self) -> dict:
         return {}
 
@@ -75,27 +77,36 @@ class Regularizer:
         pass
 
 
-def register(name: str) -> Callable[[type[Regularizer]], type[Regularizer]]:
+@dataclass(frozen=True)
+class MethodEntry:
+    """A registered method: its class and the parameters its name fixes (a preset)."""
+
+    cls: type[Regularizer]
+    fixed: dict[str, Any]
+
+
+def register(name: str, **fixed: Any) -> Callable[[type[Regularizer]], type[Regularizer]]:
+    """Register ``cls`` under ``name``. ``fixed``: parameter values the name stands for (e.g.
+    ``register("fnp", prior="zero")``); a config that sets one of them is refused. One class may be
+    registered under several names."""
+
     def deco(cls: type[Regularizer]) -> type[Regularizer]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
+        if name in _REGISTRY and _REGISTRY[name].cls is not cls:
             raise ValueError(f"regularizer name {name!r} is registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
+        _REGISTRY[name] = MethodEntry(cls, dict(fixed))
         return cls
 
     return deco
 
 
-def _load_builtin() -> None:
-    # The built-in methods register themselves on import; the list is fixed in code.
-    from . import adarand, bss, co_tuning, daft, delta, dr_tune, finetune, l2sp, lp_ft, random_features  # noqa: F401
-
-
-def get_regularizer_class(name: str) -> type[Regularizer]:
-    _load_builtin()
+def get_method(name: str) -> MethodEntry:
+    """The entry registered under ``name`` (KeyError if none)."""
     return _REGISTRY[name]
 
 
+def get_regularizer_class(name: str) -> type[Regularizer]:
+    return _REGISTRY[name].cls
+
+
 def known_regularizers() -> list[str]:
-    _load_builtin()
     return sorted(_REGISTRY)

@@ -1,12 +1,18 @@
-"""AdaRand's loss terms, EMA and sampling against naive implementations."""
+"""AdaRand's loss terms, EMA, sampling and prior step against naive implementations."""
 
 import math
 
 import pytest
 import torch
 
-from adarand.handlers.adarand import ema_class_means, prior_loss
-from adarand.handlers.random_features import feature_regularizer, sample_references
+from adarand.handlers.adarand import (
+    ema_class_means,
+    feature_regularizer,
+    prior_loss,
+    prior_lr_factor,
+    prior_step,
+    sample_references,
+)
 
 
 def naive_cos(u, v):
@@ -79,7 +85,7 @@ def test_feature_regularizer_reductions():
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_feature_regularizer_value_and_gradient_match_torch_mse_loss(reduction):
-    """The direct kernel call against torch.nn.functional.mse_loss, forward and backward."""
+    """L_reg against torch.nn.functional.mse_loss, forward and backward."""
     torch.manual_seed(0)
     base = torch.randn(6, 5, dtype=torch.float64)
     z = torch.randn(6, 5, dtype=torch.float64)
@@ -123,9 +129,6 @@ def test_ema_matches_a_loop_over_classes():
     feats = torch.randn(20, d)
     labels = torch.randint(0, 4, (20,))  # classes 4 and 5 absent
     out = ema_class_means(mu_bar, feats, labels, alpha=0.3)
-    in_place = mu_bar.clone()
-    ema_class_means(in_place, feats, labels, alpha=0.3, eye=torch.eye(k), out=in_place)
-    assert torch.equal(in_place, out)
     for c in range(k):
         rows = feats[labels == c]
         want = mu_bar[c] if len(rows) == 0 else 0.3 * mu_bar[c] + 0.7 * rows.mean(0)
@@ -152,48 +155,61 @@ def test_sampling_draws_what_torch_normal_draws(b, d):
     g = torch.Generator().manual_seed(1)
     mu, sigma = torch.randn(4, d, generator=g), torch.rand(4, d, generator=g) + 1e-4
     labels = torch.randint(0, 4, (b,), generator=g)
-    torch.manual_seed(5)
-    want = torch.normal(mu[labels], sigma[labels])
-    torch.manual_seed(5)
+    want = torch.normal(mu[labels], sigma[labels], generator=torch.Generator().manual_seed(5))
+    global_state = torch.get_rng_state()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        z = sample_references(mu, sigma, labels)
+        z = sample_references(mu, sigma, labels, torch.Generator().manual_seed(5))
     assert torch.equal(z, want)
+    assert torch.equal(torch.get_rng_state(), global_state)  # the global generator is not touched
     assert "aten::_local_scalar_dense" not in {e.key for e in prof.key_averages()}
 
 
-@pytest.mark.parametrize("form", ["paper", "official"])
-@pytest.mark.parametrize("intra,inter", [(True, True), (False, True), (True, False)])
-def test_closed_form_gradient_matches_autograd(form, intra, inter):
-    from adarand.handlers.adarand import prior_loss_and_grad, prior_losses
-
-    g = torch.Generator().manual_seed(1)
-    mu = (torch.randn(6, 5, generator=g, dtype=torch.float64) * 3).requires_grad_(True)
-    mu_bar = torch.randn(6, 5, generator=g, dtype=torch.float64)
-    loss, li, le = prior_loss(mu, mu_bar, intra, inter, form)
-    loss.backward()
-    acc = torch.zeros(3, dtype=torch.float64)
-    grad = prior_loss_and_grad(torch.stack([mu.detach(), mu_bar]), intra, inter, form, acc=acc)
-    assert torch.allclose(grad, mu.grad, rtol=1e-10, atol=1e-12)
-    loss2, li2, le2 = prior_losses(acc, 1, 6, intra, inter, form).tolist()
-    assert loss2 == pytest.approx(loss.item(), rel=1e-12)
-    assert li2 == pytest.approx(li.item(), rel=1e-12) and le2 == pytest.approx(le.item(), abs=1e-12)
+def test_prior_lr_schedules_by_hand():
+    total = 16
+    for t in (0, 4, 8, 15, 16):
+        assert prior_lr_factor("published", t, total) == pytest.approx(math.cos(7 * math.pi / 16 * t / 16))
+        assert prior_lr_factor("cosine", t, total) == pytest.approx(0.5 * (1 + math.cos(math.pi * t / 16)))
+        assert prior_lr_factor("constant", t, total) == 1.0
+    # the published schedule ends near cos(7 pi / 16) = 0.195, not at 0
+    assert prior_lr_factor("published", total, total) == pytest.approx(0.19509, abs=1e-5)
+    assert prior_lr_factor("cosine", total, total) == pytest.approx(0.0, abs=1e-12)
 
 
-@pytest.mark.parametrize("form", ["paper", "official"])
-@pytest.mark.parametrize("intra,inter", [(True, True), (False, True), (True, False)])
-def test_accumulated_statistics_give_the_sums_of_the_losses(form, intra, inter):
-    """The logged prior losses: the statistics of several iterations, summed into one ``acc``, map
-    to the sums of each iteration's losses (computed by the autograd definition)."""
-    from adarand.handlers.adarand import PriorWorkspace, prior_loss_and_grad, prior_losses
+def naive_adam_step(p, grad, m, v, t, lr, b1=0.9, b2=0.999, eps=1e-8):
+    """One Adam update written out (Kingma & Ba, with torch's placement of eps)."""
+    m = b1 * m + (1 - b1) * grad
+    v = b2 * v + (1 - b2) * grad * grad
+    m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+    return p - lr * m_hat / (v_hat.sqrt() + eps), m, v
 
-    g = torch.Generator().manual_seed(2)
-    acc = torch.zeros(3, dtype=torch.float64)
-    want = torch.zeros(3, dtype=torch.float64)
-    work = PriorWorkspace(5, 7, intra, inter, dtype=torch.float64)  # one workspace for every iteration
-    for _ in range(4):
-        mu = torch.randn(5, 7, generator=g, dtype=torch.float64)
-        mu_bar = torch.randn(5, 7, generator=g, dtype=torch.float64)
-        grad = prior_loss_and_grad(torch.stack([mu, mu_bar]), intra, inter, form, acc=acc, work=work)
-        assert torch.equal(grad, prior_loss_and_grad(torch.stack([mu, mu_bar]), intra, inter, form))
-        want += torch.stack(prior_loss(mu, mu_bar, intra, inter, form))
-    assert torch.allclose(prior_losses(acc, 4, 5, intra, inter, form), want, rtol=1e-12, atol=1e-12)
+
+@pytest.mark.parametrize("schedule", ["published", "cosine", "constant"])
+def test_prior_step_follows_adam_with_its_lambda_lr(schedule):
+    """prior_step with torch.optim.Adam and a LambdaLR of the schedule, step by step, against
+    Adam written out with the lr of the schedule's formula, and the gradient of the naive loss."""
+    total, xi = 6, 0.05
+    g = torch.Generator().manual_seed(4)
+    mu0 = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    mu_bar = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    mu = mu0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([mu], lr=xi)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: prior_lr_factor(schedule, t, total))
+    lr_formula = {"published": lambda t: xi * math.cos(7 * math.pi / 16 * t / total),
+                  "cosine": lambda t: xi * 0.5 * (1 + math.cos(math.pi * t / total)),
+                  "constant": lambda t: xi}[schedule]
+    ref, m, v = mu0.clone(), torch.zeros_like(mu0), torch.zeros_like(mu0)
+    for t in range(total):
+        assert opt.param_groups[0]["lr"] == pytest.approx(lr_formula(t), rel=1e-12)
+        losses = prior_step(mu, mu_bar, opt, sched, True, True, "paper")
+        assert float(losses[0]) == pytest.approx(naive_prior_loss(ref.tolist(), mu_bar.tolist(), True, True, "paper"))
+        grad = torch.zeros_like(ref)  # central differences of the naive loss
+        for i in range(4):
+            for j in range(3):
+                plus, minus = ref.clone(), ref.clone()
+                plus[i, j] += 1e-6
+                minus[i, j] -= 1e-6
+                grad[i, j] = (naive_prior_loss(plus.tolist(), mu_bar.tolist(), True, True, "paper")
+                              - naive_prior_loss(minus.tolist(), mu_bar.tolist(), True, True, "paper")) / 2e-6
+        ref, m, v = naive_adam_step(ref, grad, m, v, t + 1, lr_formula(t))
+        assert torch.allclose(mu.detach(), ref, atol=1e-7), t
+    assert not torch.equal(mu.detach(), mu0)

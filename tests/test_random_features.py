@@ -14,9 +14,9 @@ N = 20000  # samples per check; standard errors: mean sigma/sqrt(N) <= 0.007 sig
 
 
 def started(run):
-    """Fire the regularizer's start-of-training handlers (the prior initialisation) without training."""
+    """The regularizer's preparation (the prior initialisation) without training."""
     run.regularizer.attach(run.trainer)
-    run.trainer.fire_event(__import__("ignite").engine.Events.STARTED)
+    run.regularizer.prepare()
     return run.regularizer
 
 
@@ -65,8 +65,7 @@ def test_fnp_is_lambda_times_mean_square(tmp_path):
 
 def test_randreg_cp_priors_never_change(tmp_path):
     run = make(tmp_path, "randreg_cp")
-    reg = run.regularizer
-    reg.attach(run.trainer)
+    reg = started(run)
     run.trainer.run(run.loaders.train, max_epochs=2)
     mu, sigma = class_priors(run.ctx.class_statistics(), reg.params.sigma_floor)
     assert run.trainer.state.iteration > 0
@@ -79,11 +78,11 @@ def test_ablations_change_only_their_own_term(tmp_path, ablation, kept, dropped)
     out = {}
     for method in ("adarand", ablation):
         run = make(tmp_path / method, method)
-        run.regularizer.attach(run.trainer)
+        started(run)
         logs = []
 
-        def record(e, reg=run.regularizer):
-            values = {**e.state.output.losses, **reg.take_log_sums()}
+        def record(e):
+            values = {**e.state.output.losses, **e.state.output.logs}
             logs.append({k: float(v.detach()) for k, v in values.items()})
 
         run.trainer.add_event_handler(__import__("ignite").engine.Events.ITERATION_COMPLETED, record)
@@ -99,5 +98,26 @@ def test_ablations_change_only_their_own_term(tmp_path, ablation, kept, dropped)
 
 def test_ablation_refuses_its_own_term(tmp_path):
     from adarand.engine.errors import ConfigError
-    with pytest.raises(ConfigError, match="adarand_no_intra drops"):
+    with pytest.raises(ConfigError, match="adarand_no_intra fixes intra to false"):
         load_config(write_tiny_config(tmp_path, "adarand_no_intra"), ["method.intra=true"])
+    with pytest.raises(ConfigError, match="fnp fixes prior to zero"):
+        load_config(write_tiny_config(tmp_path, "fnp"), ["method.prior=normal"])
+    # the resolved config leaves the fixed keys out, so it loads again
+    from adarand.engine.config import save_config
+    cfg = load_config(write_tiny_config(tmp_path, "adarand_no_intra"))
+    assert cfg.method.params.intra is False
+    save_config(cfg, tmp_path / "resolved.yaml")
+    assert load_config(tmp_path / "resolved.yaml").method.params.intra is False
+
+
+def test_presets_are_parameters_of_one_class():
+    from adarand.handlers.adarand import AdaRand, RandReg
+    from adarand.handlers.registry import get_method
+
+    priors = {"fnp": "zero", "randreg_uniform": "uniform", "randreg_normal": "normal", "randreg_global": "global",
+              "randreg_cp": "class"}
+    for name, prior in priors.items():
+        entry = get_method(name)
+        assert entry.cls is RandReg and entry.fixed == {"prior": prior}
+    assert get_method("adarand_no_intra").cls is AdaRand and get_method("adarand_no_intra").fixed == {"intra": False}
+    assert get_method("adarand_no_inter").fixed == {"inter": False}
