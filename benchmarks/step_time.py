@@ -57,9 +57,11 @@ def build(arch, channels, k, device, method):
             counts=torch.full((k,), 4, device=device))
         ctx = RunContext(cfg=None, model=net, net=net, device=device,
                          data=SimpleNamespace(num_classes=k, classes=[str(i) for i in range(k)]),
-                         epoch_length=1000, pretrained=info, _class_stats=stats)
+                         epoch_length=1000, pretrained=info, generator=torch.Generator(device=device),
+                         _class_stats=stats)
         ctx.cfg = SimpleNamespace(train=SimpleNamespace(epochs=1))
         reg = AdaRand(AdaRandParams(), ctx)
+        reg.prepare()
         reg.in_step = time_handlers(reg, ("add_loss", "update_priors"))
         reg.attach(trainer)
     else:

@@ -1,6 +1,8 @@
 """L2-SP, DELTA, BSS, Co-Tuning, DR-Tune, DAFT and LP-FT against independent computations."""
 
+import hashlib
 import json
+import math
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from adarand.engine.training import build_run
 from adarand.handlers.bss import smallest_singular_values_sq
 from adarand.handlers.co_tuning import CoTuning, CoTuningParams
 from adarand.handlers.daft import convert_batchnorm
-from adarand.handlers.delta import Delta, DeltaParams, delta_distance
+from adarand.handlers.delta import Delta, DeltaParams, delta_penalty
 from adarand.handlers.dr_tune import class_shift, procrustes_rotation
 from adarand.handlers.lp_ft import fit_linear_probe
 
@@ -54,18 +56,72 @@ def test_l2sp_zero_at_start_then_hand_sum(tmp_path):
 
 
 # -- DELTA ----------------------------------------------------------------------------------------
-def test_delta_distance_direct():
+def naive_penalty(fm, fm_s, a):
+    """1/2 sum_i sum_c C a_c ||fm_c - fm_s_c||^2 / (H W), one element at a time."""
+    b, c, h, w = fm.shape
+    total = 0.0
+    for i in range(b):
+        for ch in range(c):
+            d2 = sum(float(fm[i, ch, y, x] - fm_s[i, ch, y, x]) ** 2 for y in range(h) for x in range(w))
+            total += c * float(a[ch]) * d2 / (h * w)
+    return 0.5 * total
+
+
+def test_delta_penalty_direct():
     g = torch.Generator().manual_seed(0)
     fm, fm_s = torch.randn(3, 4, 5, 6, generator=g), torch.randn(3, 4, 5, 6, generator=g)
-    a = torch.rand(4, generator=g)
-    expected = np.mean([sum(a[c].item() * float(((fm[i, c] - fm_s[i, c]) ** 2).sum()) / 30 for c in range(4))
-                        for i in range(3)])
-    assert float(delta_distance(fm, fm_s, a)) == pytest.approx(expected, rel=1e-6)
-    assert float(delta_distance(fm, fm.clone())) == 0.0
+    a = torch.softmax(torch.rand(4, generator=g), 0)
+    assert float(delta_penalty(fm, fm_s, a)) == pytest.approx(naive_penalty(fm, fm_s, a), rel=1e-6)
+    assert float(delta_penalty(fm, fm.clone(), a)) == 0.0
+    # a sum over the batch: twice the batch, twice the penalty
+    double = delta_penalty(torch.cat([fm, fm]), torch.cat([fm_s, fm_s]), a)
+    assert float(double) == pytest.approx(2 * float(delta_penalty(fm, fm_s, a)), rel=1e-6)
+
+
+def test_delta_loss_in_the_step_is_lambda_omega_plus_the_head_term(tmp_path):
+    run = make(tmp_path, "delta", ["method.channel_weights=uniform", "method.lambda=0.3", "method.lambda_head=0.2"])
+    reg = run.regularizer
+    reg.attach(run.trainer)
+    torch.manual_seed(0)
+    with torch.no_grad():  # move the trained model away from the frozen copy
+        for p in run.net.backbone.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    seen = {}
+    run.trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.update(
+        step=e.state.output, x=e.state.output.x.clone()))
+    recorded = {}
+    hooks = [dict(run.net.backbone.named_modules())[path].register_forward_hook(
+        lambda m, i, o, name=name: recorded.setdefault(name, o.detach().clone())) for name, path in reg.layers.items()]
+    head_before = sum(float(p.detach().double().pow(2).sum()) for p in run.net.head.parameters())
+    run.trainer.run(run.loaders.train, max_epochs=1, epoch_length=1)
+    for h in hooks:
+        h.remove()
+    frozen_maps = {}
+    fhooks = [dict(reg.frozen.named_modules())[path].register_forward_hook(
+        lambda m, i, o, name=name: frozen_maps.setdefault(name, o.detach().clone())) for name, path in reg.layers.items()]
+    reg.frozen(seen["x"])
+    for h in fhooks:
+        h.remove()
+    omega = sum(naive_penalty(recorded[k], frozen_maps[k], torch.full((recorded[k].shape[1],), 1 / recorded[k].shape[1]))
+                for k in reg.layers)
+    assert omega > 0
+    assert float(seen["step"].logs["delta_feature_maps"]) == pytest.approx(omega, rel=1e-4)
+    assert float(seen["step"].losses["delta"]) == pytest.approx(0.3 * omega + 0.5 * 0.2 * head_before, rel=1e-4)
+
+
+def test_delta_records_the_last_convolution_of_each_stage(tmp_path):
+    from adarand.handlers.delta import last_convolutions
+
+    run = make(tmp_path, "delta", ["method.channel_weights=uniform"])
+    assert run.regularizer.layers == {"stage1": "3", "stage2": "10", "stage3": "14"}
+    resnet = torchvision.models.resnet50(weights=None)
+    stages = {f"layer{i}": f"layer{i}" for i in range(1, 5)}
+    assert last_convolutions(resnet, stages) == {"layer1": "layer1.2.conv3", "layer2": "layer2.3.conv3",
+                                                 "layer3": "layer3.5.conv3", "layer4": "layer4.2.conv3"}
 
 
 def test_delta_is_zero_against_an_unchanged_model_and_frozen_copy_is_frozen(tmp_path):
-    run = make(tmp_path, "delta")
+    run = make(tmp_path, "delta", ["method.channel_weights=uniform"])
     reg = run.regularizer
     assert not reg.frozen.training and not any(p.requires_grad for p in reg.frozen.parameters())
     x = torch.randn(2, 3, 12, 12)
@@ -73,7 +129,8 @@ def test_delta_is_zero_against_an_unchanged_model_and_frozen_copy_is_frozen(tmp_
     run.net.eval()  # the same mode as the frozen copy: same weights, same function
     run.net(x)
     reg.frozen(x)
-    terms = [float(delta_distance(reg.maps.outputs[k], reg.frozen_maps.outputs[k])) for k in reg.maps.outputs]
+    terms = [float(delta_penalty(reg.maps.outputs[k], reg.frozen_maps.outputs[k], reg.attention[k]))
+             for k in reg.maps.outputs]
     assert len(terms) == 3 and terms == [0.0, 0.0, 0.0]
     reg.close()
     assert reg.frozen is None and reg.maps.outputs == {}
@@ -86,38 +143,31 @@ def test_delta_needs_a_layer_map(tmp_path):
         Delta(DeltaParams(), run.ctx)
 
 
-def _naive_drops(backbone, stages, w, b, x, y):
-    """One forward per channel, the channel zeroed by its own hook."""
-    named = dict(backbone.named_modules())
-    base = ((backbone(x) @ w.t() + b).argmax(1) == y).double().mean()
+def _naive_increases(backbone, layers, w, b, batches):
+    """A copy of the backbone per channel with that filter's weights zeroed; the CE increase of
+    the probe, averaged over the batches."""
+    import copy
+
+    def ce(model, x, y):
+        return float(torch.nn.functional.cross_entropy(model(x) @ w.t() + b, y))
+
     out = {}
-    for name, path in stages.items():
-        channels = None
-        drops = []
-        c = 0
-        while channels is None or c < channels:
-            def zero(mod, inp, o, c=c):
-                o = o.clone()
-                o[:, c] = 0
-                return o
-            h = named[path].register_forward_hook(zero)
-            feats = backbone(x)
-            h.remove()
-            if channels is None:
-                seen = {}
-                h2 = named[path].register_forward_hook(lambda m, i, o: seen.update(c=o.shape[1]))
-                backbone(x)
-                h2.remove()
-                channels = seen["c"]
-            drops.append(float(base - ((feats @ w.t() + b).argmax(1) == y).double().mean()))
-            c += 1
-        out[name] = torch.tensor(drops, dtype=torch.float64)
+    for name, path in layers.items():
+        channels = dict(backbone.named_modules())[path].out_channels
+        sums = [0.0] * channels
+        for j in range(channels):
+            ablated = copy.deepcopy(backbone)
+            with torch.no_grad():
+                dict(ablated.named_modules())[path].weight[j] = 0.0
+            for x, y in batches:
+                sums[j] += ce(ablated, x, y) - ce(backbone, x, y)
+        out[name] = torch.tensor(sums, dtype=torch.float64) / len(batches)
     return out
 
 
-def test_delta_accuracy_drops_match_one_forward_per_channel():
+def test_delta_attention_matches_zeroing_one_filter_at_a_time():
     from adarand.engine.config import ModelConfig
-    from adarand.handlers.delta import channel_accuracy_drops
+    from adarand.handlers.delta import channel_attention, filter_ablation_losses, last_convolutions
     from adarand.models import create_model
 
     torch.manual_seed(0)
@@ -132,46 +182,69 @@ def test_delta_accuracy_drops_match_one_forward_per_channel():
         f = backbone(x)
     w = torch.randn(3, 16, dtype=torch.float64) / f.std(0).mean()  # a probe on features of this scale
     b = -(f.mean(0) @ w.t())
-    y = (f @ w.t() + b).argmax(1)  # the probe is right on 35 of 40 images
+    y = (f @ w.t() + b).argmax(1)
     y[:5] = (y[:5] + 1) % 3
+    batches = [(x[:15], y[:15]), (x[15:30], y[15:30]), (x[30:], y[30:])]  # unequal sizes: a mean per batch
+    layers = last_convolutions(backbone, net.stages)
     with torch.no_grad():
-        fast = channel_accuracy_drops(backbone, net.stages, w, b, x, y, group=3)
-        slow = _naive_drops(backbone, net.stages, w, b, x, y)
+        fast = filter_ablation_losses(backbone, layers, w, b, batches, group=3)
+        slow = _naive_increases(backbone, layers, w, b, batches)
     assert {k: v.shape[0] for k, v in fast.items()} == {"stage1": 4, "stage2": 8, "stage3": 16}
     for k in slow:
-        assert torch.allclose(fast[k].double(), slow[k], atol=1e-6), k
-    assert any(bool((v != 0).any()) for v in fast.values())  # the check is not vacuous
+        assert torch.allclose(fast[k].double(), slow[k], atol=1e-5), k
+        assert bool((slow[k] != 0).any())  # the check is not vacuous
+    # the attention: z-scores over the layer's channels (population std), softmax(z / 5)
+    attention = channel_attention(fast)
+    for k, v in slow.items():
+        arr = v.numpy()
+        z = (arr - arr.mean()) / arr.std()
+        want = np.exp(z / 5) / np.exp(z / 5).sum()
+        np.testing.assert_allclose(attention[k].numpy(), want, rtol=1e-4)
+        assert float(attention[k].sum()) == pytest.approx(1.0)
 
 
-def test_delta_attention_weights():
-    from adarand.handlers.delta import attention_weights
+def test_delta_attention_by_hand():
+    from adarand.handlers.delta import channel_attention
 
-    weights = attention_weights({"a": torch.tensor([0.0, 0.0, 0.0]), "b": torch.tensor([0.0, 0.02, 0.01])}, 0.01)
-    assert torch.allclose(weights["a"], torch.ones(3))
-    e = torch.exp(torch.tensor([0.0, 2.0, 1.0]))
-    assert torch.allclose(weights["b"], 3 * e / e.sum())
-    assert float(weights["b"].sum()) == pytest.approx(3.0)
+    att = channel_attention({"a": torch.tensor([0.5, 0.5, 0.5]), "b": torch.tensor([1.0, 3.0])})
+    assert torch.allclose(att["a"], torch.full((3,), 1 / 3))  # all equal: uniform
+    # [1, 3]: mean 2, population std 1, z = [-1, 1]; softmax([-0.2, 0.2])
+    e = math.exp(0.4)
+    assert torch.allclose(att["b"], torch.tensor([1 / (1 + e), e / (1 + e)]))
 
 
-def test_delta_accuracy_drop_weights_are_used_cached_and_checkpointed(tmp_path):
-    over = ["method.channel_weights=accuracy_drop", "method.attention_samples=12"]
+def test_delta_attention_is_used_cached_and_checkpointed(tmp_path):
+    from adarand.handlers.priors import cache_key
+
+    over = ["method.attention_batches=2"]
     run = make(tmp_path, "delta", over)
     reg = run.regularizer
+    # a cache file under the key of the former definition (accuracy drops) is never read
+    data = run.ctx.data
+    old_key = {"stats": cache_key(reg.frozen, data.train_eval.samples, data.num_classes, data.train_eval.transform,
+                                  data.root, "off"),
+               "samples": 256, "probe_weight_decay": 1e-4, "stages": run.net.stages, "version": 1}
+    old_name = hashlib.sha256(json.dumps(old_key, sort_keys=True).encode()).hexdigest()[:32]
+    (tmp_path / "cache" / "delta").mkdir(parents=True)
+    torch.save({k: torch.zeros(c) for k, c in (("stage1", 4), ("stage2", 8), ("stage3", 16))},
+               tmp_path / "cache" / "delta" / f"{old_name}.pt")
+    reg.prepare()
     one_step(run)
-    assert reg.weights is not None and set(reg.weights) == set(run.net.stages)
-    for v in reg.weights.values():
-        assert float(v.sum()) == pytest.approx(v.numel(), rel=1e-5)
-    cached = list((tmp_path / "cache" / "delta").glob("*.pt"))
+    assert set(reg.attention) == set(run.net.stages)
+    for v in reg.attention.values():
+        assert float(v.sum()) == pytest.approx(1.0, rel=1e-5)
+        assert float(v.max() - v.min()) > 0  # measured, not the uniform zeros of the old file
+    cached = [f for f in (tmp_path / "cache" / "delta").glob("*.pt") if f.stem != old_name]
     assert len(cached) == 1
-    # a second run reads the cache: the same weights; a checkpointed state restores them
+    # a second run reads the cache: the same attention; a checkpointed state restores it
     again = build_run(load_config(tmp_path / "delta.yaml", over))
-    again.regularizer.compute_weights()
+    again.regularizer.prepare()
     restored = build_run(load_config(tmp_path / "delta.yaml", over)).regularizer
     restored.load_state_dict(reg.state_dict())
-    for k in reg.weights:
-        assert torch.equal(again.regularizer.weights[k], reg.weights[k])
-        assert torch.equal(restored.weights[k], reg.weights[k])
-    assert json.loads(json.dumps(reg.report()))["channel_weights"] == "accuracy_drop"
+    for k in reg.attention:
+        assert torch.equal(again.regularizer.attention[k], reg.attention[k])
+        assert torch.equal(restored.attention[k], reg.attention[k])
+    assert json.loads(json.dumps(reg.report()))["channel_weights"] == "attention"
 
 
 # -- BSS ------------------------------------------------------------------------------------------
@@ -188,7 +261,7 @@ def test_co_tuning_relationship(tmp_path):
     src = {"weight": torch.randn(7, run.net.feature_dim) * 0.3, "bias": torch.randn(7)}
     run.ctx.pretrained.source_head = src
     reg = CoTuning(CoTuningParams(), run.ctx)
-    reg.initialize()
+    reg.prepare()
     rel = reg.relationship
     assert rel.shape == (3, 7) and torch.allclose(rel.sum(1), torch.ones(3), atol=1e-6)
     run.net.eval()
@@ -258,7 +331,7 @@ def test_class_shift_single_entry_and_weighted_centres():
 def test_dr_tune_bank_is_a_fifo(tmp_path):
     run = make(tmp_path, "dr_tune", ["method.bank_size=8"])
     reg = run.regularizer
-    reg.fill()
+    reg.prepare()
     assert reg.bank_p.shape == (8, 16) and reg.ptr == 0 and torch.equal(reg.bank_p, reg.bank_d)
     for i in range(3):  # batches of 4 with markers
         reg.enqueue(torch.full((4, 16), float(i)), torch.full((4, 16), -float(i)), torch.full((4,), i))
@@ -267,6 +340,26 @@ def test_dr_tune_bank_is_a_fifo(tmp_path):
     losses = one_step(run)  # the loss runs over B + K_bank rows and enqueues the batch
     assert reg.ptr == 0 and "ce" in losses
     assert not reg.frozen.training
+
+
+def test_dr_tune_calibrated_rows_all_have_the_batch_norm(tmp_path):
+    """Shifted rows of unequal norms come out L2-renormalised, every one at the batch's mean feature norm."""
+    from adarand.handlers.dr_tune import rescale_rows
+
+    run = make(tmp_path, "dr_tune", ["method.bank_size=8"])
+    reg = run.regularizer
+    g = torch.Generator().manual_seed(0)
+    reg.bank_p = torch.randn(8, 16, generator=g)
+    reg.bank_d = torch.randn(8, 16, generator=g) * 3
+    reg.bank_y = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    # the class shift alone leaves rows of unequal norms (the check is not vacuous)
+    p, d = torch.nn.functional.normalize(reg.bank_p, dim=1), torch.nn.functional.normalize(reg.bank_d, dim=1)
+    shifted = class_shift(p, d, reg.bank_y, run.net.head.weight.detach())
+    assert float(shifted.norm(dim=1).max() - shifted.norm(dim=1).min()) > 0.05
+    bank = reg.calibrated_bank(torch.tensor(2.5))
+    assert torch.allclose(bank.norm(dim=1), torch.full((8,), 2.5), atol=1e-5)
+    x = torch.tensor([[3.0, 4.0], [0.0, 0.5]])
+    assert torch.allclose(rescale_rows(x, torch.tensor(10.0)), torch.tensor([[6.0, 8.0], [0.0, 10.0]]))
 
 
 def test_dr_tune_bank_must_be_a_multiple_of_the_batch(tmp_path):
@@ -319,12 +412,43 @@ def test_lp_probe_matches_sklearn_logistic_regression():
 
 def test_lp_ft_starts_from_the_probe(tmp_path):
     run = make(tmp_path, "lp_ft")
-    run.regularizer.probe()
-    assert run.regularizer.probed and float(run.net.head.weight.abs().sum()) > 0
+    run.regularizer.prepare()
+    assert float(run.net.head.weight.abs().sum()) > 0
 
 
 # -- reports --------------------------------------------------------------------------------------
-def test_results_report_frozen_model_and_bank_memory(tmp_path):
+HELD = {  # what each method holds beside the model, as results.json reports it
+    "l2sp": ["start_weights_mib"],
+    "delta": ["frozen_model_mib", "attention_mib"],
+    "dr_tune": ["frozen_model_mib", "bank_mib"],
+    "co_tuning": ["relationship_mib", "source_head_mib"],
+    "randreg_global": ["prior_state_mib"],
+    "randreg_cp": ["prior_state_mib"],
+    "adarand": ["prior_state_mib"],
+}
+
+
+@pytest.mark.parametrize("method", sorted(HELD))
+def test_results_report_what_the_method_held(tmp_path, method):
+    """report() is read before close() releases what it reports on: every size is non-zero."""
+    from adarand.engine.config import ModelConfig
+    from adarand.engine.training import run_training
+    from adarand.models import create_model
+
+    overrides = {"dr_tune": ["method.bank_size=8"], "delta": ["method.attention_batches=1"]}.get(method, [])
+    if method == "co_tuning":
+        source, _ = create_model(ModelConfig(arch="small_cnn", width=4), num_classes=7)
+        torch.save(source.state_dict(), tmp_path / "source.pt")
+        overrides = [f"model.pretrained={tmp_path / 'source.pt'}"]
+    cfg = load_config(write_tiny_config(tmp_path, method), ["train.epochs=1", *overrides])
+    results = run_training(0, cfg, tmp_path / "run", None)
+    report = json.loads((tmp_path / "run" / "results.json").read_text())["method_report"]
+    assert report == json.loads(json.dumps(results["method_report"]))
+    for key in HELD[method]:
+        assert report[key] > 0, (key, report)
+
+
+def test_results_report_through_the_command_line(tmp_path):
     out = tmp_path / "run"
     r = run_cli(write_tiny_config(tmp_path, "dr_tune", extra=""), "method.bank_size=8", "train.epochs=1",
                 "--output", out)

@@ -7,7 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adarand.handlers.diagnostics import entropy_and_mutual_info, feature_entropy, feature_norm_sq, head_grad_norm_sq
+from adarand.handlers.diagnostics import (
+    batch_mean_grad_norm_sq,
+    entropy_and_mutual_info,
+    feature_entropy,
+    feature_norm_sq,
+    head_grad_norm_sq,
+)
 
 
 def test_feature_norm():
@@ -15,16 +21,26 @@ def test_feature_norm():
     assert float(feature_norm_sq(f)) == pytest.approx((25 + 1) / 2)
 
 
-def test_grad_norm_closed_form_matches_autograd():
+def test_grad_norm_is_eq5_per_sample_autograd_averaged():
+    """Eq. 5: the squared norm of the head's gradient of each sample's CE alone, by autograd one
+    sample at a time, averaged over the batch; and the batch-mean gradient's norm under its own name."""
     torch.manual_seed(0)
     b, d, k = 7, 5, 4
-    g = torch.randn(b, d)
+    g = torch.randn(b, d) * 2
     y = torch.randint(0, k, (b,))
     head = torch.nn.Linear(d, k)
-    logits = head(g)
-    F.cross_entropy(logits, y).backward()
-    expected = head.weight.grad.pow(2).sum()
-    assert float(head_grad_norm_sq(logits, g, y)) == pytest.approx(float(expected), rel=1e-5)
+    per_sample = []
+    for i in range(b):
+        head.zero_grad()
+        F.cross_entropy(head(g[i:i + 1]), y[i:i + 1]).backward()
+        per_sample.append(float(head.weight.grad.pow(2).sum()))
+    logits = head(g).detach()
+    assert float(head_grad_norm_sq(logits, g, y)) == pytest.approx(sum(per_sample) / b, rel=1e-5)
+    head.zero_grad()
+    F.cross_entropy(head(g), y).backward()
+    batch_mean = float(head.weight.grad.pow(2).sum())
+    assert float(batch_mean_grad_norm_sq(logits, g, y)) == pytest.approx(batch_mean, rel=1e-5)
+    assert batch_mean < sum(per_sample) / b  # a different quantity
 
 
 def test_entropy_three_points_by_hand():
@@ -36,6 +52,16 @@ def test_entropy_three_points_by_hand():
 def test_entropy_skips_zero_distance_pairs():
     g = torch.tensor([[0.0], [0.0], [2.0]])  # the duplicate pair is left out; four pairs at d^2 = 4
     assert feature_entropy(g) == pytest.approx(math.log(4))
+
+
+def test_entropy_with_duplicate_rows_divides_by_the_pairs_kept():
+    # d = 2; rows a, a, a, b with ||a - b||^2 = 25: the 6 ordered pairs among the three copies of a
+    # are at zero distance and skipped; the 6 pairs (a, b) and (b, a) are kept, so
+    # H = d / 6 * 6 log 25 = 2 log 25 (dividing by all N(N-1) = 12 pairs would give log 25)
+    a, b = [1.0, 2.0], [4.0, 6.0]
+    g = torch.tensor([a, a, a, b])
+    assert feature_entropy(g) == pytest.approx(2 * math.log(25))
+    assert feature_entropy(g, chunk=1) == pytest.approx(2 * math.log(25))  # the same across blocks
 
 
 def test_mutual_information_by_hand():
@@ -102,39 +128,26 @@ def test_training_log_means_by_hand():
     assert diag.last_epoch["ada"] == pytest.approx(5.0 / 3)  # summed over the epoch's 3 iterations
 
 
-def test_source_sums_are_logged_as_interval_and_epoch_means():
-    """Sums a regularizer keeps itself (take_log_sums) give the same means as per-iteration values,
-    for intervals that cross an epoch's end and for the epoch."""
+def test_step_logs_are_logged_as_interval_and_epoch_means():
+    """A regularizer's per-step scalars (``step.logs``, e.g. AdaRand's prior losses) give interval
+    and epoch means, for intervals that cross an epoch's end and for the epoch."""
     from types import SimpleNamespace
 
     from adarand.engine.trainer import StepState
     from adarand.handlers.diagnostics import TrainingDiagnostics
 
-    class Source:
-        def __init__(self):
-            self.total, self.taken = 0.0, []
-
-        def add(self, v):
-            self.total += v
-
-        def take_log_sums(self):
-            out, self.total = {"loss_src": torch.tensor(self.total)}, 0.0
-            self.taken.append(float(out["loss_src"]))
-            return out
-
-    src = Source()
     written = []
     writer = SimpleNamespace(add_scalar=lambda tag, v, step: written.append((tag, step, v)))
     diag = TrainingDiagnostics(writer, num_classes=2, log_every=2, max_samples=10, chunk=4, epoch_length=3,
-                               enabled=False, sources=(src,))
+                               enabled=False)
     engine = SimpleNamespace(state=SimpleNamespace(output=None, metrics={}, iteration=0, epoch=1))
     values = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]  # two epochs of three iterations
     for i, v in enumerate(values, start=1):
         engine.state.iteration, engine.state.epoch = i, (i - 1) // 3 + 1
         engine.state.output = StepState(x=None, y=torch.tensor([0, 1]), logits=None, features=torch.zeros(2, 3),
-                                        losses={"ce": torch.tensor(v)}, loss=torch.tensor(v))
+                                        losses={"ce": torch.tensor(v)}, logs={"loss_src": torch.tensor(v)},
+                                        loss=torch.tensor(v))
         diag.accumulate(engine)
-        src.add(v)  # the same value, through the source
         if i % 2 == 0:
             diag.write_interval(engine)
         if i % 3 == 0:
@@ -148,4 +161,3 @@ def test_source_sums_are_logged_as_interval_and_epoch_means():
         assert by_tag[f"train_iter/{name}"] == [pytest.approx(w) for w in want_iter]
         assert by_tag[f"train_epoch/{name}"] == [pytest.approx(w) for w in want_epoch]
     assert engine.state.metrics["loss_src"] == pytest.approx(24.0)
-    assert sum(src.taken) == pytest.approx(sum(values))  # every iteration's value taken exactly once

@@ -19,11 +19,8 @@ def _train(local_rank, cfg_file, out_dir):
     run = build_run(cfg)
     reg = run.regularizer
     reg.attach(run.trainer)
-    history = {"mu0": None, "mu": [], "mu_bar": []}
-
-    @run.trainer.on(Events.STARTED)
-    def after_init(_):  # attached after the regularizer's own STARTED handler
-        history["mu0"] = reg.mu.detach().clone()
+    reg.prepare()
+    history = {"mu0": reg.mu.detach().clone(), "mu": [], "mu_bar": []}
 
     @run.trainer.on(Events.ITERATION_COMPLETED)
     def record(_):
@@ -199,9 +196,9 @@ def test_a_finished_run_frees_its_ddp_model_before_the_process_group_goes(tmp_pa
 
 
 def _delta_weights(local_rank, cfg_file, out_dir):
-    run = build_run(load_config(cfg_file, ["method.attention_samples=12", f"cache_dir={out_dir / 'cache2'}"]))
-    run.regularizer.compute_weights()
-    torch.save(run.regularizer.weights, out_dir / f"delta{idist.get_rank()}.pt")
+    run = build_run(load_config(cfg_file, ["method.attention_batches=2", f"cache_dir={out_dir / 'cache2'}"]))
+    run.regularizer.prepare()
+    torch.save(run.regularizer.attention, out_dir / f"delta{idist.get_rank()}.pt")
     run = None
     gc.collect()
 
@@ -211,9 +208,9 @@ def test_delta_channel_weights_are_the_same_on_every_rank_and_as_one_process(tmp
     with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
         parallel.run(_delta_weights, cfg_file, tmp_path)
     a, b = torch.load(tmp_path / "delta0.pt", weights_only=True), torch.load(tmp_path / "delta1.pt", weights_only=True)
-    single = build_run(load_config(cfg_file, ["method.attention_samples=12", f"cache_dir={tmp_path / 'one'}"]))
-    single.regularizer.compute_weights()
+    single = build_run(load_config(cfg_file, ["method.attention_batches=2", f"cache_dir={tmp_path / 'one'}"]))
+    single.regularizer.prepare()
     assert set(a) == set(single.net.stages)
     for k in a:
         assert torch.equal(a[k], b[k])
-        assert torch.allclose(a[k], single.regularizer.weights[k], atol=1e-6)
+        assert torch.allclose(a[k], single.regularizer.attention[k], atol=1e-6)

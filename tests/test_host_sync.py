@@ -33,9 +33,12 @@ SYNCING = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
 # operator whose C++ code reads a value back -> the methods allowed to run it in the step (None: any)
 ALLOWED_READS = {
     # the CPU kernels read their step counters from CPU tensors; the CUDA kernels read them on the GPU
-    # (AdaRand's prior optimizer; the network's fused Adam/AdamW in fp16 runs)
+    # (the network's fused Adam/AdamW in fp16 runs)
     "aten::_fused_adam_": None,
     "aten::_fused_adamw_": None,
+    # torch.optim.Adam (AdaRand's prior optimizer, capturable=False) keeps its step counter in a CPU
+    # tensor on every device and reads it for the bias corrections: a host read, never a device sync
+    "Optimizer.step#Adam.step": None,
     # bounds checks on the CPU only (ATen's one_hot skips them on CUDA and relies on a device assert)
     "aten::one_hot": None,
     # torch.linalg's SVD checks LAPACK's / cuSOLVER's status on the host: a sync on a GPU, which

@@ -33,7 +33,7 @@ train: {{progress: false, epochs: 1}}
         data = create_datasets(cfg.data, cfg.cache_dir)
         net, info = create_model(cfg.model, data.num_classes)
         return RunContext(cfg=cfg, model=net, net=net, device=torch.device("cpu"), data=data, epoch_length=1,
-                          pretrained=info)
+                          pretrained=info, generator=torch.Generator())
     return make
 
 

@@ -1,0 +1,46 @@
+"""Model selection: the best validation accuracy, ties broken by the lower validation loss."""
+
+import torch
+from ignite.engine import Events
+
+from adarand.engine.config import load_config
+from adarand.engine.state import RunRecord
+from adarand.engine.training import attach_handlers, build_run
+
+from conftest import write_tiny_config
+
+# (epoch, accuracy, loss): epochs 2-4 tie at 100 %; epoch 3 has the lowest loss among them
+HISTORY = [(1, 0.8, 0.9), (2, 1.0, 0.5), (3, 1.0, 0.3), (4, 1.0, 0.4), (5, 0.9, 0.1)]
+
+
+def test_ties_in_accuracy_go_to_the_lower_loss():
+    record = RunRecord()
+    news = [record.observe(*h) for h in HISTORY]
+    assert news == [True, True, True, False, False]
+    assert (record.best_epoch, record.best_val_accuracy, record.best_val_loss) == (3, 1.0, 0.3)
+    assert record.improvements == 3
+    # a tie in both keeps the earlier epoch
+    assert not record.observe(6, 1.0, 0.3) and record.best_epoch == 3
+    restored = RunRecord()
+    restored.load_state_dict(record.state_dict())
+    assert restored.state_dict() == record.state_dict()
+
+
+def test_the_best_checkpoint_follows_the_record(tmp_path):
+    """The run's best-model Checkpoint saves exactly the epochs the record selects."""
+    run = build_run(load_config(write_tiny_config(tmp_path, "finetune")))
+    record = RunRecord()
+    handlers = attach_handlers(run, tmp_path / "run", record)
+    saved = []
+    for epoch, accuracy, loss in HISTORY:
+        run.trainer.state.epoch = epoch
+        with torch.no_grad():
+            run.net.head.bias.fill_(float(epoch))  # tells the saved models apart
+        run.val_evaluator.state.metrics = {"accuracy": accuracy, "loss": loss}
+        run.val_evaluator.fire_event(Events.COMPLETED)
+        saved.append(handlers["best"].last_checkpoint)
+    assert record.best_epoch == 3
+    best = tmp_path / "run" / "checkpoints" / "best_model_3.pt"
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("best_*.pt")] == [best.name]
+    state = torch.load(best, weights_only=True)
+    assert float(state["head.bias"][0]) == 3.0
