@@ -17,9 +17,11 @@ import ignite.distributed as idist
 import torch
 from torch.multiprocessing import ProcessExitedException
 
-from adarand.engine.config import load_config, save_config
-from adarand.engine.errors import UserError
-from adarand.engine.training import CHECKPOINTS, find_last_checkpoint, run_training
+from adarand.core.config import save_config
+from adarand.core.errors import UserError
+from adarand.engine.attach import CHECKPOINTS
+from adarand.engine.config import load_config
+from adarand.engine.training import find_last_checkpoint, run_training
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

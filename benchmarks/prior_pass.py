@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from adarand.engine.config import ModelConfig
+from adarand.core.cache import load_or_compute_tensors
+from adarand.core.config import ModelConfig
 from adarand.engine.evaluator import create_evaluator
-from adarand.handlers.priors import accumulate_statistics, load_or_compute
+from adarand.handlers.class_statistics import accumulate_statistics
 from adarand.models import create_model
 
 CASES = {
@@ -44,7 +45,8 @@ def main() -> None:
         net = net.to(device).eval()
         evaluator = create_evaluator(net, device)
         cache = Path(tempfile.mkdtemp()) / "stats.pt"
-        load_or_compute(cache, lambda: accumulate_statistics(net.backbone, loader, k, device), device)
+        load_or_compute_tensors(cache, lambda: accumulate_statistics(net.backbone, loader, k, device).state_dict(), device,
+                                "prior statistics")
 
         def sync():
             if device.type == "cuda":
@@ -59,7 +61,7 @@ def main() -> None:
 
         runs = [("eval", lambda: evaluator.run(loader)),
                 ("prior", lambda: accumulate_statistics(net.backbone, loader, k, device)),
-                ("cached", lambda: load_or_compute(cache, None, device))]
+                ("cached", lambda: load_or_compute_tensors(cache, None, device, "prior statistics"))]
         for _, fn in runs:
             timed(fn)
         times = {key: [] for key, _ in runs}

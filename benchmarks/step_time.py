@@ -24,12 +24,13 @@ from types import SimpleNamespace
 import torch
 from ignite.engine import Engine
 
-from adarand.engine.config import ModelConfig
-from adarand.engine.context import RunContext
-from adarand.engine.trainer import StepState, create_trainer
+from adarand.core.config import ModelConfig
+from adarand.core.step import StepState
+from adarand.engine.trainer import create_trainer
 from adarand.handlers.adarand import AdaRand, AdaRandParams
-from adarand.handlers.diagnostics import TrainingDiagnostics
-from adarand.handlers.priors import ClassStatistics
+from adarand.handlers.class_statistics import ClassStatistics
+from adarand.handlers.context import RunContext
+from adarand.handlers.training_log import TrainingDiagnostics
 from adarand.models import create_model
 
 CASES = {

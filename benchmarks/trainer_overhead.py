@@ -25,10 +25,10 @@ from ignite.handlers import TerminateOnNan
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.tensorboard import SummaryWriter
 
-from adarand.engine.config import ModelConfig, OptimConfig
+from adarand.core.config import ModelConfig, OptimConfig
 from adarand.engine.optim import create_lr_scheduler, create_optimizer
 from adarand.engine.trainer import create_trainer
-from adarand.handlers.diagnostics import TrainingDiagnostics
+from adarand.handlers.training_log import TrainingDiagnostics
 from adarand.models import create_model
 
 CASES = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine.config import DataConfig
+from ..core.config import DataConfig
 from .cub import load_cub
 from .folder import load_image_folder
 from .image_list import ImageList

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..engine.errors import UserError
+from ..core.errors import UserError
 
 FILES = ["images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt", "images/"]
 SOURCE = "CUB_200_2011.tgz from https://www.vision.caltech.edu/datasets/cub_200_2011/"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..engine.errors import UserError
+from ..core.errors import UserError
 from .folder import LAYOUT_HINT, is_image_folder, load_image_folder
 
 TV_FILES = ["devkit/cars_meta.mat", "devkit/cars_train_annos.mat", "cars_test_annos_withlabels.mat",

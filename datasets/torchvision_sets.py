@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torchvision.datasets as tvd
 
-from ..engine.errors import UserError
+from ..core.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torchvision import transforms as T
 
-from ..engine.config import DataConfig
+from ..core.config import DataConfig
 
 
 def train_transform(cfg: DataConfig) -> T.Compose:

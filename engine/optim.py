@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from ignite.handlers import LRScheduler
 
-from ..engine.config import OptimConfig
+from ..core.config import OptimConfig
 from ..models import Classifier
 
 

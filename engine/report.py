@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from ..core.schema import to_plain
 from ..handlers.registry import get_regularizer_class
-from .schema import to_plain
 
 
 @dataclasses.dataclass

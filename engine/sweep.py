@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import config_name
+from ..core.config import config_name
 
 CHECKPOINTS = "checkpoints"
 

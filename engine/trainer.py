@@ -4,48 +4,12 @@ from __future__ import annotations
 
 import functools
 import operator
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from ignite.engine import Engine, EventEnum
+from ignite.engine import Engine
 
-
-class TrainEvents(EventEnum):
-    """Fired inside the train step."""
-
-    COMPUTE_LOSS = "compute_loss"  # after the forward pass and the CE; handlers add loss terms
-
-
-@dataclass
-class StepState:
-    """What one train step knows; ``trainer.state.step`` during the step, ``state.output`` after.
-
-    ``losses`` holds the terms of the network's loss (each already weighted); their sum is
-    minimised. ``logs`` holds other per-iteration scalars to log (detached tensors).
-    """
-
-    x: torch.Tensor
-    y: torch.Tensor
-    logits: torch.Tensor
-    features: torch.Tensor
-    losses: dict[str, torch.Tensor] = field(default_factory=dict)
-    logs: dict[str, torch.Tensor] = field(default_factory=dict)
-    loss: torch.Tensor | None = None
-
-
-AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast(device: torch.device, amp: str):
-    """The forward pass's autocast context for ``amp`` (off | bf16 | fp16)."""
-    dtype = AMP_DTYPES[amp]
-    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-
-
-def prepare_input(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+from ..core.step import StepState, TrainEvents, autocast, prepare_input
 
 
 def create_trainer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,

@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Engine, Events
 
-from ..engine.trainer import TrainEvents
+from ..core.step import TrainEvents
+from .class_statistics import class_priors, class_sums
 from .frozen import tensors_mib
-from .priors import class_priors
 from .registry import Regularizer, register
 
 # ---------------------------------------------------------------------------------------------
@@ -73,14 +73,13 @@ def ema_class_means(mu_bar: torch.Tensor, features: torch.Tensor, labels: torch.
                     reduce=None) -> torch.Tensor:
     """mu_bar_k <- alpha mu_bar_k + (1 - alpha) mean_{i: y_i = k} g_i, for the classes k in the batch.
 
-    With the class sums S_k and counts n_k this is mu_bar_k + (1 - alpha)(S_k - n_k mu_bar_k) / max(n_k, 1),
-    which leaves a class absent from the batch (S_k = 0, n_k = 0) as it was. S is one (K x B) @ (B x d)
-    product with the one-hot labels (deterministic on a GPU, unlike an atomic index_add).
-    ``reduce`` (an all-reduce in a multi-process run) is applied once, to S and n side by side.
-    ``mu_bar``: (K, d); ``features``: (B, d), detached by the caller; returns the new (K, d)."""
-    onehot = F.one_hot(labels, mu_bar.shape[0]).t().to(mu_bar.dtype)  # (K, B)
-    sums = onehot @ features.to(mu_bar.dtype)
-    counts = onehot.sum(1, keepdim=True)
+    With the class sums S_k and counts n_k (:func:`class_sums`) this is
+    mu_bar_k + (1 - alpha)(S_k - n_k mu_bar_k) / max(n_k, 1), which leaves a class absent from the
+    batch (S_k = 0, n_k = 0) as it was. ``reduce`` (an all-reduce in a multi-process run) is
+    applied once, to S and n side by side. ``mu_bar``: (K, d); ``features``: (B, d), detached by
+    the caller; returns the new (K, d)."""
+    sums, counts = class_sums(features.to(mu_bar.dtype), labels, mu_bar.shape[0])
+    counts = counts.unsqueeze(1)
     if reduce is not None:
         sums, counts = reduce(torch.cat([sums, counts], 1)).split([sums.shape[1], 1], dim=1)
     return mu_bar + (1.0 - alpha) * (sums - counts * mu_bar) / counts.clamp(min=1.0)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from ignite.engine import Engine
 
-from ..engine.trainer import TrainEvents
+from ..core.step import TrainEvents
 from .registry import Regularizer, register
 
 

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from ignite.engine import Engine
 from torch import nn
 
-from ..engine.errors import UserError
-from ..engine.trainer import TrainEvents
+from ..core.errors import UserError
+from ..core.step import TrainEvents
 from .frozen import tensors_mib
 from .registry import Regularizer, register
 

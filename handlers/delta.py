@@ -33,12 +33,13 @@ from ignite.engine import Engine
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..engine.errors import UserError
-from ..engine.trainer import TrainEvents
+from ..core.cache import load_or_compute_tensors
+from ..core.errors import UserError
+from ..core.step import TrainEvents
+from .features import extract_features
 from .frozen import FeatureMaps, frozen_copy, module_mib, tensors_mib
 from .l2sp import sum_sq
-from .lp_ft import extract_features, fit_linear_probe
-from .priors import cache_key, load_or_compute_tensors, prior_loader
+from .lp_ft import fit_linear_probe
 from .registry import Regularizer, register
 
 
@@ -170,9 +171,7 @@ class Delta(Regularizer):
         if self.params.channel_weights != "attention":
             return
         p, ctx = self.params, self.ctx
-        data = ctx.data
-        key = {"stats": cache_key(self.frozen, data.train_eval.samples, data.num_classes, data.train_eval.transform,
-                                  data.root, ctx.cfg.train.amp),
+        key = {"stats": ctx.features_key(self.frozen),
                "measure": "filter_ablation_ce", "batches": p.attention_batches, "batch_size": ctx.cfg.data.batch_size,
                "probe_weight_decay": p.probe_weight_decay, "layers": self.layers, "version": 2}
         name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
@@ -183,8 +182,7 @@ class Delta(Regularizer):
     def _measure(self) -> dict[str, torch.Tensor]:
         ctx, p = self.ctx, self.params
         cfg = ctx.cfg.data
-        loader = prior_loader(ctx.data.train_eval, cfg.eval_batch_size or cfg.batch_size, cfg.num_workers)
-        feats, labels = extract_features(self.frozen, loader, ctx.device)
+        feats, labels = extract_features(self.frozen, ctx.feature_loader(), ctx.device, ctx.cfg.train.amp)
         w, b = fit_linear_probe(feats, labels, ctx.data.num_classes, p.probe_weight_decay)
         # training images with the eval transform, in a fixed order (seed 0): the same for every run seed
         batches = DataLoader(ctx.data.train_eval, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
@@ -194,7 +192,7 @@ class Delta(Regularizer):
             if i >= p.attention_batches:
                 break
             chosen.append((x.to(ctx.device), y.to(ctx.device)))
-        group = max(1, (cfg.eval_batch_size or cfg.batch_size) // cfg.batch_size)
+        group = max(1, cfg.eval_batch // cfg.batch_size)
         increases = filter_ablation_losses(self.frozen, self.layers, w, b, chosen, group)
         self.frozen_maps.outputs.clear()
         if idist.get_world_size() > 1:  # rank 0's, so that every process uses the same attention

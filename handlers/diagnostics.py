@@ -12,17 +12,17 @@
 * mutual information I(g; y) = H(g) - sum_k (N_k / N) H_k over classes with N_k >= 2
   (weights renormalised over those classes).
 
+Pure functions of a batch or of an epoch's features; ``training_log.py`` writes them to TensorBoard.
+
 Pairwise distances are computed block by block (``chunk`` x ``chunk``), so memory stays bounded
 whatever N is; the per-class sums come out of the same pass (pairs with equal labels).
 """
 
 from __future__ import annotations
 
-import math
-
-import ignite.distributed as idist
 import torch
-from ignite.engine import Engine, Events
+
+from .class_statistics import class_sums
 
 
 def feature_norm_sq(features: torch.Tensor) -> torch.Tensor:
@@ -83,11 +83,13 @@ def pairwise_log_sums(features: torch.Tensor, labels: torch.Tensor | None = None
                 row_lab, col_lab = labels[i0:i0 + chunk], labels[j0:j0 + chunk]
                 same = row_lab[:, None] == col_lab[None, :]
                 same_logs, same_valid = logs * same, (valid & same).double()
-                cls_sum.index_add_(0, row_lab, same_logs.sum(1))
-                cls_cnt.index_add_(0, row_lab, same_valid.sum(1))
+                row_sums, _ = class_sums(torch.stack([same_logs.sum(1), same_valid.sum(1)], 1), row_lab, num_classes)
+                cls_sum += row_sums[:, 0]
+                cls_cnt += row_sums[:, 1]
                 if j0 != i0:
-                    cls_sum.index_add_(0, col_lab, same_logs.sum(0))
-                    cls_cnt.index_add_(0, col_lab, same_valid.sum(0))
+                    col_sums, _ = class_sums(torch.stack([same_logs.sum(0), same_valid.sum(0)], 1), col_lab, num_classes)
+                    cls_sum += col_sums[:, 0]
+                    cls_cnt += col_sums[:, 1]
     return total_sum, total_cnt, cls_sum, cls_cnt
 
 
@@ -103,107 +105,10 @@ def entropy_and_mutual_info(features: torch.Tensor, labels: torch.Tensor, num_cl
     if c == 0:
         return float("nan"), float("nan")
     h = d * float(s / c)
-    n_k = torch.bincount(labels, minlength=num_classes).double()
+    _, n_k = class_sums(torch.zeros(len(labels), 1, dtype=torch.float64, device=labels.device), labels, num_classes)
     keep = (n_k >= 2) & (cc > 0)
     if not bool(keep.any()):
         return h, float("nan")
     w = n_k[keep] / n_k[keep].sum()
     h_cond = float((w * d * cs[keep] / cc[keep]).sum())
     return h, h - h_cond
-
-
-class TrainingDiagnostics:
-    """Accumulates per-iteration scalars on the device (no host sync), writes their means every
-    ``log_every`` iterations and every epoch, and the epoch's entropy and mutual information.
-
-    Scalars: every loss term (``loss_<name>``), the total loss, feature norm, head gradient norm,
-    and whatever a regularizer put into ``step.logs``.
-    """
-
-    def __init__(self, writer, num_classes: int, log_every: int, max_samples: int, chunk: int,
-                 epoch_length: int, enabled: bool = True):
-        self.writer = writer  # a SummaryWriter on rank 0, None elsewhere
-        self.num_classes = num_classes
-        self.log_every = log_every
-        self.max_samples = max_samples
-        self.chunk = chunk
-        self.enabled = enabled
-        self.per_batch = max(1, math.ceil(max_samples / max(1, epoch_length)))
-        self._interval: dict[str, torch.Tensor] = {}
-        self._epoch: dict[str, torch.Tensor] = {}
-        self._n_interval = 0
-        self._n_epoch = 0
-        self._feats: list[torch.Tensor] = []
-        self._labels: list[torch.Tensor] = []
-        self.last_epoch: dict[str, float] = {}
-
-    def attach(self, trainer: Engine) -> None:
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, self.accumulate)
-        trainer.add_event_handler(Events.ITERATION_COMPLETED(every=self.log_every), self.write_interval)
-        trainer.add_event_handler(Events.EPOCH_COMPLETED, self.write_epoch)
-
-    def scalars(self, step) -> dict[str, torch.Tensor]:
-        out = {f"loss_{k}": v.detach().float() for k, v in step.losses.items()}
-        out["loss"] = step.loss.float()
-        out.update({k: v.detach().float() for k, v in step.logs.items()})
-        if self.enabled:
-            out["feature_norm"] = feature_norm_sq(step.features)
-            out["grad_norm"] = head_grad_norm_sq(step.logits, step.features, step.y)
-            out["grad_norm_batch_mean"] = batch_mean_grad_norm_sq(step.logits, step.features, step.y)
-        return out
-
-    @staticmethod
-    def _add(store: dict, names: tuple, vector: torch.Tensor) -> None:
-        """Add one iteration's scalars (stacked in one vector: one add, not one per scalar)."""
-        if store.get("names") == names:
-            store["sum"].add_(vector)
-        elif not store:
-            store.update(names=names, sum=vector.clone())
-        else:  # a scalar appeared or vanished: merge by name
-            merged = dict(zip(store["names"], store["sum"].unbind(), strict=True))
-            for k, v in zip(names, vector.unbind(), strict=True):
-                merged[k] = merged[k] + v if k in merged else v
-            store.update(names=tuple(merged), sum=torch.stack(list(merged.values())))
-
-    def accumulate(self, engine: Engine) -> None:
-        step = engine.state.output
-        values = self.scalars(step)
-        names, vector = tuple(values), torch.stack(list(values.values()))
-        self._add(self._interval, names, vector)
-        self._add(self._epoch, names, vector)
-        self._n_interval += 1
-        self._n_epoch += 1
-        if self.enabled and sum(f.shape[0] for f in self._feats) < self.max_samples:
-            self._feats.append(step.features.detach()[: self.per_batch].float())
-            self._labels.append(step.y[: self.per_batch])
-
-    @staticmethod
-    def _means(store: dict, n: int) -> dict[str, float]:
-        if not store:
-            return {}
-        values = (store["sum"] / max(n, 1)).cpu().tolist()  # the one host sync
-        return dict(zip(store["names"], values, strict=True))
-
-    def write_interval(self, engine: Engine) -> None:
-        means = self._means(self._interval, self._n_interval)
-        self._interval, self._n_interval = {}, 0
-        engine.state.metrics.update({k: v for k, v in means.items() if k.startswith("loss")})
-        if self.writer is not None:
-            for k, v in means.items():
-                self.writer.add_scalar(f"train_iter/{k}", v, engine.state.iteration)
-
-    def write_epoch(self, engine: Engine) -> None:
-        means = self._means(self._epoch, self._n_epoch)
-        self._epoch, self._n_epoch = {}, 0
-        if self.enabled and self._feats:
-            feats, labels = torch.cat(self._feats), torch.cat(self._labels)
-            if idist.get_world_size() > 1:
-                feats, labels = idist.all_gather(feats), idist.all_gather(labels)
-            feats, labels = feats[: self.max_samples], labels[: self.max_samples]
-            h, mi = entropy_and_mutual_info(feats, labels, self.num_classes, self.chunk)
-            means["feature_entropy"], means["mutual_info"] = h, mi
-        self._feats, self._labels = [], []
-        self.last_epoch = means
-        if self.writer is not None:
-            for k, v in means.items():
-                self.writer.add_scalar(f"train_epoch/{k}", v, engine.state.epoch)

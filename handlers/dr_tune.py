@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Engine
 
-from ..engine.errors import UserError
-from ..engine.trainer import TrainEvents
+from ..core.errors import UserError
+from ..core.step import TrainEvents
+from .class_statistics import class_sums
 from .frozen import frozen_copy, module_mib, tensors_mib
 from .registry import Regularizer, register
 
@@ -44,8 +45,9 @@ def class_shift(rotated: torch.Tensor, downstream: torch.Tensor, labels: torch.T
     left alone, a class with one entry moves onto its downstream entry."""
     k = head_weight.shape[0]
     masks = F.one_hot(labels, k).t().bool()  # (K, N)
-    counts = masks.sum(1, keepdim=True)
-    centre_p = (masks.to(rotated.dtype) @ rotated) / counts.clamp(min=1)
+    sums, counts = class_sums(rotated, labels, k)
+    counts = counts.unsqueeze(1)
+    centre_p = sums / counts.clamp(min=1)
     w = F.normalize(head_weight, dim=1)
     cos = (F.normalize(downstream, dim=1) * w[labels]).sum(1)  # (N,) cosine of each entry to its class weight
     logits = torch.where(masks, cos.unsqueeze(0), torch.full_like(masks, float("-inf"), dtype=cos.dtype))

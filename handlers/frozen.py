@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from ..engine.errors import UserError
+from ..core.errors import UserError
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:

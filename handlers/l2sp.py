@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from ignite.engine import Engine
 
-from ..engine.trainer import TrainEvents
+from ..core.step import TrainEvents
 from .frozen import tensors_mib
 from .registry import Regularizer, register
 

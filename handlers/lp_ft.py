@@ -9,29 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import ignite.distributed as idist
 import torch
 import torch.nn.functional as F
 
-from .priors import prior_loader
+from .features import extract_features
 from .registry import Regularizer, register
-
-
-@torch.no_grad()
-def extract_features(extractor, loader, device) -> tuple[torch.Tensor, torch.Tensor]:
-    was_training = extractor.training
-    extractor.eval()
-    feats, labels = [], []
-    try:
-        for x, y in loader:
-            feats.append(extractor(x.to(device)).float())
-            labels.append(y.to(device))
-    finally:
-        extractor.train(was_training)
-    feats, labels = torch.cat(feats), torch.cat(labels)
-    if idist.get_world_size() > 1:
-        feats, labels = idist.all_gather(feats), idist.all_gather(labels)
-    return feats, labels
 
 
 def fit_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float,
@@ -65,9 +47,8 @@ class LPFT(Regularizer):
 
     def prepare(self) -> None:
         """The probe: the new head's starting point (the head itself is in the model's checkpoint)."""
-        cfg = self.ctx.cfg.data
-        loader = prior_loader(self.ctx.data.train_eval, cfg.eval_batch_size or cfg.batch_size, cfg.num_workers)
-        feats, labels = extract_features(self.ctx.net.backbone, loader, self.ctx.device)
+        feats, labels = extract_features(self.ctx.net.backbone, self.ctx.feature_loader(), self.ctx.device,
+                                         self.ctx.cfg.train.amp)
         w, b = fit_linear_probe(feats, labels, self.ctx.data.num_classes, self.params.probe_weight_decay,
                                 self.params.probe_max_iter)
         head = self.ctx.net.head

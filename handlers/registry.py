@@ -30,11 +30,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
+from ..core.config import MethodConfig
+from ..core.errors import ConfigError
+from ..core.schema import build
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from ignite.engine import Engine
 
-    from ..engine.context import RunContext
+    from .context import RunContext
 
 _REGISTRY: dict[str, MethodEntry] = {}
 
@@ -110,3 +116,19 @@ def get_regularizer_class(name: str) -> type[Regularizer]:
 
 def known_regularizers() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def build_params(method: MethodConfig, where: Callable[[str], str]) -> tuple[Any, tuple[str, ...]]:
+    """The method's typed parameters from the mapping ``method.params``, and the keys its name
+    fixes. ``where(key)``: the file that set a key, for the one-line errors (ConfigError)."""
+    name = method.name
+    if name not in _REGISTRY:
+        raise ConfigError(where("method.name"), "method.name",
+                          f"unknown method {name!r} (known: {', '.join(known_regularizers())})")
+    entry = _REGISTRY[name]
+    raw = dict(method.params or {})
+    for key, value in entry.fixed.items():
+        if key in raw:
+            raise ConfigError(where(f"method.{key}"), f"method.{key}",
+                              f"{name} fixes {key} to {yaml.safe_dump(value).splitlines()[0]}; choose another method to set it")
+    return build(entry.cls.Params, {**raw, **entry.fixed}, "method", where), tuple(entry.fixed)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..engine.config import ModelConfig
+from ..core.config import ModelConfig
 from .classifier import Classifier, init_head
 from .pretrained import PretrainedInfo, load_pretrained
 from .resnet import ARCHS, create_resnet

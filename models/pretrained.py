@@ -17,7 +17,7 @@ from urllib.error import URLError
 
 import torch
 
-from ..engine.errors import UserError
+from ..core.errors import UserError
 from .classifier import Classifier
 
 log = logging.getLogger(__name__)

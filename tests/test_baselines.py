@@ -10,9 +10,9 @@ import torch
 import torchvision
 from ignite.engine import Events
 
+from adarand.core.errors import UserError
+from adarand.engine.build import build_run
 from adarand.engine.config import load_config
-from adarand.engine.errors import UserError
-from adarand.engine.training import build_run
 from adarand.handlers.bss import smallest_singular_values_sq
 from adarand.handlers.co_tuning import CoTuning, CoTuningParams
 from adarand.handlers.daft import convert_batchnorm
@@ -166,7 +166,7 @@ def _naive_increases(backbone, layers, w, b, batches):
 
 
 def test_delta_attention_matches_zeroing_one_filter_at_a_time():
-    from adarand.engine.config import ModelConfig
+    from adarand.core.config import ModelConfig
     from adarand.handlers.delta import channel_attention, filter_ablation_losses, last_convolutions
     from adarand.models import create_model
 
@@ -214,14 +214,14 @@ def test_delta_attention_by_hand():
 
 
 def test_delta_attention_is_used_cached_and_checkpointed(tmp_path):
-    from adarand.handlers.priors import cache_key
+    from adarand.handlers.features import features_key
 
     over = ["method.attention_batches=2"]
     run = make(tmp_path, "delta", over)
     reg = run.regularizer
     # a cache file under the key of the former definition (accuracy drops) is never read
     data = run.ctx.data
-    old_key = {"stats": cache_key(reg.frozen, data.train_eval.samples, data.num_classes, data.train_eval.transform,
+    old_key = {"stats": features_key(reg.frozen, data.train_eval.samples, data.num_classes, data.train_eval.transform,
                                   data.root, "off"),
                "samples": 256, "probe_weight_decay": 1e-4, "stages": run.net.stages, "version": 1}
     old_name = hashlib.sha256(json.dumps(old_key, sort_keys=True).encode()).hexdigest()[:32]
@@ -431,7 +431,7 @@ HELD = {  # what each method holds beside the model, as results.json reports it
 @pytest.mark.parametrize("method", sorted(HELD))
 def test_results_report_what_the_method_held(tmp_path, method):
     """report() is read before close() releases what it reports on: every size is non-zero."""
-    from adarand.engine.config import ModelConfig
+    from adarand.core.config import ModelConfig
     from adarand.engine.training import run_training
     from adarand.models import create_model
 

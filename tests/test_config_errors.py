@@ -3,8 +3,8 @@ and leaves no run folder behind."""
 
 import pytest
 
+from adarand.core.errors import ConfigError
 from adarand.engine.config import load_config
-from adarand.engine.errors import ConfigError
 
 from conftest import REPO, run_cli
 
@@ -134,7 +134,7 @@ def test_cli_missing_config_file(tmp_path):
 
 
 def test_launch_settings(monkeypatch):
-    from adarand.engine.errors import UserError
+    from adarand.core.errors import UserError
     from adarand.run import launch_settings
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)

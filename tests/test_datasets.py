@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from adarand.core.config import DataConfig
+from adarand.core.errors import UserError
 from adarand.datasets import create_datasets
 from adarand.datasets.splits import reduce_and_split
-from adarand.engine.config import DataConfig
-from adarand.engine.errors import UserError
 
 from conftest import make_image_folder
 

@@ -108,8 +108,8 @@ def test_training_log_means_by_hand():
     """Per-interval means of the step scalars, also when a scalar appears midway."""
     from types import SimpleNamespace
 
-    from adarand.engine.trainer import StepState
-    from adarand.handlers.diagnostics import TrainingDiagnostics
+    from adarand.core.step import StepState
+    from adarand.handlers.training_log import TrainingDiagnostics
 
     diag = TrainingDiagnostics(None, num_classes=2, log_every=3, max_samples=10, chunk=4, epoch_length=3,
                                enabled=False)
@@ -133,8 +133,8 @@ def test_step_logs_are_logged_as_interval_and_epoch_means():
     and epoch means, for intervals that cross an epoch's end and for the epoch."""
     from types import SimpleNamespace
 
-    from adarand.engine.trainer import StepState
-    from adarand.handlers.diagnostics import TrainingDiagnostics
+    from adarand.core.step import StepState
+    from adarand.handlers.training_log import TrainingDiagnostics
 
     written = []
     writer = SimpleNamespace(add_scalar=lambda tag, v, step: written.append((tag, step, v)))

@@ -3,9 +3,10 @@
 import ignite.distributed as idist
 import torch
 
+from adarand.core.config import DataConfig
 from adarand.datasets import create_datasets
-from adarand.engine.config import DataConfig
-from adarand.handlers.priors import accumulate_statistics, prior_loader
+from adarand.handlers.class_statistics import accumulate_statistics
+from adarand.handlers.features import feature_loader
 from adarand.models.small_cnn import create_small_cnn
 
 from conftest import make_image_folder
@@ -16,7 +17,7 @@ def _stats(local_rank, root, out_file):
                                       mean=[0.5] * 3, std=[0.25] * 3), "")
     torch.manual_seed(0)
     net = create_small_cnn(data.num_classes, in_channels=3, width=4)
-    loader = prior_loader(data.train_eval, batch_size=4, num_workers=0)
+    loader = feature_loader(data.train_eval, batch_size=4, num_workers=0)
     stats = accumulate_statistics(net.backbone, loader, data.num_classes, torch.device("cpu"))
     if idist.get_rank() == 0:
         torch.save({**stats.state_dict(), "world": idist.get_world_size(), "n_local": len(loader.dataset)}, out_file)
@@ -36,7 +37,7 @@ def test_two_processes_agree_with_one(tmp_path):
 
 
 def _cached(local_rank, tmp_path):
-    from adarand.handlers.priors import load_or_compute_tensors
+    from adarand.core.cache import load_or_compute_tensors
 
     rank = idist.get_rank()
     calls = []
@@ -51,7 +52,7 @@ def _cached(local_rank, tmp_path):
 
 
 def test_a_cache_on_rank_0s_machine_only_is_read_there_and_broadcast(tmp_path):
-    from adarand.handlers.priors import save_atomic
+    from adarand.core.files import save_atomic
 
     cached = {"a": torch.arange(6, dtype=torch.float64).view(2, 3), "n": torch.tensor([7])}
     save_atomic(cached, tmp_path / "machine0" / "stats.pt")

@@ -7,9 +7,9 @@ import ignite.distributed as idist
 import torch
 from ignite.engine import Events
 
+from adarand.engine.build import build_run
 from adarand.engine.config import load_config
-from adarand.engine.training import build_run
-from adarand.handlers.priors import class_priors
+from adarand.handlers.class_statistics import class_priors
 
 from conftest import write_tiny_config
 
@@ -162,7 +162,7 @@ def _train_co_tuning(local_rank, cfg_file, out_dir, overrides):
 
 
 def test_co_tuning_source_head_stays_identical_on_both_ranks(tmp_path):
-    from adarand.engine.config import ModelConfig
+    from adarand.core.config import ModelConfig
     from adarand.models import create_model
 
     source, _ = create_model(ModelConfig(arch="small_cnn", width=4), num_classes=7)

@@ -20,9 +20,11 @@ from ignite.engine import Events
 from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
 
-from adarand.engine.config import ModelConfig, load_config
+from adarand.core.config import ModelConfig
+from adarand.engine.attach import attach_handlers
+from adarand.engine.build import build_run
+from adarand.engine.config import load_config
 from adarand.engine.state import RunRecord
-from adarand.engine.training import attach_handlers, build_run
 from adarand.handlers.registry import known_regularizers
 from adarand.models import create_model
 

@@ -3,9 +3,10 @@
 import torch
 from ignite.engine import Events
 
+from adarand.engine.attach import attach_handlers
+from adarand.engine.build import build_run
 from adarand.engine.config import load_config
 from adarand.engine.state import RunRecord
-from adarand.engine.training import attach_handlers, build_run
 
 from conftest import write_tiny_config
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torchvision
 
-from adarand.engine.config import ModelConfig
-from adarand.engine.errors import UserError
+from adarand.core.config import ModelConfig
+from adarand.core.errors import UserError
 from adarand.models import create_model
 
 

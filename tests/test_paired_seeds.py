@@ -44,7 +44,7 @@ def test_the_global_rng_does_not_move_the_augmentations(tmp_path):
     from adarand.datasets.seeded import SeededDataset
 
     cfg = load_config(write_tiny_config(tmp_path, "finetune"))
-    from adarand.engine.training import setup_data
+    from adarand.engine.build import setup_data
 
     data, loaders = setup_data(cfg)
     dataset = loaders.train.dataset
@@ -67,7 +67,7 @@ def test_the_global_rng_does_not_move_the_augmentations(tmp_path):
 
 @pytest.mark.parametrize("method", SAMPLING)
 def test_the_regularizers_draw_from_their_own_generator(tmp_path, method):
-    from adarand.engine.training import build_run
+    from adarand.engine.build import build_run
 
     run = build_run(load_config(write_tiny_config(tmp_path, method)))
     run.regularizer.prepare()

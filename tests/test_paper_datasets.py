@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from adarand.core.config import DataConfig
+from adarand.core.errors import UserError
 from adarand.datasets import create_datasets
-from adarand.engine.config import DataConfig
-from adarand.engine.errors import UserError
 
 
 def img(path: Path, seed=0):

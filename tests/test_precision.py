@@ -7,8 +7,8 @@ import pytest
 import torch
 from ignite.engine import Events
 
+from adarand.engine.build import build_run
 from adarand.engine.config import load_config
-from adarand.engine.training import build_run
 
 from conftest import run_cli, write_tiny_config
 

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from adarand.core.step import StepState
+from adarand.engine.build import build_run
 from adarand.engine.config import load_config
-from adarand.engine.trainer import StepState
-from adarand.engine.training import build_run
-from adarand.handlers.priors import class_priors
+from adarand.handlers.class_statistics import class_priors
 
 from conftest import write_tiny_config
 
@@ -97,13 +97,13 @@ def test_ablations_change_only_their_own_term(tmp_path, ablation, kept, dropped)
 
 
 def test_ablation_refuses_its_own_term(tmp_path):
-    from adarand.engine.errors import ConfigError
+    from adarand.core.errors import ConfigError
     with pytest.raises(ConfigError, match="adarand_no_intra fixes intra to false"):
         load_config(write_tiny_config(tmp_path, "adarand_no_intra"), ["method.intra=true"])
     with pytest.raises(ConfigError, match="fnp fixes prior to zero"):
         load_config(write_tiny_config(tmp_path, "fnp"), ["method.prior=normal"])
     # the resolved config leaves the fixed keys out, so it loads again
-    from adarand.engine.config import save_config
+    from adarand.core.config import save_config
     cfg = load_config(write_tiny_config(tmp_path, "adarand_no_intra"))
     assert cfg.method.params.intra is False
     save_config(cfg, tmp_path / "resolved.yaml")

@@ -5,8 +5,8 @@ import re
 import pytest
 from ignite.engine import Events
 
+from adarand.engine.build import build_run
 from adarand.engine.config import load_config
-from adarand.engine.training import build_run
 
 from conftest import REPO, write_tiny_config
 

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from adarand.engine.config import load_config, save_config
+from adarand.core.config import save_config
+from adarand.engine.config import load_config
 from adarand.engine.report import main as table_main
 
 from conftest import REPO

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+import torch
 
 
 def write_atomic(path: Path, write: Callable[[str], None]) -> None:
@@ -21,3 +24,12 @@ def write_atomic(path: Path, write: Callable[[str], None]) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def save_atomic(obj, path: Path) -> None:
+    """``torch.save(obj, path)`` through a temporary file."""
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2)))

@@ -9,11 +9,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
+from ..core.cache import load_or_compute_tensors
+from ..core.config import Config
 from ..datasets import DataSplits
 from ..datasets.seeded import SeededDataset, SeededSampler
-from ..handlers import priors
 from ..models import Classifier, PretrainedInfo
-from .config import Config
+from .class_statistics import ClassStatistics, accumulate_statistics
+from .features import feature_loader, features_key
 
 
 @dataclass
@@ -26,7 +28,7 @@ class RunContext:
     epoch_length: int
     pretrained: PretrainedInfo
     generator: torch.Generator  # the regularizers' random draws (seeded from the run seed; checkpointed)
-    _class_stats: priors.ClassStatistics | None = field(default=None, repr=False)
+    _class_stats: ClassStatistics | None = field(default=None, repr=False)
     prior_cache_hit: bool | None = None
 
     @property
@@ -47,7 +49,7 @@ class RunContext:
                           sampler=SeededSampler(order, self.cfg.seed), num_workers=d.num_workers,
                           generator=torch.Generator().manual_seed(self.cfg.seed))
 
-    def class_statistics(self, extractor: nn.Module | None = None) -> priors.ClassStatistics:
+    def class_statistics(self, extractor: nn.Module | None = None) -> ClassStatistics:
         """Per-class statistics of ``extractor``'s outputs on the training split (eval transform).
 
         Without an extractor: the backbone's features, as they are when first asked (the
@@ -59,16 +61,24 @@ class RunContext:
             self._class_stats, self.prior_cache_hit = self._statistics_of(self.net.backbone)
         return self._class_stats
 
-    def _statistics_of(self, extractor: nn.Module) -> tuple[priors.ClassStatistics, bool]:
+    def feature_loader(self) -> DataLoader:
+        """The training split with the eval transform, this process's shard, in order (for passes
+        of the pretrained extractor)."""
+        d = self.cfg.data
+        return feature_loader(self.data.train_eval, d.eval_batch, d.num_workers)
+
+    def features_key(self, extractor: nn.Module) -> str:
+        """A key of everything ``extractor``'s features on the training split depend on."""
         data = self.data
-        key = priors.cache_key(extractor, data.train_eval.samples, data.num_classes, data.train_eval.transform,
-                               data.root, self.cfg.train.amp)
-        cache_file = self.cache_dir / "priors" / f"{key}.pt"
-        loader = priors.prior_loader(data.train_eval, self.cfg.data.eval_batch_size or self.cfg.data.batch_size,
-                                     self.cfg.data.num_workers)
+        return features_key(extractor, data.train_eval.samples, data.num_classes, data.train_eval.transform,
+                            data.root, self.cfg.train.amp)
 
-        def compute():
-            return priors.accumulate_statistics(extractor, loader, data.num_classes, self.device,
-                                                progress=self.cfg.train.progress, amp=self.cfg.train.amp)
+    def _statistics_of(self, extractor: nn.Module) -> tuple[ClassStatistics, bool]:
+        cache_file = self.cache_dir / "priors" / f"{self.features_key(extractor)}.pt"
 
-        return priors.load_or_compute(cache_file, compute, self.device)
+        def compute() -> dict[str, torch.Tensor]:
+            return accumulate_statistics(extractor, self.feature_loader(), self.data.num_classes, self.device,
+                                         progress=self.cfg.train.progress, amp=self.cfg.train.amp).state_dict()
+
+        state, hit = load_or_compute_tensors(cache_file, compute, self.device, "prior statistics")
+        return ClassStatistics(state["sums"], state["sumsq"], state["counts"]), hit

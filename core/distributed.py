@@ -1,4 +1,5 @@
-"""Files that only rank 0 reads: on several machines the others need not see them."""
+"""Several processes: disjoint shards of a dataset, and files that only rank 0 reads (on several
+machines the others need not see them)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import ignite.distributed as idist
 import torch
+from torch.utils.data import Subset
 
 
 def broadcast_tensors(state: dict[str, torch.Tensor] | None, device: torch.device) -> dict[str, torch.Tensor]:
@@ -20,3 +22,11 @@ def load_tensors_on_rank0(path: Path, device: torch.device) -> dict[str, torch.T
     process."""
     state = torch.load(path, map_location=device, weights_only=True) if idist.get_rank() == 0 else None
     return broadcast_tensors(state, device) if idist.get_world_size() > 1 else state
+
+
+def shard_without_padding(dataset, rank: int | None = None, world: int | None = None) -> Subset:
+    """This process's disjoint share of ``dataset``: indices rank, rank + world, ... (no padding,
+    unlike a DistributedSampler, so reduced metrics and statistics count every sample once)."""
+    rank = idist.get_rank() if rank is None else rank
+    world = idist.get_world_size() if world is None else world
+    return Subset(dataset, list(range(rank, len(dataset), world)))

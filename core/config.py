@@ -1,0 +1,290 @@
+"""Run configuration: YAML files that extend a base file, command-line overrides, typed objects.
+
+A config file may name a base with ``extends: base/cars_resnet50.yaml`` (relative to the file);
+the file's mappings are merged into the base's, key by key. Overrides ``a.b=value`` from the
+command line are applied last; the value is parsed as YAML (``train.epochs=3``,
+``optim.milestones=[2,4]``). Every error names the file (or "command line") and the key.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+from .schema import build, to_plain
+
+COMMAND_LINE = "command line"
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    name: Literal["folder", "stanford_cars", "aircraft", "birds", "dtd", "flowers", "pets", "sklearn_digits"] = "folder"
+    root: str  # dataset folder (``~`` is expanded, relative paths are taken from the working dir)
+    val_ratio: float = 0.1  # share of the training set held out for validation (stratified)
+    split_seed: int = 0  # seed of the train/val split and of ``use_ratio``; independent of the run seed
+    use_ratio: float = 1.0  # keep this fraction of the training data (stratified, before the split)
+    image_size: int = 224
+    resize_size: int = 256  # evaluation: Resize(resize_size) then CenterCrop(image_size)
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop scale
+    hflip: bool = True
+    grayscale: bool = False
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    batch_size: int = 64  # per process
+    eval_batch_size: int | None = None  # default: batch_size
+    num_workers: int = 4
+    digits_task: Literal["source", "target"] = "target"  # only for name: sklearn_digits
+
+    @property
+    def eval_batch(self) -> int:
+        """The batch size of evaluation and of passes without gradients."""
+        return self.eval_batch_size or self.batch_size
+
+    def check(self):
+        if not 0.0 <= self.val_ratio < 1.0:
+            return "val_ratio", f"expected a number in [0, 1), got {self.val_ratio}"
+        if not 0.0 < self.use_ratio <= 1.0:
+            return "use_ratio", f"expected a number in (0, 1], got {self.use_ratio}"
+        if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            return "crop_scale", f"expected [low, high] with 0 < low <= high <= 1, got {self.crop_scale}"
+        channels = 1 if self.grayscale else 3
+        if len(self.mean) != channels or len(self.std) != channels:
+            return "mean", f"mean and std need {channels} values (grayscale: {self.grayscale})"
+        if self.batch_size < 1:
+            return "batch_size", "expected a positive integer"
+        return None
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    arch: Literal["resnet18", "resnet50", "small_cnn"]
+    # imagenet (torchvision weights) | a path to a state_dict or to one of our checkpoints | null
+    pretrained: str | None = None
+    width: int = 32  # small_cnn only: channels of the first stage
+
+
+@dataclass(kw_only=True)
+class OptimConfig:
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 0.0
+    head_lr_mult: float = 1.0  # learning rate of the new head = lr * head_lr_mult
+    scheduler: Literal["multistep", "cosine", "constant"] = "multistep"
+    milestones: list[int] = field(default_factory=lambda: [60, 120, 160])  # epochs (multistep)
+    gamma: float = 0.1
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    epochs: int = 200
+    log_every: int = 10  # iterations between per-iteration TensorBoard points (one host sync each)
+    stop_after: int | None = None  # stop after this epoch (as if interrupted); resume with --resume
+    progress: bool = True  # progress bars
+    amp: Literal["off", "bf16", "fp16"] = "off"  # mixed precision of the network's forward pass
+    channels_last: bool = False  # channels-last memory format for model and inputs
+    sync_bn: bool = False  # multi-process: BatchNorm statistics over the global batch (SyncBatchNorm)
+
+    def check(self):
+        if self.epochs < 1:
+            return "epochs", "expected a positive integer"
+        if self.log_every < 1:
+            return "log_every", "expected a positive integer"
+        return None
+
+
+@dataclass(kw_only=True)
+class DiagnosticsConfig:
+    enabled: bool = True
+    max_samples: int = 2000  # cap on the training features kept per epoch for entropy / MI
+    chunk_size: int = 512  # block size of the pairwise-distance computation (memory ~ chunk_size^2)
+
+
+@dataclass(kw_only=True)
+class MethodConfig:
+    name: str = "finetune"
+    # the method's parameters: the mapping the files give, until the method's own dataclass is
+    # built from it where the method is resolved (``handlers.registry.build_params``)
+    params: Any = None
+    fixed: tuple[str, ...] = field(default=(), init=False)  # keys the method's name fixes (a preset)
+
+
+@dataclass(kw_only=True)
+class Config:
+    data: DataConfig
+    model: ModelConfig
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    seed: int = 0
+    output_root: str = "runs"  # run folders go to output_root/<config name>-seed<seed>-<time>
+    cache_dir: str = "~/.cache/adarand"  # prior statistics and demo data
+    # set by read_config, not by the file:
+    source: str = field(default="", init=False)  # the config file(s), as given
+    name: str = field(default="", init=False)  # the run's name, from the config file names
+    provenance: dict[str, str] = field(default_factory=dict, init=False, repr=False)  # key -> file that set it
+
+    def where(self, key: str) -> str:
+        """The file (or "command line") that set ``key`` or the mapping holding it."""
+        parts = key.split(".")
+        for n in range(len(parts), 0, -1):
+            hit = self.provenance.get(".".join(parts[:n]))
+            if hit:
+                return hit
+        return self.provenance.get("", "")  # the last file given
+
+    def to_dict(self) -> dict:
+        out = to_plain(self)
+        params = self.method.params if isinstance(self.method.params, dict) else to_plain(self.method.params)
+        out["method"] = {"name": self.method.name, **{k: v for k, v in params.items() if k not in self.method.fixed}}
+        return out
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[str, str]]:
+    """Read ``path`` and its ``extends`` chain; return the merged dict and per-key provenance."""
+    shown = str(path)
+    if path.resolve() in chain:
+        raise ConfigError(shown, "extends", "circular extends: " + " -> ".join(str(p) for p in chain + (path,)))
+    if not path.is_file():
+        raise ConfigError(shown, None, "no such config file")
+    try:
+        data = yaml.load(path.read_text(), Loader=_StrictLoader)  # safe: a SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(shown, None, f"malformed YAML{at}: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(shown, None, f"expected a mapping at the top level, got {type(data).__name__}")
+    base, prov = {}, {}
+    parents = data.pop("extends", None)
+    if parents is not None:
+        if isinstance(parents, str):
+            parents = [parents]
+        if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+            raise ConfigError(shown, "extends", f"expected a file name or a list of them, got {parents!r}")
+        for parent in parents:  # later files override earlier ones
+            layer, layer_prov = _read_yaml(path.parent / parent, chain + (path.resolve(),))
+            _merge_layer(base, prov, layer, layer_prov)
+    _merge(base, data, prov, shown, "")
+    return base, prov
+
+
+def _merge_layer(base: dict, prov: dict[str, str], layer: dict, layer_prov: dict[str, str]) -> None:
+    """Merge an already-read file (with its own provenance) into ``base``."""
+    _merge(base, layer, prov, "", "")
+    prov.update(layer_prov)
+
+
+def _merge(base: dict, update: dict, prov: dict[str, str], source: str, prefix: str) -> None:
+    for k, v in update.items():
+        if not isinstance(k, str):
+            raise ConfigError(source, f"{prefix}{k}", "keys must be strings")
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and isinstance(base.get(k), dict) and not (k == "method" and "name" in v and
+                                                                           v.get("name") != base[k].get("name")):
+            _merge(base[k], v, prov, source, key + ".")
+        else:
+            base[k] = copy.deepcopy(v)
+            for p in [p for p in prov if p == key or p.startswith(key + ".")]:
+                del prov[p]
+        prov[key] = source
+
+
+def _apply_override(data: dict, prov: dict[str, str], item: str) -> None:
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(COMMAND_LINE, None, f"override {item!r}: expected key.path=value")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(COMMAND_LINE, key, f"cannot parse value {text!r}") from None
+    node = data
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        sub = node.get(part)
+        if sub is None:
+            sub = node[part] = {}
+        if not isinstance(sub, dict):
+            raise ConfigError(COMMAND_LINE, key, f"'{'.'.join(parts[:i + 1])}' is not a mapping")
+        node = sub
+    node[parts[-1]] = value
+    prov[key] = COMMAND_LINE
+
+
+def config_name(paths: list[str | Path]) -> str:
+    """A run's name from its config files: ``cars_adarand``, or ``cars_resnet50+fnp`` when composed."""
+    return "+".join(Path(p).stem for p in paths)
+
+
+def read_config(path: str | Path | list, overrides: list[str] = (), seed: int | None = None) -> Config:
+    """Load, merge, override and validate a config, all but the method's own parameters (kept as a
+    mapping in ``cfg.method.params``, with where each came from in ``cfg.provenance``). Raises
+    ConfigError with a one-line message.
+
+    ``path`` may be a list of files, merged in order (as if one file extended them all)."""
+    paths = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)]
+    data, prov = {}, {}
+    for p in paths:
+        layer, layer_prov = _read_yaml(p, ())
+        _merge_layer(data, prov, layer, layer_prov)
+    for item in overrides:
+        _apply_override(data, prov, item)
+    if seed is not None:
+        data["seed"] = seed
+        prov["seed"] = COMMAND_LINE
+    top = str(paths[-1])
+
+    def where(key: str) -> str:
+        parts = key.split(".")
+        for n in range(len(parts), 0, -1):
+            hit = prov.get(".".join(parts[:n]))
+            if hit:
+                return hit
+        return top
+
+    method_raw = data.pop("method", None) or {}
+    if not isinstance(method_raw, dict):
+        raise ConfigError(where("method"), "method", f"expected a mapping, got {method_raw!r}")
+    method_raw = dict(method_raw)
+    name = method_raw.pop("name", "finetune")
+    if not isinstance(name, str):
+        raise ConfigError(where("method.name"), "method.name", f"expected a string, got {name!r}")
+    cfg = build(Config, data, "", where)
+    cfg.method = MethodConfig(name=name, params=method_raw)
+    cfg.source = " ".join(str(p) for p in paths)
+    cfg.name = config_name(paths)
+    cfg.provenance = {**prov, "": top}
+    return cfg
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+

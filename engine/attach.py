@@ -1,0 +1,85 @@
+"""Attaching a built run's handlers to its engines, in one place: the schedule, the regularizer,
+the training log, validation and model selection, checkpoints, TensorBoard and progress bars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ignite.distributed as idist
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, DiskSaver, ProgressBar, TerminateOnNan, global_step_from_engine
+from ignite.handlers.tensorboard_logger import OptimizerParamsHandler, OutputHandler, TensorboardLogger
+
+from ..handlers.training_log import TrainingDiagnostics
+from .build import Run
+from .state import RNGState, RunRecord
+
+CHECKPOINTS = "checkpoints"
+
+
+def attach_handlers(run: Run, run_dir: Path, record: RunRecord) -> dict:
+    """Every handler of the run, in the order they fire within an event."""
+    cfg, trainer, val_evaluator, loaders, data = run.cfg, run.trainer, run.val_evaluator, run.loaders, run.data
+    net, optimizer, lr_scheduler, regularizer = run.net, run.optimizer, run.lr_scheduler, run.regularizer
+    rank0 = idist.get_rank() == 0
+    tb = TensorboardLogger(log_dir=str(run_dir)) if rank0 else None
+
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: loaders.train.sampler.set_epoch(e.state.epoch))
+    trainer.add_event_handler(Events.ITERATION_STARTED, lr_scheduler)
+    regularizer.attach(trainer)
+    diagnostics = TrainingDiagnostics(tb.writer if tb else None, data.num_classes, cfg.train.log_every,
+                                      cfg.diagnostics.max_samples, cfg.diagnostics.chunk_size,
+                                      len(loaders.train), enabled=cfg.diagnostics.enabled)
+    diagnostics.attach(trainer)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=cfg.train.log_every),
+                              TerminateOnNan(output_transform=lambda step: step.loss))
+
+    trainer.add_event_handler(Events.STARTED, lambda _: record.tick(count=False))
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def record_time_and_validate(engine: Engine) -> None:
+        record.epoch_times.append(float(engine.state.times[Events.EPOCH_COMPLETED.name]))
+        record.tick()
+        val_evaluator.run(loaders.val)
+
+    @val_evaluator.on(Events.COMPLETED)
+    def select(evaluator: Engine) -> None:
+        metrics = evaluator.state.metrics
+        record.observe(trainer.state.epoch, float(metrics["accuracy"]), float(metrics["loss"]))
+
+    # Model selection: the best validation accuracy, ties broken by the lower validation loss
+    # (RunRecord.observe). The score is the count of such improvements, so the Checkpoint saves
+    # exactly when the record finds a new best.
+    saver = DiskSaver(str(run_dir / CHECKPOINTS), require_empty=False)  # writes on rank 0 only
+    best = Checkpoint({"model": net}, saver, filename_prefix="best", n_saved=1,
+                      score_function=lambda _: record.improvements,
+                      filename_pattern="{filename_prefix}_{name}_{global_step}.{ext}",
+                      global_step_transform=global_step_from_engine(trainer))
+    val_evaluator.add_event_handler(Events.COMPLETED, best)
+
+    rng = RNGState({"regularizer": run.ctx.generator})
+    to_save = {"trainer": trainer, "model": net, "optimizer": optimizer, "lr_scheduler": lr_scheduler,
+               "regularizer": regularizer, "rng": rng, "record": record, "best_checkpoint": best}
+    if trainer.state.grad_scaler.is_enabled():
+        to_save["grad_scaler"] = trainer.state.grad_scaler
+    last = Checkpoint(to_save, saver, filename_prefix="last", n_saved=1)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, last)
+
+    if cfg.train.stop_after is not None:
+        @trainer.on(Events.EPOCH_COMPLETED)
+        def stop(engine: Engine) -> None:
+            if engine.state.epoch >= cfg.train.stop_after:
+                engine.terminate()
+
+    if tb is not None:
+        every = Events.ITERATION_STARTED(every=cfg.train.log_every)
+        tb.attach(trainer, OptimizerParamsHandler(optimizer, param_name="lr"), every)
+        for name, opt in regularizer.optimizers().items():
+            tb.attach(trainer, OptimizerParamsHandler(opt, param_name="lr", tag=name), every)
+        tb.attach(val_evaluator, OutputHandler(tag="val", metric_names=["accuracy", "loss"],
+                                               global_step_transform=global_step_from_engine(trainer)),
+                  Events.COMPLETED)
+    if rank0 and cfg.train.progress:
+        ProgressBar(persist=False, desc="train").attach(trainer, metric_names="all")
+        ProgressBar(persist=False, desc="val").attach(val_evaluator)
+    return {"to_save": to_save, "best": best, "tb": tb, "diagnostics": diagnostics}

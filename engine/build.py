@@ -1,0 +1,119 @@
+"""Building a run from a config: data, model, regularizer, optimizer, schedule and engines, not
+yet attached to each other (``attach.py`` does that)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine
+from ignite.utils import manual_seed
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..core.config import Config
+from ..core.distributed import shard_without_padding
+from ..core.errors import UserError
+from ..datasets import DataSplits, create_datasets
+from ..datasets.seeded import SeededDataset, SeededSampler, sample_seed
+from ..handlers.context import RunContext
+from ..handlers.registry import Regularizer, get_regularizer_class
+from ..models import Classifier, create_model
+from .evaluator import create_evaluator
+from .optim import create_lr_scheduler, create_optimizer
+from .trainer import create_trainer
+
+
+@dataclass
+class Loaders:
+    train: DataLoader
+    val: DataLoader
+    test: DataLoader
+
+
+def setup_data(cfg: Config) -> tuple[DataSplits, Loaders]:
+    data = create_datasets(cfg.data, cfg.cache_dir)
+    d = cfg.data
+    world, rank = idist.get_world_size(), idist.get_rank()
+    if len(data.train) < d.batch_size * world:
+        raise UserError(f"data: the training split has {len(data.train)} images, fewer than one global batch "
+                        f"(batch_size {d.batch_size} x {world} processes)")
+    if len(data.val) == 0:
+        raise UserError("data.val_ratio: the validation split is empty; model selection needs one")
+    pin = torch.cuda.is_available()
+    # A seeded sampler even on one process: the order of epoch e depends only on (seed, e),
+    # which is what makes --resume reproduce an uninterrupted run.
+    # Each image's augmentation is seeded by (seed, epoch, image) (datasets/seeded.py), and the
+    # loader's own generator seeds its workers: the data never depend on the global RNG, so every
+    # method sees the same batches at one seed.
+    order = DistributedSampler(data.train, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    train = DataLoader(SeededDataset(data.train), batch_size=d.batch_size, sampler=SeededSampler(order, cfg.seed),
+                       num_workers=d.num_workers, drop_last=True, pin_memory=pin,
+                       generator=torch.Generator().manual_seed(cfg.seed))
+    ebs = d.eval_batch_size or d.batch_size
+
+    def eval_loader(ds):
+        # each process a disjoint shard without padding, so the reduced metrics count every image once;
+        # own generator: evaluating does not move the global RNG that training draws from
+        return DataLoader(shard_without_padding(ds, rank, world), batch_size=ebs, shuffle=False,
+                          num_workers=d.num_workers, pin_memory=pin, generator=torch.Generator().manual_seed(0))
+
+    return data, Loaders(train=train, val=eval_loader(data.val), test=eval_loader(data.test))
+
+
+def setup_model(cfg: Config, data: DataSplits):
+    net, info = create_model(cfg.model, data.num_classes, in_channels=1 if cfg.data.grayscale else 3)
+    device = idist.device()
+    net = net.to(device)
+    if cfg.train.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    model = idist.auto_model(net, sync_bn=cfg.train.sync_bn)
+    return net, model, info, device
+
+
+def regularizer_seed(seed: int, rank: int) -> int:
+    """The seed of the regularizers' generator: its own stream per run seed and process."""
+    return sample_seed(seed, -1, rank)
+
+
+def setup_regularizer(ctx: RunContext) -> Regularizer:
+    cls = get_regularizer_class(ctx.cfg.method.name)
+    return cls(ctx.cfg.method.params, ctx)
+
+
+@dataclass
+class Run:
+    """The parts of a run, built but not yet attached to each other."""
+
+    cfg: Config
+    data: DataSplits
+    loaders: Loaders
+    net: Classifier
+    model: torch.nn.Module
+    device: torch.device
+    ctx: RunContext
+    regularizer: Regularizer
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: object
+    trainer: Engine
+    val_evaluator: Engine
+
+
+def build_run(cfg: Config) -> Run:
+    """Data, model, regularizer, optimizer, schedule and engines, in that order (the regularizer
+    comes before the optimizer because it may add parameter groups)."""
+    manual_seed(cfg.seed + idist.get_rank())
+    data, loaders = setup_data(cfg)
+    net, model, pretrained, device = setup_model(cfg, data)
+    generator = torch.Generator(device=device).manual_seed(regularizer_seed(cfg.seed, idist.get_rank()))
+    ctx = RunContext(cfg=cfg, model=model, net=net, device=device, data=data, epoch_length=len(loaders.train),
+                     pretrained=pretrained, generator=generator)
+    regularizer = setup_regularizer(ctx)
+    # fp16: a fused optimizer, so that the grad scaler does not read its inf flag back every step
+    optimizer = create_optimizer(cfg.optim, net, regularizer.parameter_groups(), fused=cfg.train.amp == "fp16")
+    lr_scheduler = create_lr_scheduler(cfg.optim, optimizer, len(loaders.train), cfg.train.epochs)
+    t = cfg.train
+    trainer = create_trainer(model, optimizer, device, amp=t.amp, channels_last=t.channels_last)
+    return Run(cfg=cfg, data=data, loaders=loaders, net=net, model=model, device=device, ctx=ctx,
+               regularizer=regularizer, optimizer=optimizer, lr_scheduler=lr_scheduler, trainer=trainer,
+               val_evaluator=create_evaluator(model, device, t.amp, t.channels_last))
