@@ -24,8 +24,8 @@ def sum_sq(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 
 def l2sp_terms(params: list[torch.Tensor], start: list[torch.Tensor], head: list[torch.Tensor]):
-    """(sum ||w - w_s||^2, sum ||head||^2)."""
-    return sum_sq(torch._foreach_sub(params, start)), sum_sq(head)
+    """(sum_w ||w - w_s||^2 over the backbone, sum ||head||^2)."""
+    return sum_sq([w - w_s for w, w_s in zip(params, start, strict=True)]), sum_sq(head)
 
 
 @dataclass(kw_only=True)

@@ -28,19 +28,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch
 import yaml
+from ignite.engine import Engine
 
 from ..core.config import MethodConfig
 from ..core.errors import ConfigError
 from ..core.schema import build
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
-    from ignite.engine import Engine
-
-    from .context import RunContext
+from .context import RunContext
 
 _REGISTRY: dict[str, MethodEntry] = {}
 

@@ -1,0 +1,113 @@
+"""The packages depend one way, and the registry is complete on import.
+
+    run.py -> engine -> handlers -> models, datasets -> core
+
+``python tests/test_architecture.py`` prints the import graph between the packages.
+"""
+
+import ast
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ["core", "models", "datasets", "handlers", "engine"]
+# what each package may import (besides itself)
+ALLOWED = {"core": set(), "models": {"core"}, "datasets": {"core"}, "handlers": {"core", "models", "datasets"},
+           "engine": {"core", "models", "datasets", "handlers"}, "run.py": {"core", "engine"}}
+
+
+def package_of(path: Path) -> str:
+    rel = path.relative_to(REPO)
+    return "run.py" if rel.parts == ("run.py",) else rel.parts[0]
+
+
+def imported_packages(path: Path):
+    """(package imported, line, inside a function) for every import of a project module in ``path``."""
+    tree = ast.parse(path.read_text())
+    here = path.relative_to(REPO).parts[:-1]
+    functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    nested = {id(node) for f in functions for node in ast.walk(f) if node is not f}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against the module's folder
+                base = list(here[:len(here) - node.level + 1])
+                target = base + (node.module.split(".") if node.module else [])
+            elif node.module and node.module.startswith("adarand."):
+                target = node.module.split(".")[1:]
+            else:
+                continue
+            if target and target[0] in PACKAGES:
+                yield target[0], node.lineno, id(node) in nested
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "adarand" and len(parts) > 1 and parts[1] in PACKAGES:
+                    yield parts[1], node.lineno, id(node) in nested
+
+
+def sources():
+    files = [REPO / "run.py"]
+    for package in PACKAGES:
+        files += sorted((REPO / package).rglob("*.py"))
+    return files
+
+
+def graph() -> dict[str, set[str]]:
+    edges = defaultdict(set)
+    for f in sources():
+        for target, _, _ in imported_packages(f):
+            if target != package_of(f):
+                edges[package_of(f)].add(target)
+    return edges
+
+
+def test_packages_depend_one_way():
+    bad = [(str(f.relative_to(REPO)), line, target) for f in sources() for target, line, _ in imported_packages(f)
+           if target != package_of(f) and target not in ALLOWED[package_of(f)]]
+    assert bad == []
+    edges = graph()
+    for a, targets in edges.items():
+        for b in targets:
+            assert a not in edges.get(b, set()), (a, b)  # no package imports one that imports it back
+
+
+def test_no_project_import_inside_a_function():
+    inside = [(str(f.relative_to(REPO)), line) for f in sources() for _, line, nested in imported_packages(f) if nested]
+    assert inside == []
+
+
+def test_no_private_torch_name_anywhere():
+    """No call or import of a torch name with a leading underscore (torch._foreach_sub, torch._C, ...)."""
+    import re
+
+    private = re.compile(r"\btorch(\.[A-Za-z]\w*)*\.(_[A-Za-z]\w*)")
+    files = sources() + sorted((REPO / "benchmarks").glob("*.py")) + sorted((REPO / "tests").glob("*.py"))
+    found = []
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.Attribute, ast.ImportFrom, ast.Import)):
+                text = ast.unparse(node) if not isinstance(node, (ast.ImportFrom, ast.Import)) else \
+                    " ".join([getattr(node, "module", None) or ""] + [a.name for a in node.names])
+                if private.search(text.replace(" ", ".")) or (isinstance(node, ast.ImportFrom) and
+                                                             (node.module or "").startswith("torch") and
+                                                             any(a.name.startswith("_") for a in node.names)):
+                    found.append((str(f.relative_to(REPO)), node.lineno, text))
+    assert found == []
+
+
+def test_the_registry_is_complete_once_handlers_is_imported():
+    import subprocess
+
+    code = ("import adarand.handlers.registry as r; import pkgutil, adarand.handlers as h; "
+            "mods = [m.name for m in pkgutil.iter_modules(h.__path__)]; "
+            "print(len(r.known_regularizers()), all(f'adarand.handlers.{m}' in __import__('sys').modules for m in mods))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr
+    count, complete = out.stdout.split()
+    assert int(count) == 16 and complete == "True"
+
+
+if __name__ == "__main__":
+    for package, targets in sorted(graph().items(), key=lambda kv: (["run.py", *PACKAGES[::-1]].index(kv[0]))):
+        print(f"{package:9s} -> {', '.join(sorted(targets, key=PACKAGES.index))}")
