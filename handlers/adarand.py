@@ -85,11 +85,6 @@ def ema_class_means(mu_bar: torch.Tensor, features: torch.Tensor, labels: torch.
     return mu_bar + (1.0 - alpha) * (sums - counts * mu_bar) / counts.clamp(min=1.0)
 
 
-def cosine_similarity_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """C_kl = a_k . b_l / (||a_k|| ||b_l||) for rows of ``a`` (K, d) and ``b`` (L, d)."""
-    return F.normalize(a, dim=1) @ F.normalize(b, dim=1).t()
-
-
 def intra_loss(mu: torch.Tensor, mu_bar: torch.Tensor, form: str = "paper") -> torch.Tensor:
     """l_intra, pulling each prior mean towards its class's running feature mean (mu_bar detached).
 
@@ -103,14 +98,18 @@ def inter_loss(mu: torch.Tensor, form: str = "paper") -> torch.Tensor:
     """l_inter, pushing the prior means of different classes apart (0 for one class).
 
     paper:    -(1/(K(K-1))) sum_k sum_{l != k} D(mu_k, mu_l)
+              = -1 + (||sum_k u_k||^2 - sum_k ||u_k||^2) / (K(K-1)),  u_k = mu_k / ||mu_k||
+              (the sum of cos(mu_k, mu_l) over k != l without the K x K matrix: O(K d))
     official:  (1/(K(K-1))) sum_k sum_{l != k} cos(mu_k, mu_l)^2"""
     k = mu.shape[0]
     if k < 2:
         return mu.new_zeros(())
-    cos = cosine_similarity_matrix(mu, mu)
-    off_diagonal = ~torch.eye(k, dtype=torch.bool, device=mu.device)
-    pairs = cos[off_diagonal]
-    return -(1.0 - pairs).mean() if form == "paper" else pairs.pow(2).mean()
+    pairs = k * (k - 1)
+    u = F.normalize(mu, dim=1)
+    if form == "paper":
+        return -1.0 + (u.sum(0).pow(2).sum() - u.pow(2).sum()) / pairs
+    cos = u @ u.t()
+    return (cos.pow(2).sum() - cos.diagonal().pow(2).sum()) / pairs
 
 
 def prior_loss(mu: torch.Tensor, mu_bar: torch.Tensor, intra: bool = True, inter: bool = True,

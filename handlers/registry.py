@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import yaml
 from ignite.engine import Engine
+
+import yaml
 
 from ..core.config import MethodConfig
 from ..core.errors import ConfigError
