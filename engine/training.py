@@ -19,7 +19,7 @@ from ..core.distributed import load_tensors_on_rank0
 from ..core.errors import UserError
 from ..core.files import write_json_atomic
 from .attach import CHECKPOINTS, attach_handlers
-from .build import build_run
+from .build import Run, build_run
 from .evaluator import create_evaluator
 from .state import RunRecord
 
@@ -55,62 +55,79 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
 
     Nothing is written to ``run_dir`` before data, model and method are set up; then
     ``on_ready()`` is called (the command line writes the resolved config there)."""
-    rank = idist.get_rank()
     run = build_run(cfg)
     if run.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(run.device)
-    loaders, net, model, device = run.loaders, run.net, run.model, run.device
-    regularizer, trainer = run.regularizer, run.trainer
     record = RunRecord()
     if on_ready is not None:
         on_ready()
     handlers = attach_handlers(run, run_dir, record)
-
-    if resume is not None:
-        checkpoint = torch.load(resume, map_location="cpu", weights_only=True)
-        Checkpoint.load_objects(to_load=handlers["to_save"], checkpoint=checkpoint)
-        if trainer.state.epoch >= cfg.train.epochs:
-            raise UserError(f"--resume: {resume} is at epoch {trainer.state.epoch} of train.epochs "
-                            f"{cfg.train.epochs}: nothing left to train (raise train.epochs to train longer)")
-        log.info("resumed from %s at epoch %d", resume, trainer.state.epoch)
-        if rank == 0 and resume.resolve().parent == (run_dir / CHECKPOINTS).resolve():
-            # the new last checkpoint replaces the one resumed from (Checkpoint only knows its own files)
-            trainer.add_event_handler(Events.EPOCH_COMPLETED(once=trainer.state.epoch + 1),
-                                      lambda _: resume.unlink(missing_ok=True))
-
     if resume is None:
-        regularizer.prepare()  # on resume, what it builds comes from the checkpoint
+        run.regularizer.prepare()  # on resume, what it builds comes from the checkpoint
+    else:
+        resume_from(resume, run, handlers["to_save"], run_dir)
     try:
-        trainer.run(loaders.train, max_epochs=cfg.train.epochs)
-        method_report = regularizer.report()  # before close(), which releases what it reports on
+        run.trainer.run(run.loaders.train, max_epochs=cfg.train.epochs)
+        method_report = run.regularizer.report()  # before close(), which releases what it reports on
     finally:
-        regularizer.close()
+        run.regularizer.close()
     tb = handlers["tb"]
-    if trainer.state.epoch < cfg.train.epochs:
+    if run.trainer.state.epoch < cfg.train.epochs:
         if tb is not None:
             tb.close()
-        if rank == 0:
-            print(f"stopped after epoch {trainer.state.epoch} of {cfg.train.epochs}; continue with: "
+        if idist.get_rank() == 0:
+            print(f"stopped after epoch {run.trainer.state.epoch} of {cfg.train.epochs}; continue with: "
                   f"python run.py {run_dir / 'config.yaml'} train.stop_after=null --resume {run_dir}")
         return None
-
-    # the best-validation model on the test split
     best_file = run_dir / CHECKPOINTS / Path(handlers["best"].last_checkpoint).name
-    best_file = Path(idist.broadcast(str(best_file), src=0)) if idist.get_world_size() > 1 else best_file
-    # read by rank 0 and broadcast: on several machines the others need not see the run folder
-    Checkpoint.load_objects(to_load={"model": net}, checkpoint=load_tensors_on_rank0(best_file, device))
-    test_evaluator = create_evaluator(model, device, cfg.train.amp, cfg.train.channels_last)
-    if rank == 0 and cfg.train.progress:
-        ProgressBar(persist=False, desc="test").attach(test_evaluator)
-    test_evaluator.run(loaders.test)
-    test = test_evaluator.state.metrics
+    test = test_selected_model(run, best_file)
     record.tick()
-    results = {
+    results = collect_results(run, record, test, method_report)
+    if tb is not None:
+        tb.writer.add_scalar("test/accuracy", results["test_accuracy"], record.best_epoch)
+        tb.close()
+    if idist.get_rank() == 0:
+        write_json_atomic(run_dir / "results.json", results)
+    return results
+
+
+def resume_from(checkpoint_file: Path, run: Run, to_save: dict, run_dir: Path) -> None:
+    """Restore every object of the training checkpoint; the new last checkpoint then replaces the
+    one resumed from when it lies in this run's folder (Checkpoint only knows its own files)."""
+    trainer, epochs = run.trainer, run.cfg.train.epochs
+    Checkpoint.load_objects(to_load=to_save, checkpoint=torch.load(checkpoint_file, map_location="cpu", weights_only=True))
+    if trainer.state.epoch >= epochs:
+        raise UserError(f"--resume: {checkpoint_file} is at epoch {trainer.state.epoch} of train.epochs "
+                        f"{epochs}: nothing left to train (raise train.epochs to train longer)")
+    log.info("resumed from %s at epoch %d", checkpoint_file, trainer.state.epoch)
+    if idist.get_rank() == 0 and checkpoint_file.resolve().parent == (run_dir / CHECKPOINTS).resolve():
+        trainer.add_event_handler(Events.EPOCH_COMPLETED(once=trainer.state.epoch + 1),
+                                  lambda _: checkpoint_file.unlink(missing_ok=True))
+
+
+def test_selected_model(run: Run, best_file: Path) -> dict:
+    """The selected model's metrics on the test split. Its file is read by rank 0 and broadcast:
+    on several machines the others need not see the run folder."""
+    if idist.get_world_size() > 1:
+        best_file = Path(idist.broadcast(str(best_file), src=0))
+    Checkpoint.load_objects(to_load={"model": run.net}, checkpoint=load_tensors_on_rank0(best_file, run.device))
+    t = run.cfg.train
+    evaluator = create_evaluator(run.model, run.device, t.amp, t.channels_last)
+    if idist.get_rank() == 0 and t.progress:
+        ProgressBar(persist=False, desc="test").attach(evaluator)
+    evaluator.run(run.loaders.test)
+    return {k: float(v) for k, v in evaluator.state.metrics.items()} | {"checkpoint": str(best_file)}
+
+
+def collect_results(run: Run, record: RunRecord, test: dict, method_report: dict) -> dict:
+    """What results.json holds: the selected epoch, its validation and test figures, the run."""
+    cfg = run.cfg
+    return {
         "best_epoch": record.best_epoch,
         "val_accuracy": record.best_val_accuracy,
         "val_loss": record.best_val_loss,
-        "test_accuracy": float(test["accuracy"]),
-        "test_loss": float(test["loss"]),
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
         "seed": cfg.seed,
         "method": cfg.method.name,
         "config": cfg.source,
@@ -118,15 +135,9 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
         "time_per_epoch_s": sum(record.epoch_times) / max(1, len(record.epoch_times)),
         "wall_time_s": record.wall_time,
         "world_size": idist.get_world_size(),
-        "device": str(device),
+        "device": str(run.device),
         "versions": versions(),
-        "checkpoint": str(best_file),
+        "checkpoint": test["checkpoint"],
         "method_report": method_report,
-        **peak_memory_mib(device),
+        **peak_memory_mib(run.device),
     }
-    if tb is not None:
-        tb.writer.add_scalar("test/accuracy", results["test_accuracy"], record.best_epoch)
-        tb.close()
-    if rank == 0:
-        write_json_atomic(run_dir / "results.json", results)
-    return results
