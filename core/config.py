@@ -62,9 +62,12 @@ class DataConfig:
 
 @dataclass(kw_only=True)
 class ModelConfig:
-    arch: Literal["resnet18", "resnet50", "small_cnn"]
-    # imagenet (torchvision weights) | a path to a state_dict or to one of our checkpoints | null
+    # a torchvision model by name (resnet50, vit_b_16, ...), timm/<name> for any timm model
+    # (timm/vit_base_patch16_clip_224.openai, ...), or small_cnn (the demo's)
+    arch: str
+    # imagenet (torchvision's weights) | hub (timm's weights) | a weights file | package:<file> | null
     pretrained: str | None = None
+    pretrained_strict: bool = True  # every backbone tensor must load from a weights file
     width: int = 32  # small_cnn only: channels of the first stage
 
 

@@ -62,7 +62,8 @@ def setup_data(cfg: Config) -> tuple[DataSplits, Loaders]:
 
 
 def setup_model(cfg: Config, data: DataSplits):
-    net, info = create_model(cfg.model, data.num_classes, in_channels=1 if cfg.data.grayscale else 3)
+    net, info = create_model(cfg.model, data.num_classes, in_channels=1 if cfg.data.grayscale else 3,
+                             image_size=cfg.data.image_size)
     device = idist.device()
     net = net.to(device)
     if cfg.train.channels_last:
