@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from ignite.handlers import LRScheduler
 
@@ -30,12 +32,27 @@ def create_optimizer(cfg: OptimConfig, net: Classifier, extra_groups: list[dict]
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
 
 
+def published_lr_factor(step: int, total: int, warmup: int) -> float:
+    """lr_t / lr of the published configs: t / W during a linear warm-up over the first W
+    iterations, then cos(7 pi / 16 * p) with p = (t - W) / (T - W) the fraction of the remaining
+    iterations done (it ends near cos(7 pi / 16) = 0.195, not 0)."""
+    if step < warmup:
+        return step / warmup
+    p = min(step - warmup, total - warmup) / max(total - warmup, 1)
+    return math.cos(7.0 * math.pi / 16.0 * p)
+
+
 def create_lr_scheduler(cfg: OptimConfig, optimizer: torch.optim.Optimizer, epoch_length: int,
                         epochs: int) -> LRScheduler:
     """An Ignite LRScheduler over iterations (attach to ITERATION_STARTED): ``multistep`` drops
-    by ``gamma`` at the given epochs, ``cosine`` anneals to 0 over the run, ``constant`` keeps lr."""
+    by ``gamma`` at the given epochs, ``cosine`` anneals to 0 over the run, ``constant`` keeps lr,
+    ``published`` is the published configs' schedule (:func:`published_lr_factor`)."""
     if cfg.scheduler == "multistep":
         sched = torch.optim.lr_scheduler.MultiStepLR(optimizer, [m * epoch_length for m in cfg.milestones], cfg.gamma)
+    elif cfg.scheduler == "published":
+        total = epochs * epoch_length
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda t: published_lr_factor(t, total, cfg.warmup_iterations))
     elif cfg.scheduler == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * epoch_length))
     else:
