@@ -6,12 +6,13 @@ from __future__ import annotations
 from ..core.config import ModelConfig
 from ..core.errors import UserError
 from .classifier import Classifier, init_head
+from .preprocessing import backbone_preprocessing
 from .pretrained import PretrainedInfo, load_pretrained
 from .small_cnn import create_small_cnn
 from .timm_models import create_timm
 from .torchvision_models import create_torchvision
 
-__all__ = ["Classifier", "PretrainedInfo", "create_model", "init_head", "load_pretrained"]
+__all__ = ["Classifier", "PretrainedInfo", "backbone_preprocessing", "create_model", "init_head", "load_pretrained"]
 
 
 def create_model(cfg: ModelConfig, num_classes: int, in_channels: int = 3,

@@ -20,6 +20,13 @@ def torchvision_names() -> list[str]:
     return torchvision.models.list_models(module=torchvision.models)
 
 
+def imagenet_weights(name: str):
+    """torchvision's ImageNet weights for ``pretrained: imagenet``: the first release
+    (``IMAGENET1K_V1``, what ``pretrained=True`` gave and the paper used) where there is one."""
+    enum = torchvision.models.get_model_weights(name)
+    return getattr(enum, "IMAGENET1K_V1", enum.DEFAULT)
+
+
 def create_torchvision(name: str, num_classes: int, image_size: int) -> tuple[Classifier, object]:
     """(the model with a new head, torchvision's default weights for ``pretrained: imagenet``)."""
     if name not in torchvision_names():
@@ -41,5 +48,5 @@ def create_torchvision(name: str, num_classes: int, image_size: int) -> tuple[Cl
     stages = RESNET_STAGES if all(hasattr(net, s) for s in RESNET_STAGES) else None
     # the source classifier: the last linear layer, where it reads these features directly
     prefix = (f"{attr}.{path}." if path else f"{attr}.") if linear.in_features == dim else None
-    weights = torchvision.models.get_model_weights(name).DEFAULT
+    weights = imagenet_weights(name)
     return Classifier(net, dim, num_classes, stages=stages, source_head=prefix), weights

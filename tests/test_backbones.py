@@ -100,3 +100,26 @@ def test_methods_that_need_what_a_vit_lacks_stop_with_one_line(tmp_path, method,
 
     with pytest.raises(UserError, match=match):
         build_run(vit_config(tmp_path, method, CLIP))
+
+
+def test_transforms_follow_the_backbone_unless_the_config_sets_them(tmp_path):
+    from adarand.engine.build import build_run
+
+    cfg = load_config(write_tiny_config(tmp_path, "finetune"), [f"model.arch={CLIP}", "data.mean=null", "data.std=null",
+                                                                 "data.image_size=null", "data.resize_size=null"])
+    run = build_run(cfg)
+    d = run.cfg.data
+    # CLIP's own normalisation, bicubic, 224 / crop_pct 0.9 (timm's pretrained config)
+    assert d.mean == pytest.approx([0.48145466, 0.4578275, 0.40821073]) and d.std[0] == pytest.approx(0.26862954)
+    assert (d.image_size, d.resize_size, d.interpolation) == (224, 248, "bicubic")
+    assert "bicubic" in repr(run.data.train.transform) and "size=248" in repr(run.data.test.transform)
+    # torchvision's ImageNet weights: their preprocessing; a value the config sets wins
+    from adarand.models import backbone_preprocessing
+
+    pre = backbone_preprocessing(ModelConfig(arch="vit_b_32", pretrained="imagenet"))
+    assert (pre["image_size"], pre["resize_size"], pre["interpolation"]) == (224, 256, "bilinear")
+    cfg = load_config(write_tiny_config(tmp_path, "finetune"), [f"model.arch={CLIP}", "data.mean=null", "data.std=null",
+                                                                 "data.image_size=32", "data.resize_size=36"])
+    d = build_run(cfg).cfg.data
+    assert (d.image_size, d.resize_size) == (32, 36) and d.interpolation == "bicubic"  # the sizes set are kept
+    assert d.mean == pytest.approx([0.48145466, 0.4578275, 0.40821073])
