@@ -100,6 +100,8 @@ class OptimConfig:
     nesterov: bool = True
     weight_decay: float = 0.0
     head_lr_mult: float = 1.0  # learning rate of the new head = lr * head_lr_mult
+    # ViTs: transformer block i of L at lr * layer_decay^(L - i), the embeddings at layer_decay^(L + 1)
+    layer_decay: float | None = None
     # published: linear warm-up over warmup_iterations, then lr * cos(7 pi / 16 * p) (ends near 0.195 lr)
     scheduler: Literal["multistep", "cosine", "constant", "published"] = "multistep"
     milestones: list[int] = field(default_factory=lambda: [60, 120, 160])  # epochs (multistep)
