@@ -1,6 +1,6 @@
 """Time per training step: fine-tuning vs AdaRand, measured in one run (interleaved rounds).
 
-    python benchmarks/step_time.py [--rounds 7] [--steps 20] [--device cpu] [--no-cars]
+    python benchmarks/step_time.py [--rounds 7] [--steps 20] [--device cpu] [--no-cars] [--only vit]
 
 Both trainers are the project's Ignite trainer with the per-iteration diagnostics attached, as in
 a real run; AdaRand adds its handlers (sampling, L_reg, EMA of class means, Adam step on mu).
@@ -8,7 +8,7 @@ Batches are synthetic tensors already in memory, so data loading does not blur t
 Prints the median time per step of each, and the median over rounds of the ratio of the two runs
 of one round (adjacent in time; the headline figure), then the ratio of the two fastest rounds (the
 usual estimate of the cost without interference from the rest of the machine), for the demo model
-(5x the rounds: its steps are short and noisy), a ResNet-18 and a ResNet-50 at Cars scale. Under
+(5x the rounds: its steps are short and noisy), a ResNet-18, a ViT-B/32 and a ResNet-50 at Cars scale. Under
 each: AdaRand's handlers timed alone on a fixed step, and the same handlers' time inside the
 measured steps (more: between the network's large operations each small one costs more).
 """
@@ -37,6 +37,7 @@ CASES = {
     # name: (arch, in_channels, image size, batch, classes, steps per round (None: --steps))
     "demo small_cnn (1x16x16, B=16, K=5)": ("small_cnn", 1, 16, 16, 5, None),
     "resnet18 (3x112x112, B=16, K=196)": ("resnet18", 3, 112, 16, 196, None),
+    "vit_b_32 (3x224x224, B=16, K=196, d=768)": ("vit_b_32", 3, 224, 16, 196, 5),
 }
 CARS_GPU = ("resnet50 Cars scale (3x224x224, B=64, K=196, d=2048)", ("resnet50", 3, 224, 64, 196, None))
 CARS_CPU = ("resnet50 Cars scale (3x112x112, B=64, K=196, d=2048)", ("resnet50", 3, 112, 64, 196, 2))
@@ -129,12 +130,15 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-cars", action="store_true", help="skip the ResNet-50 case at Cars scale")
+    p.add_argument("--only", help="run only the cases whose name contains this text (e.g. vit)")
     args = p.parse_args()
     device = torch.device(args.device)
     cases = dict(CASES)
     if not args.no_cars:
         name, case = CARS_GPU if device.type == "cuda" else CARS_CPU
         cases[name] = case
+    if args.only:
+        cases = {name: case for name, case in cases.items() if args.only in name}
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{args.rounds} interleaved rounds of {args.steps} steps; median ms per step")
     print(f"{'model':56s} {'fine-tuning':>12s} {'AdaRand':>12s} {'extra':>8s} {'ratio':>7s}")
@@ -151,7 +155,7 @@ def main() -> None:
             tally[:] = [0.0, 0]
         times = {m: [] for m in trainers}
         ratios = []  # per round: the two runs are adjacent in time, so slow drifts of the machine cancel
-        rounds = 3 if steps is not None else args.rounds * (5 if arch == "small_cnn" else 1)
+        rounds = (5 if arch.startswith("vit") else 3) if steps is not None else args.rounds * (5 if arch == "small_cnn" else 1)
         for r in range(rounds):
             order = list(trainers) if r % 2 == 0 else list(reversed(trainers))
             for m in order:

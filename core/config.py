@@ -9,6 +9,7 @@ command line are applied last; the value is parsed as YAML (``train.epochs=3``,
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +22,11 @@ from .schema import build, to_plain
 COMMAND_LINE = "command line"
 
 
+# ImageNet's: torchvision's classification weights (ResNet-50 IMAGENET1K_V1) use these
+STANDARD_PREPROCESSING = {"image_size": 224, "resize_size": 256, "mean": [0.485, 0.456, 0.406],
+                          "std": [0.229, 0.224, 0.225], "interpolation": "bilinear"}
+
+
 @dataclass(kw_only=True)
 class DataConfig:
     name: Literal["folder", "stanford_cars", "aircraft", "birds", "dtd", "flowers", "pets", "sklearn_digits"] = "folder"
@@ -28,17 +34,25 @@ class DataConfig:
     val_ratio: float = 0.1  # share of the training set held out for validation (stratified)
     split_seed: int = 0  # seed of the train/val split and of ``use_ratio``; independent of the run seed
     use_ratio: float = 1.0  # keep this fraction of the training data (stratified, before the split)
-    image_size: int = 224
-    resize_size: int = 256  # evaluation: Resize(resize_size) then CenterCrop(image_size)
+    # the preprocessing: null takes the backbone's (timm's pretrained config, torchvision's weights),
+    # or else STANDARD_PREPROCESSING
+    image_size: int | None = None
+    resize_size: int | None = None  # evaluation: Resize(resize_size) then CenterCrop(image_size)
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop scale
     hflip: bool = True
     grayscale: bool = False
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     batch_size: int = 64  # per process
     eval_batch_size: int | None = None  # default: batch_size
     num_workers: int = 4
     digits_task: Literal["source", "target"] = "target"  # only for name: sklearn_digits
+
+    def with_preprocessing(self, defaults: dict) -> DataConfig:
+        """A copy whose unset preprocessing fields (None) take ``defaults``' values."""
+        unset = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        return dataclasses.replace(self, **unset)
 
     @property
     def eval_batch(self) -> int:
@@ -53,8 +67,15 @@ class DataConfig:
         if len(self.crop_scale) != 2 or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
             return "crop_scale", f"expected [low, high] with 0 < low <= high <= 1, got {self.crop_scale}"
         channels = 1 if self.grayscale else 3
-        if len(self.mean) != channels or len(self.std) != channels:
-            return "mean", f"mean and std need {channels} values (grayscale: {self.grayscale})"
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            if values is None and self.grayscale:
+                return key, "grayscale images need their own mean and std (one value each)"
+            if values is not None and len(values) != channels:
+                return key, f"expected {channels} values (grayscale: {self.grayscale}), got {values}"
+        for key in ("image_size", "resize_size"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                return key, "expected a positive number of pixels"
         if self.batch_size < 1:
             return "batch_size", "expected a positive integer"
         return None
@@ -62,9 +83,12 @@ class DataConfig:
 
 @dataclass(kw_only=True)
 class ModelConfig:
-    arch: Literal["resnet18", "resnet50", "small_cnn"]
-    # imagenet (torchvision weights) | a path to a state_dict or to one of our checkpoints | null
+    # a torchvision model by name (resnet50, vit_b_16, ...), timm/<name> for any timm model
+    # (timm/vit_base_patch16_clip_224.openai, ...), or small_cnn (the demo's)
+    arch: str
+    # imagenet (torchvision's weights) | hub (timm's weights) | a weights file | package:<file> | null
     pretrained: str | None = None
+    pretrained_strict: bool = True  # every backbone tensor must load from a weights file
     width: int = 32  # small_cnn only: channels of the first stage
 
 
@@ -76,9 +100,13 @@ class OptimConfig:
     nesterov: bool = True
     weight_decay: float = 0.0
     head_lr_mult: float = 1.0  # learning rate of the new head = lr * head_lr_mult
-    scheduler: Literal["multistep", "cosine", "constant"] = "multistep"
+    # ViTs: transformer block i of L at lr * layer_decay^(L - i), the embeddings at layer_decay^(L + 1)
+    layer_decay: float | None = None
+    # published: linear warm-up over warmup_iterations, then lr * cos(7 pi / 16 * p) (ends near 0.195 lr)
+    scheduler: Literal["multistep", "cosine", "constant", "published"] = "multistep"
     milestones: list[int] = field(default_factory=lambda: [60, 120, 160])  # epochs (multistep)
     gamma: float = 0.1
+    warmup_iterations: int = 30  # published
 
 
 @dataclass(kw_only=True)

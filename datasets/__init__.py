@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.config import DataConfig
+from ..core.config import STANDARD_PREPROCESSING, DataConfig
 from .cub import load_cub
 from .folder import load_image_folder
 from .image_list import ImageList
@@ -48,6 +48,7 @@ def create_datasets(cfg: DataConfig, cache_dir: str) -> DataSplits:
     else:
         train_all, test, classes = load_image_folder(root)
     train, val = reduce_and_split(train_all, cfg.use_ratio, cfg.val_ratio, cfg.split_seed)
+    cfg = cfg.with_preprocessing(STANDARD_PREPROCESSING)  # what the run's backbone did not set
     tt, et = train_transform(cfg), eval_transform(cfg)
     g = cfg.grayscale
     return DataSplits(train=ImageList(train, tt, g), train_eval=ImageList(train, et, g), val=ImageList(val, et, g),

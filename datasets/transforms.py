@@ -1,4 +1,5 @@
-"""The paper's transforms: train RandomResizedCrop + flip, test Resize + CenterCrop."""
+"""The paper's transforms: train RandomResizedCrop + flip, test Resize + CenterCrop, at the
+sizes, normalisation and interpolation of ``DataConfig`` (its unset fields resolved first)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from ..core.config import DataConfig
 
 
 def train_transform(cfg: DataConfig) -> T.Compose:
-    ops = [T.RandomResizedCrop(cfg.image_size, scale=tuple(cfg.crop_scale))]
+    ops = [T.RandomResizedCrop(cfg.image_size, scale=tuple(cfg.crop_scale), interpolation=T.InterpolationMode(cfg.interpolation))]
     if cfg.hflip:
         ops.append(T.RandomHorizontalFlip())
     ops += [T.ToTensor(), T.Normalize(cfg.mean, cfg.std)]
@@ -16,5 +17,5 @@ def train_transform(cfg: DataConfig) -> T.Compose:
 
 
 def eval_transform(cfg: DataConfig) -> T.Compose:
-    return T.Compose([T.Resize(cfg.resize_size), T.CenterCrop(cfg.image_size), T.ToTensor(),
-                      T.Normalize(cfg.mean, cfg.std)])
+    return T.Compose([T.Resize(cfg.resize_size, interpolation=T.InterpolationMode(cfg.interpolation)),
+                      T.CenterCrop(cfg.image_size), T.ToTensor(), T.Normalize(cfg.mean, cfg.std)])

@@ -18,7 +18,7 @@ from ..datasets import DataSplits, create_datasets
 from ..datasets.seeded import SeededDataset, SeededSampler, sample_seed
 from ..handlers.context import RunContext
 from ..handlers.registry import Regularizer, get_regularizer_class
-from ..models import Classifier, create_model
+from ..models import Classifier, backbone_preprocessing, create_model
 from .evaluator import create_evaluator
 from .optim import create_lr_scheduler, create_optimizer
 from .trainer import create_trainer
@@ -62,7 +62,8 @@ def setup_data(cfg: Config) -> tuple[DataSplits, Loaders]:
 
 
 def setup_model(cfg: Config, data: DataSplits):
-    net, info = create_model(cfg.model, data.num_classes, in_channels=1 if cfg.data.grayscale else 3)
+    net, info = create_model(cfg.model, data.num_classes, in_channels=1 if cfg.data.grayscale else 3,
+                             image_size=cfg.data.image_size)
     device = idist.device()
     net = net.to(device)
     if cfg.train.channels_last:
@@ -103,6 +104,9 @@ def build_run(cfg: Config) -> Run:
     """Data, model, regularizer, optimizer, schedule and engines, in that order (the regularizer
     comes before the optimizer because it may add parameter groups)."""
     manual_seed(cfg.seed + idist.get_rank())
+    # the transforms follow the backbone wherever the config leaves them unset (the resolved values
+    # are what the run's config.yaml records)
+    cfg.data = cfg.data.with_preprocessing(backbone_preprocessing(cfg.model))
     data, loaders = setup_data(cfg)
     net, model, pretrained, device = setup_model(cfg, data)
     generator = torch.Generator(device=device).manual_seed(regularizer_seed(cfg.seed, idist.get_rank()))

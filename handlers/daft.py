@@ -19,14 +19,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..core.errors import UserError
 from .registry import Regularizer, register
+
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 @torch.no_grad()
 def convert_batchnorm(model: nn.Module, loader, device: torch.device) -> int:
     """Re-parameterise every BatchNorm of ``model`` to the statistics of ``loader``'s inputs; returns
     how many layers changed. The model's eval-mode output is unchanged."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bns = [m for m in model.modules() if isinstance(m, BATCH_NORMS)]
     sums = {m: [0, 0.0, 0.0] for m in bns}  # batches, sum of batch means, sum of batch variances
 
     def record(mod, inputs):
@@ -75,6 +78,9 @@ class DAFT(Regularizer):
 
     def __init__(self, params: DAFTParams, ctx):
         super().__init__(params, ctx)
+        if params.convert_bn and not any(isinstance(m, BATCH_NORMS) for m in ctx.net.backbone.modules()):
+            raise UserError("method.convert_bn: daft converts BatchNorm statistics, and this backbone has no BatchNorm "
+                            "layer (a ViT?); set method.convert_bn: false for the integrated linear probing alone")
         if params.zero_head:
             with torch.no_grad():
                 ctx.net.head.weight.zero_()

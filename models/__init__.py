@@ -1,23 +1,34 @@
-"""Backbones that return ``(logits, features)``."""
+"""Backbones that return ``(logits, features)``: torchvision models by name, any timm model as
+``timm/<name>``, and the demo's small CNN."""
 
 from __future__ import annotations
 
 from ..core.config import ModelConfig
+from ..core.errors import UserError
 from .classifier import Classifier, init_head
+from .preprocessing import backbone_preprocessing
 from .pretrained import PretrainedInfo, load_pretrained
-from .resnet import ARCHS, create_resnet
 from .small_cnn import create_small_cnn
+from .timm_models import create_timm
+from .torchvision_models import create_torchvision
 
-__all__ = ["Classifier", "PretrainedInfo", "create_model", "init_head", "load_pretrained"]
+__all__ = ["Classifier", "PretrainedInfo", "backbone_preprocessing", "create_model", "init_head", "load_pretrained"]
 
 
-def create_model(cfg: ModelConfig, num_classes: int, in_channels: int = 3) -> tuple[Classifier, PretrainedInfo]:
+def create_model(cfg: ModelConfig, num_classes: int, in_channels: int = 3,
+                 image_size: int = 224) -> tuple[Classifier, PretrainedInfo]:
     """Build the model with its pretrained backbone and a new head N(0, 0.01^2), bias 0."""
-    if cfg.arch in ARCHS:
-        model = create_resnet(cfg.arch, num_classes)
-        weights = ARCHS[cfg.arch][1]
-    else:
+    imagenet = None
+    if cfg.arch == "small_cnn":
         model = create_small_cnn(num_classes, in_channels=in_channels, width=cfg.width)
-        weights = None
-    info = load_pretrained(model, cfg.pretrained, weights)
-    return model, info
+    elif cfg.arch.startswith("timm/"):
+        model = create_timm(cfg.arch[len("timm/"):], num_classes, image_size, from_hub=cfg.pretrained == "hub")
+        if cfg.pretrained == "hub":  # timm loaded them
+            return model, PretrainedInfo(source="hub")
+    else:
+        model, imagenet = create_torchvision(cfg.arch, num_classes, image_size)
+    if cfg.pretrained == "hub":
+        raise UserError(f"model.pretrained: hub is timm's weights, for model.arch timm/<name> (not {cfg.arch})")
+    if cfg.pretrained == "imagenet" and cfg.arch.startswith("timm/"):
+        raise UserError("model.pretrained: imagenet is torchvision's weights; for a timm model use hub or a file")
+    return model, load_pretrained(model, cfg.pretrained, imagenet, strict=cfg.pretrained_strict)

@@ -9,15 +9,19 @@ from torch import nn
 class Classifier(nn.Module):
     """``features = backbone(x)`` (pooled penultimate features, shape B x d), ``logits = head(features)``.
 
-    ``stages`` names the backbone's inner blocks (for methods that read feature maps).
+    ``stages`` names the backbone's inner blocks (for methods that read feature maps);
+    ``source_head`` the key prefix of the pretrained model's own classifier in its weights files
+    (``fc.`` for a torchvision ResNet; None where the pretrained model has none, as CLIP's towers).
     """
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, stages: dict[str, str] | None = None):
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, stages: dict[str, str] | None = None,
+                 source_head: str | None = "fc."):
         super().__init__()
         self.backbone = backbone
         self.feature_dim = feature_dim
         self.num_classes = num_classes
         self.stages = dict(stages or {})
+        self.source_head = source_head
         self.head = nn.Linear(feature_dim, num_classes)
         init_head(self.head)
 
