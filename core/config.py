@@ -28,6 +28,16 @@ STANDARD_PREPROCESSING = {"image_size": 224, "resize_size": 256, "mean": [0.485,
 
 
 @dataclass(kw_only=True)
+class ExtraTestConfig:
+    """A further test set, evaluated with the selected model (e.g. ImageNet-V2, -R, -A, -Sketch)."""
+
+    name: str
+    # root/<class>/<image>, the class folders named as the training classes; a set with some of
+    # the classes (ImageNet-R and -A have 200 of 1,000) is scored over the logits of its classes
+    root: str
+
+
+@dataclass(kw_only=True)
 class DataConfig:
     name: Literal["folder", "stanford_cars", "aircraft", "birds", "dtd", "flowers", "pets", "sklearn_digits"] = "folder"
     root: str  # dataset folder (``~`` is expanded, relative paths are taken from the working dir)
@@ -48,6 +58,7 @@ class DataConfig:
     eval_batch_size: int | None = None  # default: batch_size
     num_workers: int = 4
     digits_task: Literal["source", "target"] = "target"  # only for name: sklearn_digits
+    extra_test: list[ExtraTestConfig] = field(default_factory=list)
 
     def with_preprocessing(self, defaults: dict) -> DataConfig:
         """A copy whose unset preprocessing fields (None) take ``defaults``' values."""

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.config import STANDARD_PREPROCESSING, DataConfig
 from .cub import load_cub
-from .folder import load_image_folder
+from .folder import load_image_folder, scan_class_folders
 from .image_list import ImageList
 from .sklearn_digits import materialize_digits
 from .splits import reduce_and_split
@@ -24,6 +24,8 @@ class DataSplits:
     test: ImageList
     classes: list[str]
     root: str
+    # further test sets by name: (images with the eval transform, the training classes they hold)
+    extra_test: dict[str, tuple[ImageList, list[int]]] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -51,5 +53,11 @@ def create_datasets(cfg: DataConfig, cache_dir: str) -> DataSplits:
     cfg = cfg.with_preprocessing(STANDARD_PREPROCESSING)  # what the run's backbone did not set
     tt, et = train_transform(cfg), eval_transform(cfg)
     g = cfg.grayscale
+    extra = {}
+    for i, extra_cfg in enumerate(cfg.extra_test):
+        key = f"data.extra_test[{i}].root"
+        folder = Path(extra_cfg.root.replace("{cache_dir}", cache_dir)).expanduser()
+        samples, _ = scan_class_folders(folder, classes, key=key, layout="root/<class>/<image>, classes named as in training")
+        extra[extra_cfg.name] = (ImageList(samples, et, g), sorted({label for _, label in samples}))
     return DataSplits(train=ImageList(train, tt, g), train_eval=ImageList(train, et, g), val=ImageList(val, et, g),
-                      test=ImageList(test, et, g), classes=classes, root=str(root))
+                      test=ImageList(test, et, g), classes=classes, root=str(root), extra_test=extra)

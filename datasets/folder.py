@@ -16,17 +16,23 @@ def is_image_folder(root: Path) -> bool:
 
 def scan_split(root: Path, split: str, classes: list[str] | None = None) -> tuple[list[tuple[str, int]], list[str]]:
     """Samples of ``root/split`` (sorted) and the class names (sorted folder names of train)."""
-    folder = root / split
+    return scan_class_folders(root / split, classes)
+
+
+def scan_class_folders(folder: Path, classes: list[str] | None = None, key: str = "data.root",
+                       layout: str = LAYOUT_HINT) -> tuple[list[tuple[str, int]], list[str]]:
+    """Samples of ``folder/<class>/<image>`` (sorted), labelled by their index in ``classes``
+    (default: the sorted folder names), and the class names. ``key`` names the config key in errors."""
     if not folder.is_dir():
-        raise UserError(f"data.root: {folder} does not exist; expected the layout {LAYOUT_HINT}")
+        raise UserError(f"{key}: {folder} does not exist; expected the layout {layout}")
     found = sorted(p.name for p in folder.iterdir() if p.is_dir())
     if classes is None:
         classes = found
     if not classes:
-        raise UserError(f"data.root: {folder} has no class folders; expected the layout {LAYOUT_HINT}")
+        raise UserError(f"{key}: {folder} has no class folders; expected the layout {layout}")
     unknown = sorted(set(found) - set(classes))
     if unknown:
-        raise UserError(f"data.root: {folder} has class folders not in train/: {', '.join(unknown[:5])}")
+        raise UserError(f"{key}: {folder} has class folders that are not training classes: {', '.join(unknown[:5])}")
     index = {c: i for i, c in enumerate(classes)}
     samples = []
     for c in found:
@@ -34,7 +40,7 @@ def scan_split(root: Path, split: str, classes: list[str] | None = None) -> tupl
             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
                 samples.append((str(p), index[c]))
     if not samples:
-        raise UserError(f"data.root: {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise UserError(f"{key}: {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return samples, classes
 
 

@@ -29,6 +29,7 @@ class Loaders:
     train: DataLoader
     val: DataLoader
     test: DataLoader
+    extra_test: dict[str, DataLoader]  # by name (data.extra_test)
 
 
 def setup_data(cfg: Config) -> tuple[DataSplits, Loaders]:
@@ -50,15 +51,14 @@ def setup_data(cfg: Config) -> tuple[DataSplits, Loaders]:
     train = DataLoader(SeededDataset(data.train), batch_size=d.batch_size, sampler=SeededSampler(order, cfg.seed),
                        num_workers=d.num_workers, drop_last=True, pin_memory=pin,
                        generator=torch.Generator().manual_seed(cfg.seed))
-    ebs = d.eval_batch_size or d.batch_size
-
     def eval_loader(ds):
         # each process a disjoint shard without padding, so the reduced metrics count every image once;
         # own generator: evaluating does not move the global RNG that training draws from
-        return DataLoader(shard_without_padding(ds, rank, world), batch_size=ebs, shuffle=False,
+        return DataLoader(shard_without_padding(ds, rank, world), batch_size=d.eval_batch, shuffle=False,
                           num_workers=d.num_workers, pin_memory=pin, generator=torch.Generator().manual_seed(0))
 
-    return data, Loaders(train=train, val=eval_loader(data.val), test=eval_loader(data.test))
+    return data, Loaders(train=train, val=eval_loader(data.val), test=eval_loader(data.test),
+                         extra_test={name: eval_loader(ds) for name, (ds, _) in data.extra_test.items()})
 
 
 def setup_model(cfg: Config, data: DataSplits):

@@ -81,6 +81,12 @@ def collect(roots: list[Path]) -> list[Row]:
             row.accuracies.append(100.0 * float(res["test_accuracy"]))
             row.epoch_times.append(float(res["time_per_epoch_s"]))
             row.memories.append(float(res.get("peak_gpu_mib", res.get("peak_rss_mib", float("nan")))))
+            for name, extra in res.get("extra_test", {}).items():  # further test sets: a dataset column each
+                extra_key = (f"{key[0]} → {name}", key[1])
+                extra_row = groups.setdefault(extra_key, Row(extra_key[0], key[1], [], [], [], kind))
+                extra_row.accuracies.append(100.0 * float(extra["accuracy"]))
+                extra_row.epoch_times.append(float(res["time_per_epoch_s"]))
+                extra_row.memories.append(row.memories[-1])
     return list(groups.values())
 
 

@@ -116,7 +116,14 @@ def test_selected_model(run: Run, best_file: Path) -> dict:
     if idist.get_rank() == 0 and t.progress:
         ProgressBar(persist=False, desc="test").attach(evaluator)
     evaluator.run(run.loaders.test)
-    return {k: float(v) for k, v in evaluator.state.metrics.items()} | {"checkpoint": str(best_file)}
+    out = {k: float(v) for k, v in evaluator.state.metrics.items()} | {"checkpoint": str(best_file), "extra_test": {}}
+    for name, loader in run.loaders.extra_test.items():  # scored over the classes each set holds
+        classes = run.data.extra_test[name][1]
+        extra = create_evaluator(run.model, run.device, t.amp, t.channels_last, classes=classes)
+        extra.run(loader)
+        out["extra_test"][name] = {**{k: float(v) for k, v in extra.state.metrics.items()}, "classes": len(classes),
+                                   "images": len(run.data.extra_test[name][0])}
+    return out
 
 
 def collect_results(run: Run, record: RunRecord, test: dict, method_report: dict) -> dict:
@@ -139,5 +146,6 @@ def collect_results(run: Run, record: RunRecord, test: dict, method_report: dict
         "versions": versions(),
         "checkpoint": test["checkpoint"],
         "method_report": method_report,
+        "extra_test": test["extra_test"],
         **peak_memory_mib(run.device),
     }
