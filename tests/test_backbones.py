@@ -123,3 +123,18 @@ def test_transforms_follow_the_backbone_unless_the_config_sets_them(tmp_path):
     d = build_run(cfg).cfg.data
     assert (d.image_size, d.resize_size) == (32, 36) and d.interpolation == "bicubic"  # the sizes set are kept
     assert d.mean == pytest.approx([0.48145466, 0.4578275, 0.40821073])
+
+
+def test_timm_hub_weights_offline_give_one_line(tmp_path):
+    """No network and an empty cache: timm's real download code fails, and the run gets one line."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from adarand.core.config import ModelConfig\nfrom adarand.models import create_model\n"
+            "create_model(ModelConfig(arch='timm/vit_xsmall_patch16_clip_224', pretrained='hub'), 3)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode != 0
+    last = out.stderr.strip().splitlines()[-1]
+    assert "model.pretrained: hub: could not get timm's weights for vit_xsmall_patch16_clip_224" in last
