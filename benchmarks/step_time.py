@@ -155,7 +155,7 @@ def main() -> None:
             tally[:] = [0.0, 0]
         times = {m: [] for m in trainers}
         ratios = []  # per round: the two runs are adjacent in time, so slow drifts of the machine cancel
-        rounds = (5 if arch.startswith("vit") else 3) if steps is not None else args.rounds * (5 if arch == "small_cnn" else 1)
+        rounds = 5 if steps is not None else args.rounds * (5 if arch == "small_cnn" else 1)
         for r in range(rounds):
             order = list(trainers) if r % 2 == 0 else list(reversed(trainers))
             for m in order:
