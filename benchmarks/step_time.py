@@ -37,15 +37,15 @@ CASES = {
     # name: (arch, in_channels, image size, batch, classes, steps per round (None: --steps))
     "demo small_cnn (1x16x16, B=16, K=5)": ("small_cnn", 1, 16, 16, 5, None),
     "resnet18 (3x112x112, B=16, K=196)": ("resnet18", 3, 112, 16, 196, None),
-    "vit_b_32 (3x224x224, B=16, K=196, d=768)": ("vit_b_32", 3, 224, 16, 196, 5),
+    "vit_b_32 (3x128x128, B=16, K=196, d=768)": ("vit_b_32", 3, 128, 16, 196, 5),
 }
 CARS_GPU = ("resnet50 Cars scale (3x224x224, B=64, K=196, d=2048)", ("resnet50", 3, 224, 64, 196, None))
 CARS_CPU = ("resnet50 Cars scale (3x112x112, B=64, K=196, d=2048)", ("resnet50", 3, 112, 64, 196, 2))
 
 
-def build(arch, channels, k, device, method):
+def build(arch, channels, k, device, method, size=224):
     torch.manual_seed(0)
-    net, info = create_model(ModelConfig(arch=arch), num_classes=k, in_channels=channels)
+    net, info = create_model(ModelConfig(arch=arch), num_classes=k, in_channels=channels, image_size=size)
     net = net.to(device)
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
     trainer = create_trainer(net, opt, device)
@@ -146,7 +146,7 @@ def main() -> None:
         g = torch.Generator().manual_seed(0)
         batches = [(torch.randn(b, ch, size, size, generator=g).to(device), torch.randint(0, k, (b,), generator=g).to(device))
                    for _ in range(steps or args.steps)]
-        built = {m: build(arch, ch, k, device, m) for m in ("finetune", "adarand")}
+        built = {m: build(arch, ch, k, device, m, size) for m in ("finetune", "adarand")}
         trainers = {m: t for m, (t, _) in built.items()}
         regs = {m: r for m, (_, r) in built.items()}
         for t in trainers.values():  # warm-up (and AdaRand's prior initialisation)
