@@ -7,7 +7,7 @@ from pathlib import Path
 
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, DiskSaver, ProgressBar, TerminateOnNan, global_step_from_engine
+from ignite.handlers import Checkpoint, DiskSaver, ProgressBar, global_step_from_engine
 from ignite.handlers.tensorboard_logger import OptimizerParamsHandler, OutputHandler, TensorboardLogger
 
 from ..handlers.training_log import TrainingDiagnostics
@@ -31,8 +31,6 @@ def attach_handlers(run: Run, run_dir: Path, record: RunRecord) -> dict:
                                       cfg.diagnostics.max_samples, cfg.diagnostics.chunk_size,
                                       len(loaders.train), enabled=cfg.diagnostics.enabled)
     diagnostics.attach(trainer)
-    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=cfg.train.log_every),
-                              TerminateOnNan(output_transform=lambda step: step.loss))
 
     trainer.add_event_handler(Events.STARTED, lambda _: record.tick(count=False))
 
