@@ -169,8 +169,10 @@ class Delta(Regularizer):
                "measure": "filter_ablation_ce", "batches": p.attention_batches, "batch_size": ctx.cfg.data.batch_size,
                "probe_weight_decay": p.probe_weight_decay, "layers": self.layers, "version": 2}
         name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+        modules = dict(self.frozen.named_modules())
+        expected = {stage: ((modules[path].out_channels,), torch.float32) for stage, path in self.layers.items()}
         increases, _ = load_or_compute_tensors(ctx.cache_dir / "delta" / f"{name}.pt", self._measure, ctx.device,
-                                               "DELTA channel attention")
+                                               "DELTA channel attention", expected)
         self.attention = channel_attention(increases, p.attention_temperature)
 
     def _measure(self) -> dict[str, torch.Tensor]:
