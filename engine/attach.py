@@ -12,7 +12,7 @@ from ignite.handlers.tensorboard_logger import OptimizerParamsHandler, OutputHan
 
 from ..handlers.training_log import TrainingDiagnostics
 from .build import Run
-from .state import RNGState, RunRecord
+from .state import ConfigState, RNGState, RunRecord
 
 CHECKPOINTS = "checkpoints"
 
@@ -56,7 +56,8 @@ def attach_handlers(run: Run, run_dir: Path, record: RunRecord) -> dict:
     val_evaluator.add_event_handler(Events.COMPLETED, best)
 
     rng = RNGState({"regularizer": run.ctx.generator})
-    to_save = {"trainer": trainer, "model": net, "optimizer": optimizer, "lr_scheduler": lr_scheduler,
+    to_save = {"config": ConfigState(cfg.to_dict()), "trainer": trainer, "model": net, "optimizer": optimizer,
+               "lr_scheduler": lr_scheduler,
                "regularizer": regularizer, "rng": rng, "record": record, "best_checkpoint": best}
     if trainer.state.grad_scaler.is_enabled():
         to_save["grad_scaler"] = trainer.state.grad_scaler
