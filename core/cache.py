@@ -1,37 +1,79 @@
-"""Tensors computed once and kept on disk under a key, read by rank 0 and shared with the others."""
+"""Tensors computed once and kept on disk under a key, read by rank 0 and shared with the others.
+
+A cache file holds ``{"key": <its own name>, "tensors": {...}}``. Before use it is checked: it
+must load, carry its key, and hold the tensors expected, with their shapes and dtypes. A file
+that fails (truncated, garbage, another format, other shapes) is reported with a warning and
+recomputed, never used.
+"""
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import ignite.distributed as idist
 import torch
 
-from .distributed import load_tensors_on_rank0
+from .distributed import broadcast_tensors
 from .files import save_atomic
 
 log = logging.getLogger(__name__)
 
+# name -> (shape with None for any size, dtype or None)
+Expected = dict[str, tuple[tuple[int | None, ...], torch.dtype | None]]
+
+
+def write_cache(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    save_atomic({"key": path.stem, "tensors": {k: v.cpu() for k, v in tensors.items()}}, path)
+
+
+def read_cache(path: Path, expected: Expected | None = None) -> tuple[dict[str, torch.Tensor] | None, str | None]:
+    """(tensors, None), or (None, what is wrong with the file)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # any unreadable file is recomputed: say why, then compute it anew
+        return None, f"unreadable ({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    if not isinstance(state, dict) or state.get("key") != path.stem or not isinstance(state.get("tensors"), dict):
+        return None, "not a cache file of this version (no matching key inside)"
+    tensors = state["tensors"]
+    if not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+        return None, "holds something other than tensors"
+    for name, (shape, dtype) in (expected or {}).items():
+        t = tensors.get(name)
+        if t is None:
+            return None, f"has no {name}"
+        if len(t.shape) != len(shape) or any(s is not None and s != n for s, n in zip(shape, t.shape, strict=True)):
+            return None, f"{name} has shape {tuple(t.shape)}, expected {tuple('*' if s is None else s for s in shape)}"
+        if dtype is not None and t.dtype != dtype:
+            return None, f"{name} is {t.dtype}, expected {dtype}"
+    return tensors, None
+
 
 def load_or_compute_tensors(cache_file: Path | None, compute: Callable[[], dict[str, torch.Tensor]],
-                            device: torch.device, what: str) -> tuple[dict[str, torch.Tensor], bool]:
+                            device: torch.device, what: str, expected: Expected | None = None
+                            ) -> tuple[dict[str, torch.Tensor], bool]:
     """A dict of tensors read from ``cache_file``, or computed (by every process) and written there;
     returns (tensors, hit). Only rank 0 looks at the file, reads it and writes it: on a hit the
     other processes receive its tensors, so on several machines ``cache_file`` need only exist on
     rank 0's."""
     world, rank0 = idist.get_world_size(), idist.get_rank() == 0
-    hit = rank0 and cache_file is not None and cache_file.is_file()
+    state = None
+    if rank0 and cache_file is not None and cache_file.is_file():
+        state, problem = read_cache(cache_file, expected)
+        if problem is not None:
+            warnings.warn(f"{what}: the cache file {cache_file} is {problem}; recomputing it", stacklevel=2)
+    hit = state is not None
     if world > 1:
         hit = bool(idist.broadcast(torch.tensor(int(hit), device=device), src=0).item())
     if hit:
-        state = load_tensors_on_rank0(cache_file, device)
+        state = broadcast_tensors(state, device) if world > 1 else {k: v.to(device) for k, v in state.items()}
         if rank0:
             log.info("%s read from cache %s", what, cache_file)
         return state, True
     state = compute()
     if cache_file is not None and rank0:
-        save_atomic({k: v.cpu() for k, v in state.items()}, cache_file)
+        write_cache(cache_file, state)
         log.info("%s cached at %s", what, cache_file)
     return state, False

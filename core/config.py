@@ -46,17 +46,17 @@ class DataConfig:
     use_ratio: float = 1.0  # keep this fraction of the training data (stratified, before the split)
     # the preprocessing: null takes the backbone's (timm's pretrained config, torchvision's weights),
     # or else STANDARD_PREPROCESSING
-    image_size: int | None = None
-    resize_size: int | None = None  # evaluation: Resize(resize_size) then CenterCrop(image_size)
+    image_size: int | None = field(default=None, metadata={"range": ">= 1"})
+    resize_size: int | None = field(default=None, metadata={"range": ">= 1"})  # eval: Resize, then CenterCrop(image_size)
     mean: list[float] | None = None
-    std: list[float] | None = None
+    std: list[float] | None = field(default=None, metadata={"range": "> 0"})
     interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop scale
     hflip: bool = True
     grayscale: bool = False
-    batch_size: int = 64  # per process
-    eval_batch_size: int | None = None  # default: batch_size
-    num_workers: int = 4
+    batch_size: int = field(default=64, metadata={"range": ">= 1"})  # per process
+    eval_batch_size: int | None = field(default=None, metadata={"range": ">= 1"})  # default: batch_size
+    num_workers: int = field(default=4, metadata={"range": ">= 0"})
     digits_task: Literal["source", "target"] = "target"  # only for name: sklearn_digits
     extra_test: list[ExtraTestConfig] = field(default_factory=list)
 
@@ -100,31 +100,38 @@ class ModelConfig:
     # imagenet (torchvision's weights) | hub (timm's weights) | a weights file | package:<file> | null
     pretrained: str | None = None
     pretrained_strict: bool = True  # every backbone tensor must load from a weights file
-    width: int = 32  # small_cnn only: channels of the first stage
+    width: int = field(default=32, metadata={"range": ">= 1"})  # small_cnn only: channels of the first stage
 
 
 @dataclass(kw_only=True)
 class OptimConfig:
     name: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
+    lr: float = field(default=0.01, metadata={"range": "> 0"})
+    momentum: float = field(default=0.9, metadata={"range": "[0, 1)"})
     nesterov: bool = True
-    weight_decay: float = 0.0
-    head_lr_mult: float = 1.0  # learning rate of the new head = lr * head_lr_mult
+    weight_decay: float = field(default=0.0, metadata={"range": ">= 0"})
+    head_lr_mult: float = field(default=1.0, metadata={"range": "> 0"})  # the new head's lr = lr * head_lr_mult
     # ViTs: transformer block i of L at lr * layer_decay^(L - i), the embeddings at layer_decay^(L + 1)
-    layer_decay: float | None = None
+    layer_decay: float | None = field(default=None, metadata={"range": "(0, 1]"})
     # published: linear warm-up over warmup_iterations, then lr * cos(7 pi / 16 * p) (ends near 0.195 lr)
     scheduler: Literal["multistep", "cosine", "constant", "published"] = "multistep"
-    milestones: list[int] = field(default_factory=lambda: [60, 120, 160])  # epochs (multistep)
-    gamma: float = 0.1
-    warmup_iterations: int = 30  # published
+    # epochs (multistep), increasing; one past the run's end is never reached (no decay)
+    milestones: list[int] = field(default_factory=lambda: [60, 120, 160], metadata={"range": ">= 1"})
+    gamma: float = field(default=0.1, metadata={"range": "> 0"})
+    warmup_iterations: int = field(default=30, metadata={"range": ">= 0"})  # published
+
+    def check(self):
+        if any(b <= a for a, b in zip(self.milestones, self.milestones[1:], strict=False)):
+            return "milestones", f"expected increasing epochs, got {self.milestones}"
+        return None
 
 
 @dataclass(kw_only=True)
 class TrainConfig:
     epochs: int = 200
     log_every: int = 10  # iterations between per-iteration TensorBoard points (one host sync each)
-    stop_after: int | None = None  # stop after this epoch (as if interrupted); resume with --resume
+    # stop after this epoch (as if interrupted); resume with --resume
+    stop_after: int | None = field(default=None, metadata={"range": ">= 1"})
     progress: bool = True  # progress bars
     amp: Literal["off", "bf16", "fp16"] = "off"  # mixed precision of the network's forward pass
     channels_last: bool = False  # channels-last memory format for model and inputs
@@ -141,8 +148,8 @@ class TrainConfig:
 @dataclass(kw_only=True)
 class DiagnosticsConfig:
     enabled: bool = True
-    max_samples: int = 2000  # cap on the training features kept per epoch for entropy / MI
-    chunk_size: int = 512  # block size of the pairwise-distance computation (memory ~ chunk_size^2)
+    max_samples: int = field(default=2000, metadata={"range": ">= 2"})  # training features kept per epoch for entropy / MI
+    chunk_size: int = field(default=512, metadata={"range": ">= 1"})  # block size of the pairwise distances (memory ~ chunk^2)
 
 
 @dataclass(kw_only=True)
@@ -211,7 +218,11 @@ def _read_yaml(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[str, str
     if not path.is_file():
         raise ConfigError(shown, None, "no such config file")
     try:
-        data = yaml.load(path.read_text(), Loader=_StrictLoader)  # safe: a SafeLoader subclass
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(shown, None, f"not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r})") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # safe: a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -229,6 +240,8 @@ def _read_yaml(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[str, str
         if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
             raise ConfigError(shown, "extends", f"expected a file name or a list of them, got {parents!r}")
         for parent in parents:  # later files override earlier ones
+            if not (path.parent / parent).is_file():
+                raise ConfigError(shown, "extends", f"no such config file: {path.parent / parent}")
             layer, layer_prov = _read_yaml(path.parent / parent, chain + (path.resolve(),))
             _merge_layer(base, prov, layer, layer_prov)
     _merge(base, data, prov, shown, "")

@@ -13,3 +13,18 @@ class ConfigError(UserError):
         self.key = key
         where = f"{source}: key '{key}'" if key else source
         super().__init__(f"{where}: {message}")
+
+
+class NonFiniteLoss(Exception):
+    """Training produced a NaN or infinite loss: the run stops (exit code 3), with the iteration and
+    each loss term's last finite value; resuming would meet the same numbers."""
+
+    exit_code = 3
+
+    def __init__(self, iteration: int, epoch: int, bad: dict[str, float], last_finite: dict[str, float]):
+        self.iteration, self.epoch = iteration, epoch
+        terms = ", ".join(f"{k} {v}" for k, v in bad.items())
+        last = ", ".join(f"{k} {v:.6g}" for k, v in last_finite.items()) or "none (the first interval)"
+        super().__init__(f"the loss is not finite at iteration {iteration} (epoch {epoch}): {terms}; the last finite "
+                         f"values (means over the previous logging interval): {last}. Lower the learning rate or "
+                         "the regularization weight; the run stops without results")

@@ -2,18 +2,25 @@
 
 Supported field types: bool, int, float, str, ``Optional[X]``, ``list[X]``, ``Literal[...]``
 and nested dataclasses. A field without a default is required. A field may carry
-``metadata={"key": "lambda"}`` when the YAML key is not a valid Python name.
+``metadata={"key": "lambda"}`` when the YAML key is not a valid Python name, and
+``metadata={"range": "> 0"}`` (or ``">= 0"``, ``"[0, 1)"``, ``"(0, 1]"``, ...) for the values
+it accepts (every element of a list). Numbers are finite; a number written as YAML 1.1 reads it
+as a string (``1e6``) is read as the number.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from collections.abc import Callable
 from typing import Any, Literal, Union, get_args, get_origin
 
 from .errors import ConfigError
+
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 # provenance(key_path) -> the file (or "command line") that set that key
 Provenance = Callable[[str], str]
@@ -73,12 +80,16 @@ def convert(value: Any, tp: Any, key: str, where: Provenance) -> Any:
         if isinstance(value, bool):
             return value
         raise fail()
+    if tp in (int, float) and isinstance(value, str) and NUMBER.fullmatch(value.strip()):
+        value = float(value) if tp is float or not float(value).is_integer() else int(float(value))
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         raise fail()
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(where(key), key, f"expected a finite number, got {value!r}")
             return float(value)
         raise fail()
     if tp is str:
@@ -103,6 +114,9 @@ def build(cls: type, data: dict, prefix: str, where: Provenance) -> Any:
     for k, f in fields.items():
         if k in data:
             kwargs[f.name] = convert(data[k], hints[f.name], dotted(k), where)
+            problem = out_of_range(kwargs[f.name], f.metadata.get("range"))
+            if problem:
+                raise ConfigError(where(dotted(k)), dotted(k), problem)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(where(dotted(k)), dotted(k), f"required value is missing (expected {describe(hints[f.name])})")
     obj = cls(**kwargs)
@@ -113,6 +127,30 @@ def build(cls: type, data: dict, prefix: str, where: Provenance) -> Any:
             key, message = problem
             raise ConfigError(where(dotted(key)), dotted(key), message)
     return obj
+
+
+RANGE = re.compile(r"\s*(?:(>=|>|<=|<)\s*(\S+)|([\[(])\s*(\S+)\s*,\s*(\S+)\s*([\])]))\s*")
+
+
+def out_of_range(value: Any, spec: str | None) -> str | None:
+    """A message when ``value`` (or an element of it) is outside ``spec``: "> 0", ">= 1",
+    "[0, 1)", "(0, 1]" ...; None when it is inside, or None, or there is no spec."""
+    if spec is None or value is None:
+        return None
+    if isinstance(value, list):
+        return next((m for m in (out_of_range(v, spec) for v in value) if m), None)
+    m = RANGE.fullmatch(spec)
+    if m is None:
+        raise ValueError(f"schema range {spec!r} is not understood")
+    if m.group(1):
+        op, bound = m.group(1), float(m.group(2))
+        ok = {">": value > bound, ">=": value >= bound, "<": value < bound, "<=": value <= bound}[op]
+        wanted = {">": "greater than", ">=": "at least", "<": "less than", "<=": "at most"}[op] + f" {m.group(2)}"
+    else:
+        low, high = float(m.group(4)), float(m.group(5))
+        ok = (value >= low if m.group(3) == "[" else value > low) and (value <= high if m.group(6) == "]" else value < high)
+        wanted = f"in {spec.strip()}"
+    return None if ok else f"expected a value {wanted}, got {value!r}"
 
 
 def to_plain(obj: Any) -> Any:

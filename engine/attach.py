@@ -7,12 +7,12 @@ from pathlib import Path
 
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, DiskSaver, ProgressBar, TerminateOnNan, global_step_from_engine
+from ignite.handlers import Checkpoint, DiskSaver, ProgressBar, global_step_from_engine
 from ignite.handlers.tensorboard_logger import OptimizerParamsHandler, OutputHandler, TensorboardLogger
 
 from ..handlers.training_log import TrainingDiagnostics
 from .build import Run
-from .state import RNGState, RunRecord
+from .state import ConfigState, RNGState, RunRecord
 
 CHECKPOINTS = "checkpoints"
 
@@ -31,8 +31,6 @@ def attach_handlers(run: Run, run_dir: Path, record: RunRecord) -> dict:
                                       cfg.diagnostics.max_samples, cfg.diagnostics.chunk_size,
                                       len(loaders.train), enabled=cfg.diagnostics.enabled)
     diagnostics.attach(trainer)
-    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=cfg.train.log_every),
-                              TerminateOnNan(output_transform=lambda step: step.loss))
 
     trainer.add_event_handler(Events.STARTED, lambda _: record.tick(count=False))
 
@@ -58,7 +56,8 @@ def attach_handlers(run: Run, run_dir: Path, record: RunRecord) -> dict:
     val_evaluator.add_event_handler(Events.COMPLETED, best)
 
     rng = RNGState({"regularizer": run.ctx.generator})
-    to_save = {"trainer": trainer, "model": net, "optimizer": optimizer, "lr_scheduler": lr_scheduler,
+    to_save = {"config": ConfigState(cfg.to_dict()), "trainer": trainer, "model": net, "optimizer": optimizer,
+               "lr_scheduler": lr_scheduler,
                "regularizer": regularizer, "rng": rng, "record": record, "best_checkpoint": best}
     if trainer.state.grad_scaler.is_enabled():
         to_save["grad_scaler"] = trainer.state.grad_scaler

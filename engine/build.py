@@ -39,6 +39,9 @@ def setup_data(cfg: Config) -> tuple[DataSplits, Loaders]:
     if len(data.train) < d.batch_size * world:
         raise UserError(f"data: the training split has {len(data.train)} images, fewer than one global batch "
                         f"(batch_size {d.batch_size} x {world} processes)")
+    if data.num_classes < 2:
+        raise UserError(f"data.root: {data.root} has {data.num_classes} class ({', '.join(data.classes)}); "
+                        "classification needs at least two")
     if len(data.val) == 0:
         raise UserError("data.val_ratio: the validation split is empty; model selection needs one")
     pin = torch.cuda.is_available()

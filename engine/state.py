@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import dataclass, field
@@ -86,3 +87,39 @@ class RunRecord:
         self.improvements = int(state["improvements"])
         self.epoch_times = [float(t) for t in state["epoch_times"]]
         self.wall_time = float(state["wall_time"])
+
+
+# keys a resumed run may change: how long it trains, how it logs and reads its data, where caches live
+RESUMABLE_CHANGES = ("train.epochs", "train.stop_after", "train.progress", "train.log_every", "data.num_workers",
+                     "cache_dir", "output_root")
+
+
+class ConfigState:
+    """The run's resolved config in the checkpoint (as JSON text: plain data), so that a resume can
+    refuse a config that differs from the one the run was trained with."""
+
+    def __init__(self, config: dict):
+        self.config = config
+
+    def state_dict(self) -> dict:
+        return {"config": json.dumps(self.config, sort_keys=True)}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass  # the resumed run keeps its own config; differences are refused before loading
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(saved: dict, current: dict, allowed=RESUMABLE_CHANGES) -> list[str]:
+    """``key (run: a, now: b)`` for every key that differs, outside ``allowed``."""
+    a, b = flatten(saved), flatten(current)
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in allowed)
+    return [f"{k} (run: {a.get(k)!r}, now: {b.get(k)!r})" for k in keys]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import resource
@@ -21,7 +22,7 @@ from ..core.files import write_json_atomic
 from .attach import CHECKPOINTS, attach_handlers
 from .build import Run, build_run
 from .evaluator import create_evaluator
-from .state import RunRecord
+from .state import RESUMABLE_CHANGES, RunRecord, config_differences
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +54,22 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
                  on_ready=None) -> dict | None:
     """The whole run. Returns the results (also written to results.json), or None if stopped early.
 
-    Nothing is written to ``run_dir`` before data, model and method are set up; then
-    ``on_ready()`` is called (the command line writes the resolved config there)."""
+    Nothing is written to ``run_dir`` before data, model and method are set up (and, on resume,
+    the checkpoint accepted the config); then ``on_ready()`` is called (the command line writes
+    the resolved config there)."""
     run = build_run(cfg)
     if run.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(run.device)
     record = RunRecord()
-    if on_ready is not None:
+    if on_ready is not None and resume is None:
         on_ready()
     handlers = attach_handlers(run, run_dir, record)
     if resume is None:
         run.regularizer.prepare()  # on resume, what it builds comes from the checkpoint
     else:
         resume_from(resume, run, handlers["to_save"], run_dir)
+        if on_ready is not None:  # only once the checkpoint accepted this config
+            on_ready()
     try:
         run.trainer.run(run.loaders.train, max_epochs=cfg.train.epochs)
         method_report = run.regularizer.report()  # before close(), which releases what it reports on
@@ -95,7 +99,14 @@ def resume_from(checkpoint_file: Path, run: Run, to_save: dict, run_dir: Path) -
     """Restore every object of the training checkpoint; the new last checkpoint then replaces the
     one resumed from when it lies in this run's folder (Checkpoint only knows its own files)."""
     trainer, epochs = run.trainer, run.cfg.train.epochs
-    Checkpoint.load_objects(to_load=to_save, checkpoint=torch.load(checkpoint_file, map_location="cpu", weights_only=True))
+    checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=True)
+    if "config" not in checkpoint:
+        raise UserError(f"--resume: {checkpoint_file} holds no config (a checkpoint of another version); start the run anew")
+    differences = config_differences(json.loads(checkpoint["config"]["config"]), run.cfg.to_dict())
+    if differences:
+        raise UserError(f"--resume: the config differs from the run's in {'; '.join(differences)} (a resumed run may "
+                        f"change only {', '.join(RESUMABLE_CHANGES)})")
+    Checkpoint.load_objects(to_load=to_save, checkpoint=checkpoint)
     if trainer.state.epoch >= epochs:
         raise UserError(f"--resume: {checkpoint_file} is at epoch {trainer.state.epoch} of train.epochs "
                         f"{epochs}: nothing left to train (raise train.epochs to train longer)")

@@ -155,15 +155,10 @@ def prior_step(mu: torch.Tensor, mu_bar: torch.Tensor, optimizer: torch.optim.Op
 
 @dataclass(kw_only=True)
 class RandRegParams:
-    lam: float = field(default=1.0, metadata={"key": "lambda"})
+    lam: float = field(default=1.0, metadata={"key": "lambda", "range": ">= 0"})
     reduction: Literal["mean", "sum"] = "mean"
     prior: Literal["zero", "uniform", "normal", "global", "class"] = "class"
-    sigma_floor: float = 1e-4  # smallest prior sigma (a class with one image has sigma = 0)
-
-    def check(self):
-        if self.sigma_floor <= 0:
-            return "sigma_floor", "expected a positive number"
-        return None
+    sigma_floor: float = field(default=1e-4, metadata={"range": "> 0"})  # smallest prior sigma (one image: sigma 0)
 
 
 @register("fnp", prior="zero")
@@ -237,8 +232,8 @@ class RandReg(Regularizer):
 
 @dataclass(kw_only=True)
 class AdaRandParams(RandRegParams):
-    alpha: float = 0.5
-    prior_lr: float = 0.01
+    alpha: float = field(default=0.5, metadata={"range": "[0, 1]"})
+    prior_lr: float = field(default=0.01, metadata={"range": ">= 0"})
     prior_schedule: Literal["published", "cosine", "constant"] = "published"
     intra: bool = True
     inter: bool = True
@@ -247,13 +242,9 @@ class AdaRandParams(RandRegParams):
     def check(self):
         if self.prior != "class":
             return "prior", f"adarand updates class-conditional priors; expected 'class', got {self.prior!r}"
-        if not 0.0 <= self.alpha <= 1.0:
-            return "alpha", f"expected a number in [0, 1], got {self.alpha}"
-        if self.prior_lr < 0:
-            return "prior_lr", f"expected a number >= 0, got {self.prior_lr}"
         if not (self.intra or self.inter):
             return "intra", "at least one of intra and inter must be true (with neither, use randreg_cp)"
-        return super().check()
+        return None
 
 
 @register("adarand")

@@ -22,11 +22,8 @@ def smallest_singular_values_sq(features: torch.Tensor, k: int) -> torch.Tensor:
 
 @dataclass(kw_only=True)
 class BSSParams:
-    lam: float = field(default=0.001, metadata={"key": "lambda"})
-    k: int = 1
-
-    def check(self):
-        return ("k", "expected a positive integer") if self.k < 1 else None
+    lam: float = field(default=0.001, metadata={"key": "lambda", "range": ">= 0"})
+    k: int = field(default=1, metadata={"range": ">= 1"})
 
 
 @register("bss")

@@ -42,8 +42,8 @@ def soft_source_loss(source_logits: torch.Tensor, labels: torch.Tensor, relation
 
 @dataclass(kw_only=True)
 class CoTuningParams:
-    lam: float = field(default=2.3, metadata={"key": "lambda"})
-    source_lr_mult: float = 0.1
+    lam: float = field(default=2.3, metadata={"key": "lambda", "range": ">= 0"})
+    source_lr_mult: float = field(default=0.1, metadata={"range": "> 0"})
 
 
 @register("co_tuning")

@@ -80,5 +80,8 @@ class RunContext:
             return accumulate_statistics(extractor, self.feature_loader(), self.data.num_classes, self.device,
                                          progress=self.cfg.train.progress, amp=self.cfg.train.amp).state_dict()
 
-        state, hit = load_or_compute_tensors(cache_file, compute, self.device, "prior statistics")
+        k = self.data.num_classes
+        d = self.net.feature_dim if extractor is self.net.backbone else None  # another extractor: its own width
+        expected = {"sums": ((k, d), torch.float64), "sumsq": ((k, d), torch.float64), "counts": ((k,), None)}
+        state, hit = load_or_compute_tensors(cache_file, compute, self.device, "prior statistics", expected)
         return ClassStatistics(state["sums"], state["sumsq"], state["counts"]), hit

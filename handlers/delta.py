@@ -130,19 +130,13 @@ def channel_attention(increases: dict[str, torch.Tensor], temperature: float = 5
 
 @dataclass(kw_only=True)
 class DeltaParams:
-    lam: float = field(default=0.01, metadata={"key": "lambda"})
-    lambda_head: float = 0.01
+    lam: float = field(default=0.01, metadata={"key": "lambda", "range": ">= 0"})
+    lambda_head: float = field(default=0.01, metadata={"range": ">= 0"})
     channel_weights: Literal["uniform", "attention"] = "attention"
-    attention_batches: int = 10  # training batches the cross-entropy increases are averaged over
-    attention_temperature: float = 5.0
-    probe_weight_decay: float = 1e-4
-
-    def check(self):
-        if self.attention_batches < 1:
-            return "attention_batches", f"expected a positive number of batches, got {self.attention_batches}"
-        if self.attention_temperature <= 0:
-            return "attention_temperature", f"expected a positive number, got {self.attention_temperature}"
-        return None
+    # training batches the cross-entropy increases are averaged over
+    attention_batches: int = field(default=10, metadata={"range": ">= 1"})
+    attention_temperature: float = field(default=5.0, metadata={"range": "> 0"})
+    probe_weight_decay: float = field(default=1e-4, metadata={"range": ">= 0"})
 
 
 @register("delta")
@@ -175,8 +169,10 @@ class Delta(Regularizer):
                "measure": "filter_ablation_ce", "batches": p.attention_batches, "batch_size": ctx.cfg.data.batch_size,
                "probe_weight_decay": p.probe_weight_decay, "layers": self.layers, "version": 2}
         name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+        modules = dict(self.frozen.named_modules())
+        expected = {stage: ((modules[path].out_channels,), torch.float32) for stage, path in self.layers.items()}
         increases, _ = load_or_compute_tensors(ctx.cache_dir / "delta" / f"{name}.pt", self._measure, ctx.device,
-                                               "DELTA channel attention")
+                                               "DELTA channel attention", expected)
         self.attention = channel_attention(increases, p.attention_temperature)
 
     def _measure(self) -> dict[str, torch.Tensor]:

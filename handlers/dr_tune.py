@@ -15,7 +15,7 @@ The batch is enqueued after the loss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -64,8 +64,8 @@ def rescale_rows(x: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
 
 @dataclass(kw_only=True)
 class DRTuneParams:
-    bank_size: int = 2048
-    rotate_every: int = 10
+    bank_size: int = field(default=2048, metadata={"range": ">= 1"})
+    rotate_every: int = field(default=10, metadata={"range": ">= 1"})
 
 
 @register("dr_tune")

@@ -9,7 +9,7 @@ Use it with ``optim.weight_decay: 0`` (the L2 terms replace weight decay).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from ignite.engine import Engine
@@ -30,8 +30,8 @@ def l2sp_terms(params: list[torch.Tensor], start: list[torch.Tensor], head: list
 
 @dataclass(kw_only=True)
 class L2SPParams:
-    lambda_backbone: float = 0.01
-    lambda_head: float = 0.01
+    lambda_backbone: float = field(default=0.01, metadata={"range": ">= 0"})
+    lambda_head: float = field(default=0.01, metadata={"range": ">= 0"})
 
 
 @register("l2sp")

@@ -7,7 +7,7 @@ convergence with full-batch L-BFGS; the new head starts from it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -37,8 +37,8 @@ def fit_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int
 
 @dataclass(kw_only=True)
 class LPFTParams:
-    probe_weight_decay: float = 1e-4
-    probe_max_iter: int = 500
+    probe_weight_decay: float = field(default=1e-4, metadata={"range": ">= 0"})
+    probe_max_iter: int = field(default=500, metadata={"range": ">= 1"})
 
 
 @register("lp_ft")

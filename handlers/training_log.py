@@ -9,6 +9,7 @@ import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 
+from ..core.errors import NonFiniteLoss
 from .diagnostics import batch_mean_grad_norm_sq, entropy_and_mutual_info, feature_norm_sq, head_grad_norm_sq
 
 
@@ -36,6 +37,7 @@ class TrainingDiagnostics:
         self._feats: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
         self.last_epoch: dict[str, float] = {}
+        self.last_finite: dict[str, float] = {}  # the loss terms' means of the last interval written
 
     def attach(self, trainer: Engine) -> None:
         trainer.add_event_handler(Events.ITERATION_COMPLETED, self.accumulate)
@@ -84,9 +86,19 @@ class TrainingDiagnostics:
         values = (store["sum"] / max(n, 1)).cpu().tolist()  # the one host sync
         return dict(zip(store["names"], values, strict=True))
 
+    def check_finite(self, means: dict[str, float], engine: Engine) -> None:
+        """Raise NonFiniteLoss when a loss term's mean is NaN or infinite (any iteration of the
+        interval); else keep the means as the last finite values."""
+        losses = {k: v for k, v in means.items() if k.startswith("loss")}
+        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+        if bad:
+            raise NonFiniteLoss(engine.state.iteration, engine.state.epoch, bad, self.last_finite)
+        self.last_finite = losses
+
     def write_interval(self, engine: Engine) -> None:
         means = self._means(self._interval, self._n_interval)
         self._interval, self._n_interval = {}, 0
+        self.check_finite(means, engine)
         engine.state.metrics.update({k: v for k, v in means.items() if k.startswith("loss")})
         if self.writer is not None:
             for k, v in means.items():
@@ -95,6 +107,7 @@ class TrainingDiagnostics:
     def write_epoch(self, engine: Engine) -> None:
         means = self._means(self._epoch, self._n_epoch)
         self._epoch, self._n_epoch = {}, 0
+        self.check_finite(means, engine)
         if self.enabled and self._feats:
             feats, labels = torch.cat(self._feats), torch.cat(self._labels)
             if idist.get_world_size() > 1:

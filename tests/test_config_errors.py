@@ -38,10 +38,42 @@ CASES = [
     (BASE, ["train.nosuch=1"], ["command line", "key 'train.nosuch'", "unknown key"]),
     (BASE, ["train.epochs"], ["command line", "expected key.path=value"]),
     ("- a\n- b\n", [], ["bad.yaml", "expected a mapping"]),
-    ("extends: missing_base.yaml\n", [], ["missing_base.yaml", "no such config file"]),
     (BASE + "model:\n  arch: resnet18\n", [], ["bad.yaml", "malformed YAML at line 5", "duplicate key 'model'"]),
     ("data: !!python/object:os.system {}\n", [], ["bad.yaml", "malformed YAML"]),
+    # values checked when the config loads: finite numbers, ranges, positive sizes, sorted milestones
+    (BASE + "optim:\n  lr: -0.1\n", [], ["bad.yaml", "key 'optim.lr'", "greater than 0", "-0.1"]),
+    (BASE + "optim:\n  lr: 0\n", [], ["bad.yaml", "key 'optim.lr'", "greater than 0"]),
+    (BASE + "optim:\n  lr: .nan\n", [], ["bad.yaml", "key 'optim.lr'", "finite number"]),
+    (BASE + "optim:\n  weight_decay: .inf\n", [], ["bad.yaml", "key 'optim.weight_decay'", "finite number"]),
+    (BASE + "optim:\n  milestones: [20, 10]\n", [], ["bad.yaml", "key 'optim.milestones'", "increasing"]),
+    (BASE + "optim:\n  milestones: [-5, 10]\n", [], ["bad.yaml", "key 'optim.milestones'", "at least 1"]),
+    (BASE + "optim:\n  momentum: 1.5\n", [], ["bad.yaml", "key 'optim.momentum'", "in [0, 1)"]),
+    (BASE + "diagnostics:\n  chunk_size: 0\n", [], ["bad.yaml", "key 'diagnostics.chunk_size'", "at least 1"]),
+    (BASE, ["data.eval_batch_size=0"], ["command line", "key 'data.eval_batch_size'", "at least 1"]),
+    (BASE, ["data.num_workers=-1"], ["command line", "key 'data.num_workers'", "at least 0"]),
+    (BASE, ["model.width=0"], ["command line", "key 'model.width'", "at least 1"]),
+    (BASE, ["data.std=[0.2, 0, 0.2]"], ["command line", "key 'data.std'", "greater than 0"]),
+    (BASE + "method:\n  name: adarand\n  prior_lr: -0.01\n", [], ["bad.yaml", "key 'method.prior_lr'", "at least 0"]),
+    (BASE + "method:\n  name: l2sp\n  lambda_head: -1\n", [], ["bad.yaml", "key 'method.lambda_head'", "at least 0"]),
+    (BASE, ["method.name=dr_tune", "method.bank_size=0"], ["command line", "key 'method.bank_size'", "at least 1"]),
+    (BASE + "method:\n  name: delta\n  attention_temperature: 0\n", [],
+     ["bad.yaml", "key 'method.attention_temperature'", "greater than 0"]),
+    ("extends: missing_base.yaml\n", [], ["bad.yaml", "key 'extends'", "missing_base.yaml"]),
 ]
+
+
+def test_numbers_written_like_1e6_are_numbers(tmp_path):
+    cfg = load_config(write(tmp_path, "c.yaml", BASE + "optim:\n  lr: 1e-3\ndiagnostics:\n  max_samples: 1e4\n"))
+    assert cfg.optim.lr == 0.001 and cfg.diagnostics.max_samples == 10000 and isinstance(cfg.diagnostics.max_samples, int)
+    with pytest.raises(ConfigError, match="key 'diagnostics.max_samples'.*expected an integer"):
+        load_config(write(tmp_path, "d.yaml", BASE + "diagnostics:\n  max_samples: 1e-1\n"))
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path):
+    p = tmp_path / "latin1.yaml"
+    p.write_bytes(BASE.encode() + "# r\xe9sum\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml: not UTF-8 text \(byte \d+"):
+        load_config(p)
 
 
 @pytest.mark.parametrize("text,overrides,fragments", CASES)

@@ -52,10 +52,10 @@ def _cached(local_rank, tmp_path):
 
 
 def test_a_cache_on_rank_0s_machine_only_is_read_there_and_broadcast(tmp_path):
-    from adarand.core.files import save_atomic
+    from adarand.core.cache import write_cache
 
     cached = {"a": torch.arange(6, dtype=torch.float64).view(2, 3), "n": torch.tensor([7])}
-    save_atomic(cached, tmp_path / "machine0" / "stats.pt")
+    write_cache(tmp_path / "machine0" / "stats.pt", cached)
     with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
         parallel.run(_cached, tmp_path)
     for rank in (0, 1):

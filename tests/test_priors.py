@@ -98,3 +98,30 @@ def test_sigma_floor_and_empty_class_fallback():
     gm = torch.tensor([5 / 3, 7 / 3])
     gv = torch.tensor([11 / 3, 19 / 3]) - gm ** 2
     assert torch.allclose(mu[2], gm) and torch.allclose(sigma[2], gv.sqrt())
+
+
+CORRUPTIONS = {
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]),
+    "garbage": lambda p: p.write_bytes(b"not a checkpoint at all"),
+    "old format": lambda p: torch.save({"sums": torch.zeros(3, 16, dtype=torch.float64)}, p),
+    "wrong shape": lambda p: torch.save({"key": p.stem, "tensors": {
+        "sums": torch.zeros(3, 7, dtype=torch.float64), "sumsq": torch.zeros(3, 16, dtype=torch.float64),
+        "counts": torch.zeros(3, dtype=torch.float64)}}, p),
+    "wrong dtype": lambda p: torch.save({"key": p.stem, "tensors": {
+        "sums": torch.zeros(3, 16), "sumsq": torch.zeros(3, 16, dtype=torch.float64),
+        "counts": torch.zeros(3, dtype=torch.float64)}}, p),
+}
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_a_corrupt_or_mismatched_cache_is_recomputed_with_a_warning(tiny_run, corruption):
+    first = tiny_run().class_statistics()
+    (cache,) = list((tiny_run().cache_dir / "priors").glob("*.pt"))
+    CORRUPTIONS[corruption](cache)
+    ctx = tiny_run()
+    with pytest.warns(UserWarning, match="prior statistics: the cache file .* recomputing it"):
+        again = ctx.class_statistics()
+    assert ctx.prior_cache_hit is False
+    assert torch.equal(again.sums, first.sums) and torch.equal(again.counts, first.counts)
+    reread = tiny_run()
+    assert torch.equal(reread.class_statistics().sums, first.sums) and reread.prior_cache_hit is True  # rewritten
