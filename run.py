@@ -18,7 +18,7 @@ import torch
 from torch.multiprocessing import ProcessExitedException
 
 from adarand.core.config import save_config
-from adarand.core.errors import NonFiniteLoss, UserError
+from adarand.core.errors import Interrupted, NonFiniteLoss, UserError
 from adarand.engine.attach import CHECKPOINTS
 from adarand.engine.config import load_config
 from adarand.engine.training import find_last_checkpoint, run_training
@@ -88,12 +88,15 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(e, "reported", False):
             print(f"error: {e}", file=sys.stderr)
         return 2
-    except NonFiniteLoss as e:
+    except (NonFiniteLoss, Interrupted) as e:
         if not getattr(e, "reported", False):
-            print(f"error: {e}", file=sys.stderr)
-        return NonFiniteLoss.exit_code
+            print(f"{'error: ' if isinstance(e, NonFiniteLoss) else ''}{e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:  # before training started
+        print("interrupted before training started; nothing to continue from", file=sys.stderr)
+        return Interrupted.exit_code
     except ProcessExitedException as e:  # a spawned process stopped on an error it printed
-        if e.exit_code in (2, NonFiniteLoss.exit_code):
+        if e.exit_code in (2, NonFiniteLoss.exit_code, Interrupted.exit_code):
             return e.exit_code
         raise
     return 0
@@ -105,12 +108,12 @@ def _run(local_rank: int, cfg, run_dir: Path, resume: Path | None, spawned: bool
         run_dir = Path(idist.broadcast(str(run_dir), src=0))
     try:
         results = run_training(local_rank, cfg, run_dir, resume, on_ready=lambda: _write_config(cfg, run_dir))
-    except (UserError, NonFiniteLoss) as e:
+    except (UserError, NonFiniteLoss, Interrupted) as e:
         if rank == 0:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"{'' if isinstance(e, Interrupted) else 'error: '}{e}", file=sys.stderr)
         e.reported = True
         if spawned:
-            raise SystemExit(2 if isinstance(e, UserError) else NonFiniteLoss.exit_code) from None
+            raise SystemExit(2 if isinstance(e, UserError) else e.exit_code) from None
         raise
     finally:
         # The engines and their handlers form reference cycles that keep the DDP model, and through it

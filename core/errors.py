@@ -28,3 +28,9 @@ class NonFiniteLoss(Exception):
         super().__init__(f"the loss is not finite at iteration {iteration} (epoch {epoch}): {terms}; the last finite "
                          f"values (means over the previous logging interval): {last}. Lower the learning rate or "
                          "the regularization weight; the run stops without results")
+
+
+class Interrupted(Exception):
+    """Ctrl-C: the run stops with one line saying how to continue it (exit code 130, as a shell's)."""
+
+    exit_code = 130

@@ -17,7 +17,7 @@ from ignite.handlers import Checkpoint, ProgressBar
 
 from ..core.config import Config
 from ..core.distributed import load_tensors_on_rank0
-from ..core.errors import UserError
+from ..core.errors import Interrupted, UserError
 from ..core.files import write_json_atomic
 from .attach import CHECKPOINTS, attach_handlers
 from .build import Run, build_run
@@ -73,6 +73,8 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
     try:
         run.trainer.run(run.loaders.train, max_epochs=cfg.train.epochs)
         method_report = run.regularizer.report()  # before close(), which releases what it reports on
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted_message(run, run_dir)) from None
     finally:
         run.regularizer.close()
     tb = handlers["tb"]
@@ -93,6 +95,16 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
     if idist.get_rank() == 0:
         write_json_atomic(run_dir / "results.json", results)
     return results
+
+
+def interrupted_message(run: Run, run_dir: Path) -> str:
+    """Where a Ctrl-C stopped the run, and how to continue it (from the last epoch's checkpoint)."""
+    state = run.trainer.state
+    where = f"interrupted at epoch {state.epoch}, iteration {state.iteration}"
+    if not list((run_dir / CHECKPOINTS).glob("last_*.pt")):
+        return f"{where}; no epoch had finished, so nothing was saved: start the run again in another --output folder"
+    return (f"{where}; continue from the end of epoch {state.epoch - 1} with: "
+            f"python run.py {run_dir / 'config.yaml'} --resume {run_dir}")
 
 
 def resume_from(checkpoint_file: Path, run: Run, to_save: dict, run_dir: Path) -> None:

@@ -20,3 +20,37 @@ def test_a_dataset_with_one_class_is_refused_before_training(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "has 1 class (class0); classification needs at least two" in r.stderr.strip().splitlines()[-1]
     assert not out.exists()
+
+
+def test_ctrl_c_gives_one_line_exit_130_and_a_run_that_continues(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    from conftest import REPO
+
+    out = tmp_path / "run"
+    cfg = write_tiny_config(tmp_path, "adarand")
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), str(cfg), "train.epochs=60", "--output", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((out / "checkpoints").glob("last_*.pt")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    line = stderr.strip().splitlines()[-1]
+    assert line.startswith("interrupted at epoch") and f"--resume {out}" in line
+    (last,) = list((out / "checkpoints").glob("last_*.pt"))
+    assert "trainer" in torch.load(last, weights_only=True)  # the last checkpoint is intact
+    command = line.split("continue from the end of epoch ")[1].split(" with: ")[1].split()
+    r = subprocess.run([sys.executable, str(REPO / "run.py"), *command[2:]], capture_output=True, text=True,
+                       timeout=600, env=dict(os.environ))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (out / "results.json").exists()
