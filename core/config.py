@@ -59,6 +59,7 @@ class DataConfig:
     num_workers: int = field(default=4, metadata={"range": ">= 0"})
     digits_task: Literal["source", "target"] = "target"  # only for name: sklearn_digits
     extra_test: list[ExtraTestConfig] = field(default_factory=list)
+    skip_bad_images: bool = False  # leave unreadable images out (with a warning) instead of stopping
 
     def with_preprocessing(self, defaults: dict) -> DataConfig:
         """A copy whose unset preprocessing fields (None) take ``defaults``' values."""

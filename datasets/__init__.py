@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.config import STANDARD_PREPROCESSING, DataConfig
+from ..core.errors import UserError
 from .cub import load_cub
 from .folder import load_image_folder, scan_class_folders
 from .image_list import ImageList
+from .scan import find_bad_images
 from .sklearn_digits import materialize_digits
 from .splits import reduce_and_split
 from .stanford_cars import load_stanford_cars
@@ -39,7 +42,21 @@ def dataset_root(cfg: DataConfig, cache_dir: str) -> Path:
     return root.resolve()
 
 
-def create_datasets(cfg: DataConfig, cache_dir: str) -> DataSplits:
+def check_images(splits: list[list], cfg: DataConfig, cache_dir: str, progress: bool, key: str) -> list[list]:
+    """The sample lists of ``splits`` (scanned together) without unreadable images: one stops the
+    run with one line naming it, or, with ``data.skip_bad_images``, is left out with a warning."""
+    bad = find_bad_images([p for samples in splits for p, _ in samples], Path(cache_dir).expanduser(), progress)
+    if not bad:
+        return splits
+    listed = "; ".join(f"{p} ({why})" for p, why in list(bad.items())[:5]) + ("; ..." if len(bad) > 5 else "")
+    if not cfg.skip_bad_images:
+        raise UserError(f"{key}: {len(bad)} unreadable image(s): {listed} "
+                        "(data.skip_bad_images: true leaves them out)")
+    warnings.warn(f"{key}: leaving out {len(bad)} unreadable image(s): {listed}", stacklevel=2)
+    return [[s for s in samples if s[0] not in bad] for samples in splits]
+
+
+def create_datasets(cfg: DataConfig, cache_dir: str, progress: bool = False) -> DataSplits:
     root = dataset_root(cfg, cache_dir)
     if cfg.name == "stanford_cars":
         train_all, test, classes = load_stanford_cars(root)
@@ -49,6 +66,7 @@ def create_datasets(cfg: DataConfig, cache_dir: str) -> DataSplits:
         train_all, test, classes = load_torchvision_dataset(cfg.name, root)
     else:
         train_all, test, classes = load_image_folder(root)
+    train_all, test = check_images([train_all, test], cfg, cache_dir, progress, "data.root")
     train, val = reduce_and_split(train_all, cfg.use_ratio, cfg.val_ratio, cfg.split_seed)
     cfg = cfg.with_preprocessing(STANDARD_PREPROCESSING)  # what the run's backbone did not set
     tt, et = train_transform(cfg), eval_transform(cfg)
@@ -58,6 +76,7 @@ def create_datasets(cfg: DataConfig, cache_dir: str) -> DataSplits:
         key = f"data.extra_test[{i}].root"
         folder = Path(extra_cfg.root.replace("{cache_dir}", cache_dir)).expanduser()
         samples, _ = scan_class_folders(folder, classes, key=key, layout="root/<class>/<image>, classes named as in training")
+        (samples,) = check_images([samples], cfg, cache_dir, progress, key)
         extra[extra_cfg.name] = (ImageList(samples, et, g), sorted({label for _, label in samples}))
     return DataSplits(train=ImageList(train, tt, g), train_eval=ImageList(train, et, g), val=ImageList(val, et, g),
                       test=ImageList(test, et, g), classes=classes, root=str(root), extra_test=extra)

@@ -33,7 +33,7 @@ class Loaders:
 
 
 def setup_data(cfg: Config) -> tuple[DataSplits, Loaders]:
-    data = create_datasets(cfg.data, cfg.cache_dir)
+    data = create_datasets(cfg.data, cfg.cache_dir, progress=cfg.train.progress and idist.get_rank() == 0)
     d = cfg.data
     world, rank = idist.get_world_size(), idist.get_rank()
     if len(data.train) < d.batch_size * world:
