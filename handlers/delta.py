@@ -145,10 +145,8 @@ class Delta(Regularizer):
 
     def __init__(self, params: DeltaParams, ctx):
         super().__init__(params, ctx)
-        if not ctx.net.stages:
-            raise UserError("method.name: delta needs the backbone's stage layout (feature maps of inner "
-                            "layers), which this backbone does not declare")
-        self.layers = last_convolutions(ctx.net.backbone, ctx.net.stages)
+        self.layers = last_convolutions(ctx.net.backbone, ctx.net.stages)  # none without a stage layout:
+        # FeatureMaps then stops the run with one line
         self.maps = FeatureMaps(ctx.net.backbone, self.layers, "delta", only_training=True)
         self.frozen = frozen_copy(ctx.net.backbone)
         self.frozen_maps = FeatureMaps(self.frozen, self.layers, "delta")
