@@ -18,17 +18,18 @@ import torch
 from torch.multiprocessing import ProcessExitedException
 
 from adarand.core.config import save_config
-from adarand.core.errors import Interrupted, NonFiniteLoss, UserError
-from adarand.engine.attach import CHECKPOINTS
+from adarand.core.errors import Interrupted, NonFiniteLoss, UserError, os_error_message
+from adarand.engine.checkpoints import CHECKPOINTS, find_last_checkpoint, last_checkpoints
 from adarand.engine.config import load_config
-from adarand.engine.training import find_last_checkpoint, run_training
+from adarand.engine.training import run_training
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="run.py", description="Fine-tune a pretrained backbone (AdaRand and baselines).")
     p.add_argument("items", nargs="+", metavar="CONFIG.yaml | key.path=value",
                    help="config file(s), merged in order, then overrides, e.g. yaml/demo_adarand.yaml train.epochs=3")
-    p.add_argument("--output", help="run folder (default: <output_root>/<config name>-seed<seed>-<time>)")
+    p.add_argument("--output", help="run folder (default: <output_root>/<config name>-seed<seed>-<time>); "
+                                     "a folder holding a checkpoint continues its run")
     p.add_argument("--seed", type=int, help="run seed (overrides the config's seed)")
     p.add_argument("--resume", help="continue a stopped run: its folder or its last_checkpoint_*.pt file")
     p.add_argument("--nproc", type=int, default=1,
@@ -41,17 +42,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def choose_run_dir(args: argparse.Namespace, cfg, resume: Path | None) -> Path:
+def choose_run(args: argparse.Namespace, cfg) -> tuple[Path, Path | None]:
+    """The run folder, and the last checkpoint to continue from (None: a new run).
+
+    ``--resume`` continues a run (its folder or checkpoint file). ``--output DIR`` continues the run
+    in DIR if it has a last checkpoint, and starts one otherwise, so that the same command run
+    again after a kill or a preemption carries on. Without either, a new stamped folder."""
+    if args.resume:
+        resume = find_last_checkpoint(Path(args.resume))
+        if args.output:
+            return Path(args.output), resume
+        return (resume.parent.parent if resume.parent.name == CHECKPOINTS else resume.parent), resume
     if args.output:
         run_dir = Path(args.output)
-    elif resume is not None:
-        run_dir = resume.parent.parent if resume.parent.name == CHECKPOINTS else resume.parent
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(cfg.output_root).expanduser() / f"{cfg.name}-seed{cfg.seed}-{stamp}"
-    if resume is None and ((run_dir / "results.json").exists() or (run_dir / CHECKPOINTS).exists()):
-        raise UserError(f"--output: {run_dir} already holds a run; choose another folder or continue it with --resume")
-    return run_dir
+        found = last_checkpoints(run_dir)
+        if not found and (run_dir / "results.json").exists():
+            raise UserError(f"--output: {run_dir} holds a finished run (results.json) without its "
+                            "checkpoints; choose another folder")
+        if found:
+            print(f"continuing the run in {run_dir} from {found[-1].name}", file=sys.stderr)
+        return run_dir, (found[-1] if found else None)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(cfg.output_root).expanduser() / f"{cfg.name}-seed{cfg.seed}-{stamp}", None
 
 
 def launch_settings(nproc: int, gpus: int | None = None) -> dict:
@@ -77,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
         cfg = load_config(args.configs, args.overrides, seed=args.seed)
-        resume = find_last_checkpoint(Path(args.resume)) if args.resume else None
-        run_dir = choose_run_dir(args, cfg, resume)
+        run_dir, resume = choose_run(args, cfg)
         settings = launch_settings(args.nproc)
         from adarand.run import _run  # importable by name in spawned processes
 
@@ -92,6 +103,14 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(e, "reported", False):
             print(f"{'error: ' if isinstance(e, NonFiniteLoss) else ''}{e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a full disk, a read-only folder: the path and the OS error
+        if getattr(e, "reported", False):
+            return 2
+        message = os_error_message(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:  # before training started
         print("interrupted before training started; nothing to continue from", file=sys.stderr)
         return Interrupted.exit_code
@@ -108,6 +127,15 @@ def _run(local_rank: int, cfg, run_dir: Path, resume: Path | None, spawned: bool
         run_dir = Path(idist.broadcast(str(run_dir), src=0))
     try:
         results = run_training(local_rank, cfg, run_dir, resume, on_ready=lambda: _write_config(cfg, run_dir))
+    except OSError as e:
+        message = os_error_message(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)  # every process that meets one says so
+        e.reported = True
+        if spawned:
+            raise SystemExit(2) from None
+        raise
     except (UserError, NonFiniteLoss, Interrupted) as e:
         if rank == 0:
             print(f"{'' if isinstance(e, Interrupted) else 'error: '}{e}", file=sys.stderr)

@@ -17,7 +17,7 @@ import ignite.distributed as idist
 import torch
 
 from .distributed import broadcast_tensors
-from .files import save_atomic
+from .files import remove_temp_files, save_atomic
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,11 @@ log = logging.getLogger(__name__)
 Expected = dict[str, tuple[tuple[int | None, ...], torch.dtype | None]]
 
 
+STALE_TEMP_S = 3600.0  # a cache's temporary file unmodified this long was left by a killed run
+
+
 def write_cache(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    remove_temp_files(path.parent, path.name, min_age_s=STALE_TEMP_S)
     save_atomic({"key": path.stem, "tensors": {k: v.cpu() for k, v in tensors.items()}}, path)
 
 

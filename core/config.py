@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import ConfigError
+from .files import write_text_atomic
 from .schema import build, to_plain
 
 COMMAND_LINE = "command line"
@@ -339,5 +340,5 @@ def read_config(path: str | Path | list, overrides: list[str] = (), seed: int | 
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 

@@ -3,8 +3,6 @@ machines the others need not see them)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import ignite.distributed as idist
 import torch
 from torch.utils.data import Subset
@@ -15,13 +13,6 @@ def broadcast_tensors(state: dict[str, torch.Tensor] | None, device: torch.devic
     keys = idist.broadcast("\n".join(state) if state is not None else None, src=0, safe_mode=True).split("\n")
     return {k: idist.broadcast(state[k].to(device) if state is not None else None, src=0, safe_mode=True)
             for k in keys}
-
-
-def load_tensors_on_rank0(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
-    """``torch.load(path)`` (a dict of tensors) by rank 0 only, the same tensors on ``device`` on every
-    process."""
-    state = torch.load(path, map_location=device, weights_only=True) if idist.get_rank() == 0 else None
-    return broadcast_tensors(state, device) if idist.get_world_size() > 1 else state
 
 
 def shard_without_padding(dataset, rank: int | None = None, world: int | None = None) -> Subset:

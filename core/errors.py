@@ -34,3 +34,12 @@ class Interrupted(Exception):
     """Ctrl-C: the run stops with one line saying how to continue it (exit code 130, as a shell's)."""
 
     exit_code = 130
+
+
+def os_error_message(e: OSError) -> str | None:
+    """``PATH: the OS error`` for an error the system raised on a file (a full disk, a read-only or
+    missing folder, a permission), or None when it names no file (then it is not the user's to fix)."""
+    if not e.filename:
+        return None
+    paths = f"{e.filename} -> {e.filename2}" if e.filename2 else f"{e.filename}"
+    return f"{paths}: {e.strerror or e.__class__.__name__}"

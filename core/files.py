@@ -1,35 +1,110 @@
-"""Writing a file so that a reader never sees half of it."""
+"""Writing a file so that a reader never sees half of it, and a crash never loses the old one.
+
+A file is written to ``<name>.<random>.tmp`` beside its destination, flushed to the disk, renamed
+over the destination, and the folder's entry flushed too: after a power cut or a kill -9 the
+destination holds either the old file or the whole new one. What a kill leaves behind is a
+``*.tmp`` file, removed by :func:`remove_temp_files`: a run folder's on the run's next start, a
+cache file's when that cache is next written.
+
+An OS error (a full disk, a read-only folder) is re-raised as the ``OSError`` it is, carrying the
+destination's path, even where ``torch.save`` would hide it in a ``RuntimeError``.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import torch
 
+TEMP_SUFFIX = ".tmp"
 
-def write_atomic(path: Path, write: Callable[[str], None]) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path`` (readable by
-    all, as an ordinary file); on an error the temporary file is removed and the error re-raised."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
+
+class _RecordingFile:
+    """A binary file that remembers the OS error of a failed write (torch.save reports only its own
+    RuntimeError when the stream it writes to fails)."""
+
+    def __init__(self, f: IO[bytes]):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def sync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename in it) to the disk."""
+    fd = os.open(folder, os.O_RDONLY)
     try:
-        write(tmp)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """``write(f)`` to a temporary file beside ``path``, flushed to the disk and renamed to ``path``
+    (readable by all, as an ordinary file). On an error the temporary file is removed and the error
+    re-raised; an ``OSError`` names ``path``."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=TEMP_SUFFIX)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, e.filename or str(path.parent)) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            recording = _RecordingFile(f)
+            try:
+                write(recording)
+            except RuntimeError:
+                if recording.error is not None:
+                    raise recording.error from None
+                raise
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
+        sync_folder(path.parent)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
 
 
 def save_atomic(obj, path: Path) -> None:
-    """``torch.save(obj, path)`` through a temporary file."""
-    write_atomic(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save(obj, path)`` through :func:`write_atomic`."""
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
-def write_json_atomic(path: Path, obj: dict) -> None:
-    write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2)))
+def write_text_atomic(path: Path, text: str) -> None:
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2))
+
+
+def remove_temp_files(folder: Path, name: str = "", min_age_s: float = 0.0) -> list[Path]:
+    """Remove the temporary files an interrupted :func:`write_atomic` left in ``folder`` (those of
+    the destination ``name`` only, if given; only those unmodified for ``min_age_s`` seconds, in a
+    folder that other runs may be writing to at the same time)."""
+    folder = Path(folder)
+    pattern = f"{name}.*{TEMP_SUFFIX}" if name else f"*{TEMP_SUFFIX}"
+    now = time.time()
+    found = [p for p in sorted(folder.glob(pattern)) if now - p.stat().st_mtime >= min_age_s] \
+        if folder.is_dir() else []
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found

@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 from PIL import Image
 from tqdm import tqdm
 
-from ..core.files import write_atomic
+from ..core.cache import STALE_TEMP_S
+from ..core.files import remove_temp_files, write_json_atomic
 
 
 def image_problem(path: str) -> str | None:
@@ -35,19 +37,36 @@ def scan_key(paths: list[str]) -> str:
     return h.hexdigest()[:32]
 
 
+def read_scan(cache_file: Path) -> dict[str, str] | None:
+    """The cached scan, or None (with a warning) when the file is not one: it must be JSON holding
+    its own key and a {path: problem} map."""
+    try:
+        state = json.loads(cache_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        problem = f"unreadable ({e.__class__.__name__})"
+    else:
+        bad = state.get("bad") if isinstance(state, dict) else None
+        if isinstance(state, dict) and state.get("key") == cache_file.stem and isinstance(bad, dict) \
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in bad.items()):
+            return bad
+        problem = "not a scan of this file list (no matching key inside)"
+    warnings.warn(f"image scan: the cache file {cache_file} is {problem}; scanning again", stacklevel=2)
+    return None
+
+
 def find_bad_images(paths: list[str], cache_dir: Path | None, progress: bool = False) -> dict[str, str]:
     """{path: problem} for every image of ``paths`` that cannot be read; cached under ``cache_dir``."""
     cache_file = cache_dir / "scans" / f"{scan_key(paths)}.json" if cache_dir is not None else None
     if cache_file is not None and cache_file.is_file():
-        try:
-            return dict(json.loads(cache_file.read_text()))
-        except (ValueError, TypeError):
-            pass  # an unreadable scan cache is scanned anew and rewritten below
+        found = read_scan(cache_file)
+        if found is not None:
+            return found
     found = {}
     for p in tqdm(paths, desc="checking images", disable=not progress, leave=False):
         problem = image_problem(p)
         if problem is not None:
             found[p] = problem
     if cache_file is not None:
-        write_atomic(cache_file, lambda tmp: Path(tmp).write_text(json.dumps(found)))
+        remove_temp_files(cache_file.parent, cache_file.name, min_age_s=STALE_TEMP_S)
+        write_json_atomic(cache_file, {"key": cache_file.stem, "bad": found})
     return found

@@ -7,22 +7,22 @@ from pathlib import Path
 
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, DiskSaver, ProgressBar, global_step_from_engine
+from ignite.handlers import Checkpoint, ProgressBar, global_step_from_engine
 from ignite.handlers.tensorboard_logger import OptimizerParamsHandler, OutputHandler, TensorboardLogger
 
 from ..handlers.training_log import TrainingDiagnostics
 from .build import Run
+from .checkpoints import BEST_PREFIX, CHECKPOINTS, LAST_PREFIX, DurableSaver
 from .state import ConfigState, RNGState, RunRecord
 
-CHECKPOINTS = "checkpoints"
 
-
-def attach_handlers(run: Run, run_dir: Path, record: RunRecord) -> dict:
-    """Every handler of the run, in the order they fire within an event."""
+def attach_handlers(run: Run, run_dir: Path, record: RunRecord, purge_step: int = 0) -> dict:
+    """Every handler of the run, in the order they fire within an event. ``purge_step``: the
+    iteration the run starts from; TensorBoard hides what an interrupted attempt logged after it."""
     cfg, trainer, val_evaluator, loaders, data = run.cfg, run.trainer, run.val_evaluator, run.loaders, run.data
     net, optimizer, lr_scheduler, regularizer = run.net, run.optimizer, run.lr_scheduler, run.regularizer
     rank0 = idist.get_rank() == 0
-    tb = TensorboardLogger(log_dir=str(run_dir)) if rank0 else None
+    tb = TensorboardLogger(log_dir=str(run_dir), purge_step=purge_step) if rank0 else None
 
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: loaders.train.sampler.set_epoch(e.state.epoch))
     trainer.add_event_handler(Events.ITERATION_STARTED, lr_scheduler)
@@ -48,8 +48,8 @@ def attach_handlers(run: Run, run_dir: Path, record: RunRecord) -> dict:
     # Model selection: the best validation accuracy, ties broken by the lower validation loss
     # (RunRecord.observe). The score is the count of such improvements, so the Checkpoint saves
     # exactly when the record finds a new best.
-    saver = DiskSaver(str(run_dir / CHECKPOINTS), require_empty=False)  # writes on rank 0 only
-    best = Checkpoint({"model": net}, saver, filename_prefix="best", n_saved=1,
+    saver = DurableSaver(run_dir / CHECKPOINTS)  # writes on rank 0 only; a file goes once its successor is durable
+    best = Checkpoint({"model": net}, saver, filename_prefix=BEST_PREFIX, n_saved=1,
                       score_function=lambda _: record.improvements,
                       filename_pattern="{filename_prefix}_{name}_{global_step}.{ext}",
                       global_step_transform=global_step_from_engine(trainer))
@@ -61,7 +61,7 @@ def attach_handlers(run: Run, run_dir: Path, record: RunRecord) -> dict:
                "regularizer": regularizer, "rng": rng, "record": record, "best_checkpoint": best}
     if trainer.state.grad_scaler.is_enabled():
         to_save["grad_scaler"] = trainer.state.grad_scaler
-    last = Checkpoint(to_save, saver, filename_prefix="last", n_saved=1)
+    last = Checkpoint(to_save, saver, filename_prefix=LAST_PREFIX, n_saved=1)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, last)
 
     if cfg.train.stop_after is not None:
@@ -81,4 +81,4 @@ def attach_handlers(run: Run, run_dir: Path, record: RunRecord) -> dict:
     if rank0 and cfg.train.progress:
         ProgressBar(persist=False, desc="train").attach(trainer, metric_names="all")
         ProgressBar(persist=False, desc="val").attach(val_evaluator)
-    return {"to_save": to_save, "best": best, "tb": tb, "diagnostics": diagnostics}
+    return {"to_save": to_save, "best": best, "saver": saver, "tb": tb, "diagnostics": diagnostics}

@@ -6,10 +6,10 @@
 
 A positional config may join files with ``+`` (``base.yaml+method.yaml``); ``--bases`` x
 ``--methods`` adds every combination. ``key=value`` overrides apply to every run. A run whose
-folder already holds results.json is skipped and one with a checkpoint is resumed, so an
-interrupted sweep continues where it stopped. Runs go one after another, each in a process of its
-own (so each reports its own peak memory); ``tensorboard --logdir ROOT`` then shows all of them
-side by side.
+folder already holds results.json is skipped and any other continues from its last checkpoint
+(``run.py --output`` does that), so an interrupted sweep continues where it stopped. Runs go one
+after another, each in a process of its own (so each reports its own peak memory);
+``tensorboard --logdir ROOT`` then shows all of them side by side.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 
 from ..core.config import config_name
-
-CHECKPOINTS = "checkpoints"
 
 
 def plan(configs: list[str], bases: list[str], methods: list[str]) -> list[list[str]]:
@@ -55,10 +53,9 @@ def main(argv: list[str] | None = None) -> int:
             if (out / "results.json").exists():
                 print(f"[sweep] {label}: done already, skipped", flush=True)
                 continue
-            extra = ["--resume", str(out)] if (out / CHECKPOINTS).exists() else []
             print(f"[sweep] {label} -> {out}", flush=True)
             command = [sys.executable, "-m", "adarand.run", *files, *overrides, "--seed", str(seed),
-                       "--output", str(out), *extra]
+                       "--output", str(out)]
             code = subprocess.run(command).returncode
             if code != 0:
                 failed.append(label)

@@ -12,30 +12,27 @@ import ignite
 import ignite.distributed as idist
 import torch
 import torchvision
-from ignite.engine import Events
 from ignite.handlers import Checkpoint, ProgressBar
 
 from ..core.config import Config
-from ..core.distributed import load_tensors_on_rank0
+from ..core.distributed import broadcast_tensors
 from ..core.errors import Interrupted, UserError
 from ..core.files import write_json_atomic
-from .attach import CHECKPOINTS, attach_handlers
+from .attach import attach_handlers
 from .build import Run, build_run
+from .checkpoints import (
+    CHECKPOINTS,
+    checkpoint_epoch,
+    earlier_checkpoint,
+    last_checkpoints,
+    prepare_folder,
+    read_checkpoint,
+    stale_files,
+)
 from .evaluator import create_evaluator
 from .state import RESUMABLE_CHANGES, RunRecord, config_differences
 
 log = logging.getLogger(__name__)
-
-
-def find_last_checkpoint(path: Path) -> Path:
-    """``path`` itself when it is a file, else the newest ``last_*.pt`` under ``path/checkpoints``."""
-    if path.is_file():
-        return path
-    found = sorted((path / CHECKPOINTS).glob("last_*.pt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise UserError(f"--resume: no checkpoint at {path} (expected a file or a run folder with "
-                        f"{CHECKPOINTS}/last_checkpoint_*.pt)")
-    return found[-1]
 
 
 def versions() -> dict:
@@ -54,24 +51,28 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
                  on_ready=None) -> dict | None:
     """The whole run. Returns the results (also written to results.json), or None if stopped early.
 
-    Nothing is written to ``run_dir`` before data, model and method are set up (and, on resume,
-    the checkpoint accepted the config); then ``on_ready()`` is called (the command line writes
-    the resolved config there)."""
+    ``resume``: a last checkpoint to continue from; if its training had finished, only the test
+    of the selected model is left to do. Nothing is written to ``run_dir`` before data, model and
+    method are set up and the checkpoint accepted the config; then ``on_ready()`` is called (the
+    command line writes the resolved config there)."""
     run = build_run(cfg)
     if run.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(run.device)
     record = RunRecord()
-    if on_ready is not None and resume is None:
+    checkpoint = read_training_checkpoint(resume, cfg, run_dir) if resume is not None else None
+    if on_ready is not None:
         on_ready()
-    handlers = attach_handlers(run, run_dir, record)
-    if resume is None:
+    prepare_folder(run_dir)
+    purge_step = int(checkpoint["trainer"]["iteration"]) if checkpoint is not None else 0
+    handlers = attach_handlers(run, run_dir, record, purge_step=purge_step)
+    if checkpoint is None:
+        handlers["saver"].remove_after_next_save(stale_files(run_dir, keep=()))
         run.regularizer.prepare()  # on resume, what it builds comes from the checkpoint
     else:
-        resume_from(resume, run, handlers["to_save"], run_dir)
-        if on_ready is not None:  # only once the checkpoint accepted this config
-            on_ready()
+        restore(checkpoint, resume, run, handlers, run_dir)
     try:
-        run.trainer.run(run.loaders.train, max_epochs=cfg.train.epochs)
+        if run.trainer.state.epoch < cfg.train.epochs:
+            run.trainer.run(run.loaders.train, max_epochs=cfg.train.epochs)
         method_report = run.regularizer.report()  # before close(), which releases what it reports on
     except KeyboardInterrupt:
         raise Interrupted(interrupted_message(run, run_dir)) from None
@@ -101,31 +102,45 @@ def interrupted_message(run: Run, run_dir: Path) -> str:
     """Where a Ctrl-C stopped the run, and how to continue it (from the last epoch's checkpoint)."""
     state = run.trainer.state
     where = f"interrupted at epoch {state.epoch}, iteration {state.iteration}"
-    if not list((run_dir / CHECKPOINTS).glob("last_*.pt")):
-        return f"{where}; no epoch had finished, so nothing was saved: start the run again in another --output folder"
-    return (f"{where}; continue from the end of epoch {state.epoch - 1} with: "
+    found = last_checkpoints(run_dir)
+    if not found:
+        return (f"{where}; no epoch had finished, so nothing was saved; start it again with: "
+                f"python run.py {run_dir / 'config.yaml'} --output {run_dir}")
+    epoch = checkpoint_epoch(read_checkpoint(found[-1], ("trainer",)))
+    return (f"{where}; continue from the end of epoch {epoch} with: "
             f"python run.py {run_dir / 'config.yaml'} --resume {run_dir}")
 
 
-def resume_from(checkpoint_file: Path, run: Run, to_save: dict, run_dir: Path) -> None:
-    """Restore every object of the training checkpoint; the new last checkpoint then replaces the
-    one resumed from when it lies in this run's folder (Checkpoint only knows its own files)."""
-    trainer, epochs = run.trainer, run.cfg.train.epochs
-    checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=True)
-    if "config" not in checkpoint:
-        raise UserError(f"--resume: {checkpoint_file} holds no config (a checkpoint of another version); start the run anew")
-    differences = config_differences(json.loads(checkpoint["config"]["config"]), run.cfg.to_dict())
+def read_training_checkpoint(checkpoint_file: Path, cfg: Config, run_dir: Path) -> dict:
+    """The last checkpoint's contents, once it has shown that it is readable, that it was written
+    by a run of this config (up to the keys a resumed run may change), and that something is left
+    to do: training, or the test of a run whose training had finished."""
+    checkpoint = read_checkpoint(checkpoint_file, ("trainer", "config"), earlier_checkpoint(checkpoint_file))
+    differences = config_differences(json.loads(checkpoint["config"]["config"]), cfg.to_dict())
     if differences:
         raise UserError(f"--resume: the config differs from the run's in {'; '.join(differences)} (a resumed run may "
                         f"change only {', '.join(RESUMABLE_CHANGES)})")
-    Checkpoint.load_objects(to_load=to_save, checkpoint=checkpoint)
-    if trainer.state.epoch >= epochs:
-        raise UserError(f"--resume: {checkpoint_file} is at epoch {trainer.state.epoch} of train.epochs "
-                        f"{epochs}: nothing left to train (raise train.epochs to train longer)")
-    log.info("resumed from %s at epoch %d", checkpoint_file, trainer.state.epoch)
-    if idist.get_rank() == 0 and checkpoint_file.resolve().parent == (run_dir / CHECKPOINTS).resolve():
-        trainer.add_event_handler(Events.EPOCH_COMPLETED(once=trainer.state.epoch + 1),
-                                  lambda _: checkpoint_file.unlink(missing_ok=True))
+    epoch = checkpoint_epoch(checkpoint)
+    if epoch >= cfg.train.epochs and (run_dir / "results.json").exists():
+        raise UserError(f"{run_dir}: the run has finished, nothing left to train (epoch {epoch} of train.epochs "
+                        f"{cfg.train.epochs}, results.json written); raise train.epochs to train longer, or choose "
+                        "another --output")
+    return checkpoint
+
+
+def restore(checkpoint: dict, checkpoint_file: Path, run: Run, handlers: dict, run_dir: Path) -> None:
+    """Load every object of the training checkpoint. The files of the folder that the restored
+    state does not name (the one resumed from, what an earlier attempt left) are removed once the
+    next last checkpoint is durable (Ignite's Checkpoint only knows its own files)."""
+    Checkpoint.load_objects(to_load=handlers["to_save"], checkpoint=checkpoint)
+    trainer = run.trainer
+    if trainer.state.epoch >= run.cfg.train.epochs:
+        log.info("resumed from %s: training had finished at epoch %d; testing the selected model",
+                 checkpoint_file, trainer.state.epoch)
+    else:
+        log.info("resumed from %s at epoch %d", checkpoint_file, trainer.state.epoch)
+    keep = [Path(handlers["best"].last_checkpoint).name] if handlers["best"].last_checkpoint else []
+    handlers["saver"].remove_after_next_save(stale_files(run_dir, keep))
 
 
 def test_selected_model(run: Run, best_file: Path) -> dict:
@@ -133,7 +148,10 @@ def test_selected_model(run: Run, best_file: Path) -> dict:
     on several machines the others need not see the run folder."""
     if idist.get_world_size() > 1:
         best_file = Path(idist.broadcast(str(best_file), src=0))
-    Checkpoint.load_objects(to_load={"model": run.net}, checkpoint=load_tensors_on_rank0(best_file, run.device))
+    state = read_checkpoint(best_file) if idist.get_rank() == 0 else None
+    if idist.get_world_size() > 1:
+        state = broadcast_tensors(state, run.device)
+    Checkpoint.load_objects(to_load={"model": run.net}, checkpoint=state)
     t = run.cfg.train
     evaluator = create_evaluator(run.model, run.device, t.amp, t.channels_last)
     if idist.get_rank() == 0 and t.progress:

@@ -1,3 +1,5 @@
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -29,6 +31,17 @@ def run_cli(*args, cwd=REPO, env_extra=None, timeout=600):
     env.update(env_extra or {})
     return subprocess.run([sys.executable, str(REPO / "run.py"), *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def run_main(*args) -> subprocess.CompletedProcess:
+    """The command line's ``main`` in this process, its output captured: for runs that stop before
+    training, where a new interpreter would cost more than the test."""
+    from adarand import run
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run.main([str(a) for a in args])
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session")

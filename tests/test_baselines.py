@@ -20,7 +20,7 @@ from adarand.handlers.delta import Delta, DeltaParams, delta_penalty
 from adarand.handlers.dr_tune import class_shift, procrustes_rotation
 from adarand.handlers.lp_ft import fit_linear_probe
 
-from conftest import run_cli, write_tiny_config
+from conftest import run_cli, run_main, write_tiny_config
 
 
 def make(tmp_path, method, overrides=(), **kw):
@@ -280,7 +280,7 @@ def test_co_tuning_needs_a_source_head(tmp_path):
     run = make(tmp_path, "finetune")  # random init: no source classifier
     with pytest.raises(UserError, match="co_tuning needs the pretrained model's source classifier"):
         CoTuning(CoTuningParams(), run.ctx)
-    r = run_cli(write_tiny_config(tmp_path / "cli", "co_tuning"), "--output", tmp_path / "out")
+    r = run_main(write_tiny_config(tmp_path / "cli", "co_tuning"), "--output", tmp_path / "out")
     assert r.returncode == 2 and "co_tuning needs" in r.stderr and not (tmp_path / "out").exists()
 
 

@@ -6,7 +6,7 @@ import pytest
 from adarand.core.errors import ConfigError
 from adarand.engine.config import load_config
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_main
 
 BASE = """data:
   root: /nonexistent
@@ -140,7 +140,7 @@ def test_composed_configs_keep_their_layers(tmp_path):
 def test_cli_prints_one_line_and_exits_nonzero(tmp_path, text, overrides, fragments):
     p = write(tmp_path, "bad.yaml", text)
     out = tmp_path / "run"
-    r = run_cli(p, *overrides, "--output", out)
+    r = run_main(p, *overrides, "--output", out)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
@@ -152,7 +152,7 @@ def test_cli_prints_one_line_and_exits_nonzero(tmp_path, text, overrides, fragme
 
 def test_cli_missing_dataset_is_one_line_and_writes_nothing(tmp_path):
     out = tmp_path / "run"
-    r = run_cli(REPO / "yaml/cars_adarand.yaml", f"data.root={tmp_path / 'nocars'}", "--output", out)
+    r = run_main(REPO / "yaml/cars_adarand.yaml", f"data.root={tmp_path / 'nocars'}", "--output", out)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Stanford Cars not found" in lines[0] and "cars_train" in lines[0], r.stderr
@@ -161,7 +161,7 @@ def test_cli_missing_dataset_is_one_line_and_writes_nothing(tmp_path):
 
 
 def test_cli_missing_config_file(tmp_path):
-    r = run_cli(tmp_path / "nope.yaml")
+    r = run_main(tmp_path / "nope.yaml")
     assert r.returncode == 2 and "nope.yaml: no such config file" in r.stderr
 
 
@@ -183,7 +183,7 @@ def test_launch_settings(monkeypatch):
 
 def test_cli_bad_nproc_is_one_line_and_writes_nothing(tmp_path):
     out = tmp_path / "run"
-    r = run_cli(REPO / "yaml/demo_adarand.yaml", "--nproc", "0", "--output", out)
+    r = run_main(REPO / "yaml/demo_adarand.yaml", "--nproc", "0", "--output", out)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --nproc:"), r.stderr

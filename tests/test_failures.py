@@ -1,6 +1,6 @@
 """Runs that cannot produce a meaningful result stop with one line and their own exit code."""
 
-from conftest import run_cli, write_tiny_config
+from conftest import run_cli, run_main, write_tiny_config
 
 
 def test_a_non_finite_loss_stops_with_one_line_and_exit_code_3(tmp_path):
@@ -16,7 +16,7 @@ def test_a_non_finite_loss_stops_with_one_line_and_exit_code_3(tmp_path):
 
 def test_a_dataset_with_one_class_is_refused_before_training(tmp_path):
     out = tmp_path / "run"
-    r = run_cli(write_tiny_config(tmp_path, "finetune", counts={0: 12}), "--output", out)
+    r = run_main(write_tiny_config(tmp_path, "finetune", counts={0: 12}), "--output", out)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "has 1 class (class0); classification needs at least two" in r.stderr.strip().splitlines()[-1]
     assert not out.exists()
@@ -47,10 +47,7 @@ def test_ctrl_c_gives_one_line_exit_130_and_a_run_that_continues(tmp_path):
     assert "Traceback" not in stderr
     line = stderr.strip().splitlines()[-1]
     assert line.startswith("interrupted at epoch")
-    if "nothing was saved" in line:  # Ctrl-C inside Checkpoint's rotation (it removes before it writes; issue 14)
-        assert not list((out / "checkpoints").glob("last_*.pt"))
-        return
-    assert f"--resume {out}" in line
+    assert f"--resume {out}" in line  # an epoch had ended, and its checkpoint survives even a Ctrl-C mid-save
     (last,) = list((out / "checkpoints").glob("last_*.pt"))
     assert "trainer" in torch.load(last, weights_only=True)  # the last checkpoint is intact
     command = line.split("continue from the end of epoch ")[1].split(" with: ")[1].split()
@@ -58,3 +55,75 @@ def test_ctrl_c_gives_one_line_exit_130_and_a_run_that_continues(tmp_path):
                        timeout=600, env=dict(os.environ))
     assert r.returncode == 0, r.stderr[-2000:]
     assert (out / "results.json").exists()
+
+
+def limit_file_size(nbytes: int):
+    """For a child process: writes past ``nbytes`` fail with EFBIG, the way a full disk fails them."""
+    import resource
+    import signal
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    return limit
+
+
+def test_a_full_disk_and_corrupt_checkpoints_give_one_line_and_the_run_continues(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+
+    from conftest import REPO
+
+    cfg = write_tiny_config(tmp_path, "finetune")
+    out = tmp_path / "run"
+    common = [str(cfg), "train.epochs=3", "--output", str(out)]
+    assert run_cli(*common, "train.stop_after=1").returncode == 0
+    (first,) = list((out / "checkpoints").glob("last_*.pt"))
+    saved = first.read_bytes()
+
+    # the disk fills up while the next epoch's checkpoints are written (config and logs still fit)
+    r = subprocess.run([sys.executable, str(REPO / "run.py"), *common], capture_output=True, text=True,
+                       preexec_fn=limit_file_size(8192), timeout=600)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {out / 'checkpoints'}/") and line.endswith(".pt: File too large"), line
+    assert first.read_bytes() == saved  # the previous checkpoint is intact
+    assert not list(out.rglob("*.tmp"))
+
+    # the same command continues; then the newest of two last checkpoints is corrupt
+    assert run_cli(*common, "train.stop_after=2").returncode == 0
+    (second,) = list((out / "checkpoints").glob("last_*.pt"))
+    first.write_bytes(saved)
+    for corrupt in (second.read_bytes()[: second.stat().st_size // 2], b"not a checkpoint"):
+        second.write_bytes(corrupt)
+        r = run_main(*common)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        line = r.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"error: {second}: not a readable checkpoint (")
+        assert line.endswith(f"the earlier checkpoint {first} exists: continue from it with --resume {first}")
+    r = run_cli(str(cfg), "train.epochs=3", "--resume", first)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (final,) = list((out / "checkpoints").glob("last_*.pt"))  # the corrupt one is gone too
+    assert final.name == "last_checkpoint_12.pt" and "model" in torch.load(final, weights_only=True)
+    assert (out / "results.json").exists()
+
+
+def test_an_unwritable_output_or_cache_folder_gives_one_line_and_exit_code_2(tmp_path):
+    import os
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cfg = write_tiny_config(tmp_path, "finetune")
+    cases = [(["--output", blocker / "run"], f"error: {blocker / 'run'}: "),
+             ([f"cache_dir={blocker / 'cache'}", "--output", tmp_path / "run"], f"error: {blocker / 'cache'}")]
+    if os.geteuid() != 0:  # root writes into a read-only folder anyway
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        cases.append((["--output", locked / "run"], f"error: {locked / 'run'}: Permission denied"))
+    for args, start in cases:
+        r = run_main(cfg, *args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert r.stderr.strip().splitlines()[-1].startswith(start), r.stderr[-500:]
+    assert not (tmp_path / "run").exists()  # nothing half-written

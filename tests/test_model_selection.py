@@ -41,7 +41,11 @@ def test_the_best_checkpoint_follows_the_record(tmp_path):
         run.val_evaluator.fire_event(Events.COMPLETED)
         saved.append(handlers["best"].last_checkpoint)
     assert record.best_epoch == 3
-    best = tmp_path / "run" / "checkpoints" / "best_model_3.pt"
-    assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("best_*.pt")] == [best.name]
+    folder = tmp_path / "run" / "checkpoints"
+    best = folder / "best_model_3.pt"
+    # the models replaced stay until the next last checkpoint, which names the new one, is on disk
+    assert sorted(p.name for p in folder.glob("best_*.pt")) == ["best_model_1.pt", "best_model_2.pt", best.name]
+    handlers["saver"]({"model": run.net.state_dict()}, "last_checkpoint_5.pt")
+    assert sorted(p.name for p in folder.glob("*.pt")) == [best.name, "last_checkpoint_5.pt"]
     state = torch.load(best, weights_only=True)
     assert float(state["head.bias"][0]) == 3.0
