@@ -134,7 +134,8 @@ class TrainConfig:
     log_every: int = 10  # iterations between per-iteration TensorBoard points (one host sync each)
     # stop after this epoch (as if interrupted); resume with --resume
     stop_after: int | None = field(default=None, metadata={"range": ">= 1"})
-    progress: bool = True  # progress bars
+    progress: bool = True  # progress bars (shown on a terminal only)
+    epoch_lines: bool = True  # one plain line per epoch: losses, val accuracy and loss, best so far, time
     amp: Literal["off", "bf16", "fp16"] = "off"  # mixed precision of the network's forward pass
     channels_last: bool = False  # channels-last memory format for model and inputs
     sync_bn: bool = False  # multi-process: BatchNorm statistics over the global batch (SyncBatchNorm)
@@ -293,6 +294,33 @@ def _apply_override(data: dict, prov: dict[str, str], item: str) -> None:
     prov[key] = COMMAND_LINE
 
 
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "yaml"  # the configs that ship with the package
+
+
+def resolve_config(item: str | Path) -> Path:
+    """A config file: ``item`` itself if it is a file, else the packaged config of that name
+    (``demo``, ``cars_adarand``, ``methods/fnp``, with or without ``.yaml``)."""
+    path = Path(item)
+    if path.is_file():
+        return path
+    name = str(item).removesuffix(".yaml")
+    packaged = CONFIG_DIR / f"{name}.yaml"
+    if not path.is_absolute() and packaged.is_file():
+        return packaged
+    raise ConfigError(str(item), None, "no such config file, nor a packaged config of that name "
+                                       "(adarand-run --list lists them)")
+
+
+def packaged_configs() -> list[tuple[str, str]]:
+    """(name, the first line of its leading comment) for every config shipped with the package."""
+    out = []
+    for path in sorted(CONFIG_DIR.rglob("*.yaml")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        comment = next((line.lstrip("# ").strip() for line in lines if line.startswith("#")), "")
+        out.append((path.relative_to(CONFIG_DIR).with_suffix("").as_posix(), comment))
+    return out
+
+
 def config_name(paths: list[str | Path]) -> str:
     """A run's name from its config files: ``cars_adarand``, or ``cars_resnet50+fnp`` when composed."""
     return "+".join(Path(p).stem for p in paths)
@@ -304,7 +332,7 @@ def read_config(path: str | Path | list, overrides: list[str] = (), seed: int | 
     ConfigError with a one-line message.
 
     ``path`` may be a list of files, merged in order (as if one file extended them all)."""
-    paths = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)]
+    paths = [resolve_config(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
     data, prov = {}, {}
     for p in paths:
         layer, layer_prov = _read_yaml(p, ())

@@ -8,12 +8,25 @@ from pathlib import Path
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, ProgressBar, global_step_from_engine
-from ignite.handlers.tensorboard_logger import OptimizerParamsHandler, OutputHandler, TensorboardLogger
+from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
 
+import yaml
+
+from ..core.console import epoch_line, progress_bars
 from ..handlers.training_log import TrainingDiagnostics
 from .build import Run
 from .checkpoints import BEST_PREFIX, CHECKPOINTS, LAST_PREFIX, DurableSaver
 from .state import ConfigState, RNGState, RunRecord
+
+
+def learning_rate_names(optimizer, others: dict) -> list[tuple[str, dict]]:
+    """(``lr/<name>``, param group) for the network's groups (named ``backbone``, ``head``, ...) and
+    for the regularizer's own optimizers (``lr/prior``, or ``lr/prior_<group>`` for several groups)."""
+    out = [(f"lr/{g.get('name', f'group{i}')}", g) for i, g in enumerate(optimizer.param_groups)]
+    for name, opt in others.items():
+        groups = opt.param_groups
+        out += [(f"lr/{name}" if len(groups) == 1 else f"lr/{name}_{g.get('name', i)}", g) for i, g in enumerate(groups)]
+    return out
 
 
 def attach_handlers(run: Run, run_dir: Path, record: RunRecord, purge_step: int = 0) -> dict:
@@ -71,14 +84,24 @@ def attach_handlers(run: Run, run_dir: Path, record: RunRecord, purge_step: int 
                 engine.terminate()
 
     if tb is not None:
-        every = Events.ITERATION_STARTED(every=cfg.train.log_every)
-        tb.attach(trainer, OptimizerParamsHandler(optimizer, param_name="lr"), every)
-        for name, opt in regularizer.optimizers().items():
-            tb.attach(trainer, OptimizerParamsHandler(opt, param_name="lr", tag=name), every)
+        tb.writer.add_text("config", "```yaml\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False) + "```", 0)
+        named = learning_rate_names(optimizer, regularizer.optimizers())
+
+        @trainer.on(Events.ITERATION_STARTED(every=cfg.train.log_every))
+        def log_learning_rates(engine: Engine) -> None:
+            for tag, group in named:
+                tb.writer.add_scalar(tag, group["lr"], engine.state.iteration)
         tb.attach(val_evaluator, OutputHandler(tag="val", metric_names=["accuracy", "loss"],
                                                global_step_transform=global_step_from_engine(trainer)),
                   Events.COMPLETED)
-    if rank0 and cfg.train.progress:
+    if rank0 and cfg.train.epoch_lines:
+        @val_evaluator.on(Events.COMPLETED)
+        def print_epoch_line(evaluator: Engine) -> None:
+            m = evaluator.state.metrics
+            print(epoch_line(trainer.state.epoch, cfg.train.epochs, diagnostics.last_epoch, float(m["accuracy"]),
+                             float(m["loss"]), record.best_val_accuracy, record.best_epoch, record.epoch_times[-1],
+                             float(evaluator.state.times[Events.COMPLETED.name] or 0.0)), flush=True)
+    if rank0 and progress_bars(cfg.train.progress):
         ProgressBar(persist=False, desc="train").attach(trainer, metric_names="all")
         ProgressBar(persist=False, desc="val").attach(val_evaluator)
     return {"to_save": to_save, "best": best, "saver": saver, "tb": tb, "diagnostics": diagnostics}

@@ -12,6 +12,7 @@ from ignite.utils import manual_seed
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..core.config import Config
+from ..core.console import progress_bars
 from ..core.distributed import shard_without_padding
 from ..core.errors import UserError
 from ..datasets import DataSplits, create_datasets
@@ -33,7 +34,7 @@ class Loaders:
 
 
 def setup_data(cfg: Config) -> tuple[DataSplits, Loaders]:
-    data = create_datasets(cfg.data, cfg.cache_dir, progress=cfg.train.progress and idist.get_rank() == 0)
+    data = create_datasets(cfg.data, cfg.cache_dir, progress=progress_bars(cfg.train.progress) and idist.get_rank() == 0)
     d = cfg.data
     world, rank = idist.get_world_size(), idist.get_rank()
     if len(data.train) < d.batch_size * world:

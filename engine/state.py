@@ -90,7 +90,8 @@ class RunRecord:
 
 
 # keys a resumed run may change: how long it trains, how it logs and reads its data, where caches live
-RESUMABLE_CHANGES = ("train.epochs", "train.stop_after", "train.progress", "train.log_every", "data.num_workers",
+RESUMABLE_CHANGES = ("train.epochs", "train.stop_after", "train.progress", "train.epoch_lines", "train.log_every",
+                     "data.num_workers",
                      "cache_dir", "output_root")
 
 

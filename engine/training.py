@@ -15,6 +15,7 @@ import torchvision
 from ignite.handlers import Checkpoint, ProgressBar
 
 from ..core.config import Config
+from ..core.console import progress_bars
 from ..core.distributed import broadcast_tensors
 from ..core.errors import Interrupted, UserError
 from ..core.files import write_json_atomic
@@ -31,6 +32,7 @@ from .checkpoints import (
 )
 from .evaluator import create_evaluator
 from .state import RESUMABLE_CHANGES, RunRecord, config_differences
+from .tb_summary import write_summary
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
     prepare_folder(run_dir)
     purge_step = int(checkpoint["trainer"]["iteration"]) if checkpoint is not None else 0
     handlers = attach_handlers(run, run_dir, record, purge_step=purge_step)
+    if idist.get_rank() == 0 and (run_dir / "results.json").exists():
+        (run_dir / "results.json").unlink()  # a finished run trained further: its results are no longer the run's
     if checkpoint is None:
         handlers["saver"].remove_after_next_save(stale_files(run_dir, keep=()))
         run.regularizer.prepare()  # on resume, what it builds comes from the checkpoint
@@ -84,7 +88,7 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
             tb.close()
         if idist.get_rank() == 0:
             print(f"stopped after epoch {run.trainer.state.epoch} of {cfg.train.epochs}; continue with: "
-                  f"python run.py {run_dir / 'config.yaml'} train.stop_after=null --resume {run_dir}")
+                  f"adarand-run {run_dir / 'config.yaml'} train.stop_after=null --resume {run_dir}")
         return None
     best_file = run_dir / CHECKPOINTS / Path(handlers["best"].last_checkpoint).name
     test = test_selected_model(run, best_file)
@@ -92,6 +96,7 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
     results = collect_results(run, record, test, method_report)
     if tb is not None:
         tb.writer.add_scalar("test/accuracy", results["test_accuracy"], record.best_epoch)
+        write_summary(tb.writer, cfg, results, handlers["diagnostics"].last_features)
         tb.close()
     if idist.get_rank() == 0:
         write_json_atomic(run_dir / "results.json", results)
@@ -105,10 +110,10 @@ def interrupted_message(run: Run, run_dir: Path) -> str:
     found = last_checkpoints(run_dir)
     if not found:
         return (f"{where}; no epoch had finished, so nothing was saved; start it again with: "
-                f"python run.py {run_dir / 'config.yaml'} --output {run_dir}")
+                f"adarand-run {run_dir / 'config.yaml'} --output {run_dir}")
     epoch = checkpoint_epoch(read_checkpoint(found[-1], ("trainer",)))
     return (f"{where}; continue from the end of epoch {epoch} with: "
-            f"python run.py {run_dir / 'config.yaml'} --resume {run_dir}")
+            f"adarand-run {run_dir / 'config.yaml'} --resume {run_dir}")
 
 
 def read_training_checkpoint(checkpoint_file: Path, cfg: Config, run_dir: Path) -> dict:
@@ -154,7 +159,7 @@ def test_selected_model(run: Run, best_file: Path) -> dict:
     Checkpoint.load_objects(to_load={"model": run.net}, checkpoint=state)
     t = run.cfg.train
     evaluator = create_evaluator(run.model, run.device, t.amp, t.channels_last)
-    if idist.get_rank() == 0 and t.progress:
+    if idist.get_rank() == 0 and progress_bars(t.progress):
         ProgressBar(persist=False, desc="test").attach(evaluator)
     evaluator.run(run.loaders.test)
     out = {k: float(v) for k, v in evaluator.state.metrics.items()} | {"checkpoint": str(best_file), "extra_test": {}}

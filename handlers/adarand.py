@@ -283,7 +283,7 @@ class AdaRand(RandReg):
             self.mu_bar = ema_class_means(self.mu_bar, step.features.detach(), step.y, p.alpha, reduce)
         l_ada, l_intra, l_inter = prior_step(self.mu, self.mu_bar, self.optimizer, self.scheduler,
                                              p.intra, p.inter, p.prior_loss)
-        step.logs.update(loss_ada=l_ada, loss_intra=l_intra, loss_inter=l_inter)
+        step.logs.update(prior_ada=l_ada, prior_intra=l_intra, prior_inter=l_inter)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"prior": self.optimizer}

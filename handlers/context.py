@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from ..core.cache import load_or_compute_tensors
 from ..core.config import Config
+from ..core.console import progress_bars
 from ..datasets import DataSplits
 from ..datasets.seeded import SeededDataset, SeededSampler
 from ..models import Classifier, PretrainedInfo
@@ -78,7 +79,7 @@ class RunContext:
 
         def compute() -> dict[str, torch.Tensor]:
             return accumulate_statistics(extractor, self.feature_loader(), self.data.num_classes, self.device,
-                                         progress=self.cfg.train.progress, amp=self.cfg.train.amp).state_dict()
+                                         progress=progress_bars(self.cfg.train.progress), amp=self.cfg.train.amp).state_dict()
 
         k = self.data.num_classes
         d = self.net.feature_dim if extractor is self.net.backbone else None  # another extractor: its own width

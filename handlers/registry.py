@@ -19,6 +19,8 @@ A regularizer is an object that the run builds once, before the optimizer:
 
 A module registers its class with ``@register(name)``; ``@register(name, key=value)`` registers a
 preset whose name fixes parameters (``fnp`` is the random-feature class with ``prior: zero``).
+Another installed package adds methods through the entry-point group ``adarand.regularizers``
+(``mymethod = mypackage.module:MyRegularizer``); ``method.name: mymethod`` then finds it.
 
 The context it receives (:class:`RunContext`) gives the model, the device, the data, the run's
 length and the shared prior statistics (one pass, cached, whichever method asks first).
@@ -26,6 +28,7 @@ length and the shared prior statistics (one pass, cached, whichever method asks 
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,11 +39,12 @@ from ignite.engine import Engine
 import yaml
 
 from ..core.config import MethodConfig
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, UserError
 from ..core.schema import build
 from .context import RunContext
 
 _REGISTRY: dict[str, MethodEntry] = {}
+PLUGIN_GROUP = "adarand.regularizers"
 
 
 @dataclass(kw_only=True)
@@ -103,30 +107,64 @@ def register(name: str, **fixed: Any) -> Callable[[type[Regularizer]], type[Regu
     return deco
 
 
+def plugins() -> dict[str, importlib.metadata.EntryPoint]:
+    """Regularizers of other installed packages: the entry points of the group ``adarand.regularizers``,
+    by name. Nothing is imported until a run asks for one."""
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP) if ep.name not in _REGISTRY}
+
+
+def load_plugin(ep: importlib.metadata.EntryPoint) -> None:
+    """Import a plugin and register it under its entry point's name. The entry point names a
+    Regularizer subclass (``pkg.module:MyRegularizer``), or a module whose import registers the
+    name with ``@register``. Raises UserError (one line) when it does neither."""
+    origin = f"entry point {ep.name} = {ep.value}" + (f" of {ep.dist.name} {ep.dist.version}" if ep.dist else "")
+    try:
+        obj = ep.load()
+    except Exception as e:  # a broken plugin: its error, in one line, naming the plugin
+        raise UserError(f"method.name: the plugin {ep.name!r} ({origin}) failed to import: "
+                        f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    if isinstance(obj, type) and issubclass(obj, Regularizer):
+        register(ep.name)(obj)
+    elif ep.name not in _REGISTRY:
+        raise UserError(f"method.name: the plugin {ep.name!r} ({origin}) is neither a Regularizer subclass nor a "
+                        f"module that registers {ep.name!r}")
+
+
 def get_method(name: str) -> MethodEntry:
-    """The entry registered under ``name`` (KeyError if none)."""
+    """The entry registered under ``name``, a plugin's loaded on first use (KeyError if none)."""
+    if name not in _REGISTRY and name in (found := plugins()):
+        load_plugin(found[name])
     return _REGISTRY[name]
 
 
 def get_regularizer_class(name: str) -> type[Regularizer]:
-    return _REGISTRY[name].cls
+    return get_method(name).cls
 
 
 def known_regularizers() -> list[str]:
-    return sorted(_REGISTRY)
+    """The methods of this package and of installed plugins."""
+    return sorted(set(_REGISTRY) | set(plugins()))
 
 
 def build_params(method: MethodConfig, where: Callable[[str], str]) -> tuple[Any, tuple[str, ...]]:
     """The method's typed parameters from the mapping ``method.params``, and the keys its name
     fixes. ``where(key)``: the file that set a key, for the one-line errors (ConfigError)."""
     name = method.name
-    if name not in _REGISTRY:
+    if name not in known_regularizers():
         raise ConfigError(where("method.name"), "method.name",
                           f"unknown method {name!r} (known: {', '.join(known_regularizers())})")
-    entry = _REGISTRY[name]
+    entry = get_method(name)
     raw = dict(method.params or {})
     for key, value in entry.fixed.items():
         if key in raw:
             raise ConfigError(where(f"method.{key}"), f"method.{key}",
                               f"{name} fixes {key} to {yaml.safe_dump(value).splitlines()[0]}; choose another method to set it")
     return build(entry.cls.Params, {**raw, **entry.fixed}, "method", where), tuple(entry.fixed)
+
+
+def describe_method(name: str) -> str:
+    """One line: the first sentence of the class's docstring, and the parameters a preset's name fixes."""
+    entry = get_method(name)
+    doc = " ".join((entry.cls.__doc__ or entry.cls.__name__).split()).split(". ")[0].rstrip(".")
+    fixed = ", ".join(f"{k}: {v}" for k, v in entry.fixed.items())
+    return f"{doc} ({fixed})" if fixed else doc

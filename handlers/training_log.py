@@ -1,5 +1,13 @@
 """The training log: per-iteration scalars summed on the device, written every ``log_every``
-iterations and every epoch, with the epoch's feature entropy and mutual information."""
+iterations and every epoch, with the epoch's feature entropy and mutual information.
+
+TensorBoard groups, each on one axis:
+
+* per iteration (means over ``log_every`` iterations; x = iteration): ``loss/<term>`` and
+  ``loss/total``, ``prior/<term>`` (AdaRand's prior objective), ``iteration/<name>`` (the rest);
+* per epoch (x = epoch): ``diagnostics/<name>`` (Figure 2: feature norm, gradient norm, feature
+  entropy, mutual information), ``loss_per_epoch/<term>``, ``epoch/<name>`` (the rest).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,20 @@ from ignite.engine import Engine, Events
 
 from ..core.errors import NonFiniteLoss
 from .diagnostics import batch_mean_grad_norm_sq, entropy_and_mutual_info, feature_norm_sq, head_grad_norm_sq
+
+DIAGNOSTICS = ("feature_norm", "grad_norm", "grad_norm_batch_mean", "feature_entropy", "mutual_info")
+
+
+def tensorboard_tag(name: str, per_epoch: bool) -> str:
+    """The TensorBoard tag of a logged scalar (see the module's docstring)."""
+    if name == "loss" or name.startswith("loss_"):
+        term = "total" if name == "loss" else name.removeprefix("loss_")
+        return f"loss_per_epoch/{term}" if per_epoch else f"loss/{term}"
+    if per_epoch:
+        return f"diagnostics/{name}" if name in DIAGNOSTICS else f"epoch/{name}"
+    if name.startswith("prior_"):
+        return f"prior/{name.removeprefix('prior_')}"
+    return f"iteration/{name}"
 
 
 class TrainingDiagnostics:
@@ -37,6 +59,7 @@ class TrainingDiagnostics:
         self._feats: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
         self.last_epoch: dict[str, float] = {}
+        self.last_features: tuple[torch.Tensor, torch.Tensor] | None = None  # the last epoch's (features, labels)
         self.last_finite: dict[str, float] = {}  # the loss terms' means of the last interval written
 
     def attach(self, trainer: Engine) -> None:
@@ -102,7 +125,7 @@ class TrainingDiagnostics:
         engine.state.metrics.update({k: v for k, v in means.items() if k.startswith("loss")})
         if self.writer is not None:
             for k, v in means.items():
-                self.writer.add_scalar(f"train_iter/{k}", v, engine.state.iteration)
+                self.writer.add_scalar(tensorboard_tag(k, per_epoch=False), v, engine.state.iteration)
 
     def write_epoch(self, engine: Engine) -> None:
         means = self._means(self._epoch, self._n_epoch)
@@ -115,8 +138,9 @@ class TrainingDiagnostics:
             feats, labels = feats[: self.max_samples], labels[: self.max_samples]
             h, mi = entropy_and_mutual_info(feats, labels, self.num_classes, self.chunk)
             means["feature_entropy"], means["mutual_info"] = h, mi
+            self.last_features = (feats.cpu(), labels.cpu())
         self._feats, self._labels = [], []
         self.last_epoch = means
         if self.writer is not None:
             for k, v in means.items():
-                self.writer.add_scalar(f"train_epoch/{k}", v, engine.state.epoch)
+                self.writer.add_scalar(tensorboard_tag(k, per_epoch=True), v, engine.state.epoch)

@@ -157,7 +157,7 @@ def test_step_logs_are_logged_as_interval_and_epoch_means():
         by_tag.setdefault(tag, []).append((step, v))
     want_iter = [(2, 1.5), (4, 6.0), (6, 24.0)]  # the interval (3, 4] crosses the end of epoch 1
     want_epoch = [(1, 7.0 / 3), (2, 56.0 / 3)]
-    for name in ("loss_ce", "loss_src"):
-        assert by_tag[f"train_iter/{name}"] == [pytest.approx(w) for w in want_iter]
-        assert by_tag[f"train_epoch/{name}"] == [pytest.approx(w) for w in want_epoch]
+    for name in ("ce", "src"):
+        assert by_tag[f"loss/{name}"] == [pytest.approx(w) for w in want_iter]  # x: iteration
+        assert by_tag[f"loss_per_epoch/{name}"] == [pytest.approx(w) for w in want_epoch]  # x: epoch
     assert engine.state.metrics["loss_src"] == pytest.approx(24.0)

@@ -5,6 +5,7 @@ import math
 
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from adarand.engine.config import load_config
 
@@ -43,14 +44,32 @@ def test_demo_end_to_end(tmp_path, cache_dir):
     # the prior statistics were cached
     assert len(list((cache_dir / "priors").glob("*.pt"))) >= 1
     tags = scalars(out)
-    for needle in ("feature_norm", "grad_norm", "entropy", "mutual_info", "loss_ce", "loss_reg", "loss_ada",
-                   "val/accuracy", "val/loss", "test/accuracy", "lr/"):
-        assert any(needle in t for t in tags), (needle, sorted(tags))
-    assert [s for s, _ in tags["train_epoch/feature_entropy"]] == [1, 2, 3, 4, 5]
-    assert all(math.isfinite(v) for _, v in tags["train_epoch/mutual_info"])
-    iter_steps = [s for s, _ in tags["train_iter/feature_norm"]]
-    assert iter_steps[:2] == [2, 4]
+    for tag in ("diagnostics/feature_norm", "diagnostics/grad_norm", "diagnostics/feature_entropy",
+                "diagnostics/mutual_info", "loss/ce", "loss/reg", "loss/total", "prior/ada", "prior/intra",
+                "loss_per_epoch/reg", "val/accuracy", "val/loss", "test/accuracy", "lr/backbone", "lr/head", "lr/prior"):
+        assert tag in tags, (tag, sorted(tags))
+    epochs = [1, 2, 3, 4, 5]  # per-epoch groups on an epoch axis, per-iteration ones on an iteration axis
+    for tag in ("diagnostics/feature_entropy", "diagnostics/grad_norm", "loss_per_epoch/ce", "val/accuracy"):
+        assert [s for s, _ in tags[tag]] == epochs, tag
+    assert all(math.isfinite(v) for _, v in tags["diagnostics/mutual_info"])
+    for tag in ("loss/ce", "prior/ada", "iteration/feature_norm", "lr/backbone"):
+        assert [s for s, _ in tags[tag]][:2] == [2, 4], tag
     assert tags["test/accuracy"][0][1] == pytest_approx(res["test_accuracy"])
+    # the resolved config as text, the HParams row, and the last epoch's features as an embedding
+    ea = EventAccumulator(str(out))
+    ea.Reload()
+    assert "config/text_summary" in ea.Tags()["tensors"]
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        ea.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info.hparams
+    assert start["method.name"].string_value == "adarand" and start["seed"].number_value == 0
+    assert start["optim.lr"].number_value == pytest_approx(0.01) and "method.alpha" in start
+    assert tags["hparams/test_accuracy"][0][1] == pytest_approx(res["test_accuracy"])
+    projector = (out / "projector_config.pbtxt").read_text()
+    assert 'tensor_name: "train_features:' in projector
+    folder = out / "00005" / "train_features"
+    rows = (folder / "tensors.tsv").read_text().splitlines()
+    labels = (folder / "metadata.tsv").read_text().splitlines()
+    assert len(rows) == len(labels) > 0 and len(rows[0].split("\t")) == 128 and set(labels) <= set("01234")
 
 
 def pytest_approx(x):
@@ -67,7 +86,7 @@ def test_resume_gives_the_same_numbers(tmp_path, cache_dir):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "stopped after epoch 1" in r.stdout and not (part / "results.json").exists()
     # the command it prints: the run's resolved config, no stop, --resume
-    assert f"python run.py {part / 'config.yaml'} train.stop_after=null --resume {part}" in r.stdout
+    assert f"adarand-run {part / 'config.yaml'} train.stop_after=null --resume {part}" in r.stdout
     r = run_cli(part / "config.yaml", "train.stop_after=null", "--resume", part)
     assert r.returncode == 0, r.stderr[-3000:]
     a = json.loads((full / "results.json").read_text())

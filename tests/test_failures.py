@@ -51,7 +51,7 @@ def test_ctrl_c_gives_one_line_exit_130_and_a_run_that_continues(tmp_path):
     (last,) = list((out / "checkpoints").glob("last_*.pt"))
     assert "trainer" in torch.load(last, weights_only=True)  # the last checkpoint is intact
     command = line.split("continue from the end of epoch ")[1].split(" with: ")[1].split()
-    r = subprocess.run([sys.executable, str(REPO / "run.py"), *command[2:]], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, str(REPO / "run.py"), *command[1:]], capture_output=True, text=True,
                        timeout=600, env=dict(os.environ))
     assert r.returncode == 0, r.stderr[-2000:]
     assert (out / "results.json").exists()

@@ -72,8 +72,8 @@ def test_randreg_cp_priors_never_change(tmp_path):
     assert torch.equal(reg.mu, mu) and torch.equal(reg.sigma, sigma)
 
 
-@pytest.mark.parametrize("ablation,kept,dropped", [("adarand_no_intra", "loss_inter", "loss_intra"),
-                                                    ("adarand_no_inter", "loss_intra", "loss_inter")])
+@pytest.mark.parametrize("ablation,kept,dropped", [("adarand_no_intra", "prior_inter", "prior_intra"),
+                                                    ("adarand_no_inter", "prior_intra", "prior_inter")])
 def test_ablations_change_only_their_own_term(tmp_path, ablation, kept, dropped):
     out = {}
     for method in ("adarand", ablation):

@@ -1,0 +1,150 @@
+"""Starting a run: the config, the run folder, the processes. ``train()`` is the Python API; the
+command line (``run.py``) is a thin layer over it that prints errors as one line.
+
+    import adarand
+    results = adarand.train("demo", overrides={"train.epochs": 5}, output="runs/demo5")
+    results["test_accuracy"]
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import ignite.distributed as idist
+import torch
+
+import yaml
+
+from ..core.config import Config, save_config
+from ..core.errors import Interrupted, NonFiniteLoss, UserError, os_error_message
+from .checkpoints import CHECKPOINTS, find_last_checkpoint, last_checkpoints
+from .config import load_config
+from .training import run_training
+
+
+def override_items(overrides: Mapping | Sequence[str] | None) -> list[str]:
+    """``key.path=value`` strings from a list of them, or from a mapping {key.path: value}."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, Mapping):
+        return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                for k, v in overrides.items()]
+    if isinstance(overrides, str):
+        return [overrides]
+    return list(overrides)
+
+
+def choose_run(cfg: Config, output: str | Path | None, resume: str | Path | None) -> tuple[Path, Path | None]:
+    """The run folder, and the last checkpoint to continue from (None: a new run).
+
+    ``resume`` continues a run (its folder or checkpoint file). ``output`` continues the run in
+    that folder if it has a last checkpoint, and starts one otherwise, so that the same command
+    run again after a kill or a preemption carries on. Without either, a new stamped folder."""
+    if resume:
+        checkpoint = find_last_checkpoint(Path(resume))
+        if output:
+            return Path(output), checkpoint
+        parent = checkpoint.parent
+        return (parent.parent if parent.name == CHECKPOINTS else parent), checkpoint
+    if output:
+        run_dir = Path(output)
+        found = last_checkpoints(run_dir)
+        if not found and (run_dir / "results.json").exists():
+            raise UserError(f"--output: {run_dir} holds a finished run (results.json) without its "
+                            "checkpoints; choose another folder")
+        if found:
+            print(f"continuing the run in {run_dir} from {found[-1].name}", file=sys.stderr)
+        return run_dir, (found[-1] if found else None)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(cfg.output_root).expanduser() / f"{cfg.name}-seed{cfg.seed}-{stamp}", None
+
+
+def launch_settings(nproc: int, gpus: int | None = None) -> dict:
+    """idist.Parallel's arguments: torchrun's environment, ``nproc`` processes, or one.
+    ``gpus``: this machine's GPU count (default: what torch sees); with GPUs, one process each."""
+    gpus = torch.cuda.device_count() if gpus is None else gpus
+    backend = "nccl" if gpus > 0 else "gloo"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: Parallel reads the environment
+        return {"backend": backend}
+    if nproc < 1:
+        raise UserError(f"--nproc: expected a positive number of processes, got {nproc}")
+    if gpus > 0 and nproc > gpus:
+        raise UserError(f"--nproc: {nproc} processes but this machine has {gpus} GPU(s); one process per GPU")
+    if nproc > 1:
+        return {"backend": backend, "nproc_per_node": nproc}
+    return {"backend": None}
+
+
+def train(config: str | Path | Sequence[str | Path], overrides: Mapping | Sequence[str] | None = None, *,
+          output: str | Path | None = None, seed: int | None = None, resume: str | Path | None = None,
+          nproc: int = 1, quiet: bool = False) -> dict | None:
+    """Fine-tune as ``adarand-run`` does, and return the results (what ``results.json`` holds), or
+    None when the run stopped before its last epoch (``train.stop_after``).
+
+    ``config``: a config file, a packaged config's name (``"demo"``, ``"cars_adarand"``), or a list
+    of them merged in order. ``overrides``: ``["train.epochs=5"]`` or ``{"train.epochs": 5}``.
+    ``output``: the run folder (a folder holding a checkpoint continues its run); ``resume``: a
+    run folder or checkpoint to continue. ``quiet``: no progress bars and no per-epoch lines.
+
+    The run folder is the command line's: ``config.yaml``, checkpoints, TensorBoard events and
+    ``results.json``. Bad input raises the command line's errors (:class:`~adarand.core.errors.UserError`,
+    with its one-line message); a NaN loss raises :class:`~adarand.core.errors.NonFiniteLoss`."""
+    configs = [config] if isinstance(config, (str, Path)) else list(config)
+    items = override_items(overrides)
+    if quiet:
+        items += ["train.progress=false", "train.epoch_lines=false"]
+    cfg = load_config(configs, items, seed=seed)
+    run_dir, checkpoint = choose_run(cfg, output, resume)
+    settings = launch_settings(nproc)
+    with idist.Parallel(**settings) as parallel:
+        parallel.run(run_worker, cfg, run_dir, checkpoint, nproc > 1)
+    results = run_dir / "results.json"  # written at the run's end only (a continued run removes the old one)
+    return json.loads(results.read_text()) | {"run_dir": str(run_dir)} if results.exists() else None
+
+
+def run_worker(local_rank: int, cfg: Config, run_dir: Path, resume: Path | None, spawned: bool) -> None:
+    """One process of the run. A spawned process cannot hand its exception to the caller: it prints
+    the one line (rank 0 for errors of the run, every process for an OS error) and exits with the
+    error's code."""
+    if idist.get_world_size() > 1:  # one folder for all processes (torchrun: each chose its own)
+        run_dir = Path(idist.broadcast(str(run_dir), src=0))
+    try:
+        run_training(local_rank, cfg, run_dir, resume, on_ready=lambda: write_config(cfg, run_dir))
+    except OSError as e:
+        if not spawned or os_error_message(e) is None:
+            raise
+        print(f"error: {os_error_message(e)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (UserError, NonFiniteLoss, Interrupted) as e:
+        if not spawned:
+            raise
+        if idist.get_rank() == 0:
+            print(error_line(e), file=sys.stderr)
+        raise SystemExit(2 if isinstance(e, UserError) else e.exit_code) from None
+    finally:
+        # The engines and their handlers form reference cycles that keep the DDP model, and through it
+        # the process group, alive after ignite destroys the group; gloo's threads then die only at
+        # interpreter exit, where they can abort the process ("terminate called without an active
+        # exception", seen in CI). Collecting here frees them while the interpreter is whole.
+        gc.collect()
+
+
+def error_line(e: BaseException) -> str:
+    """The one line the command line prints for an error of the user's or of the run."""
+    if isinstance(e, Interrupted):
+        return str(e)
+    if isinstance(e, OSError):
+        return f"error: {os_error_message(e)}"
+    return f"error: {e}"
+
+
+def write_config(cfg: Config, run_dir: Path) -> None:
+    if idist.get_rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
