@@ -20,11 +20,10 @@ import sys
 from torch.multiprocessing import ProcessExitedException
 
 import yaml
-from adarand.core.config import packaged_configs
 from adarand.core.errors import Interrupted, NonFiniteLoss, UserError, os_error_message
+from adarand.engine.catalog import catalog
 from adarand.engine.config import load_config
 from adarand.engine.launch import error_line, train
-from adarand.handlers.registry import describe_method, known_regularizers
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -49,18 +48,6 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     return p, args
 
 
-def list_everything() -> str:
-    configs = packaged_configs()
-    width = max(len(name) for name, _ in configs) + 2
-    lines = ["configs (adarand-run NAME):"] + [f"  {name:<{width}}{text}" for name, text in configs]
-    shipped = {name.removeprefix("methods/"): text for name, text in configs if name.startswith("methods/")}
-    methods = known_regularizers()
-    width = max(len(name) for name in methods) + 2
-    lines += ["", "methods (method.name=NAME):"]
-    lines += [f"  {name:<{width}}{shipped.get(name) or describe_method(name)}" for name in methods]
-    return "\n".join(lines)
-
-
 def summary(results: dict) -> str:
     return (f"done: {results['method']}, test accuracy: {100 * results['test_accuracy']:.2f} % (best validation "
             f"epoch {results['best_epoch']}, val accuracy {100 * results['val_accuracy']:.2f} %), wall time "
@@ -74,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
         if args.list:
-            print(list_everything())
+            print(catalog())
             return 0
         if args.print_config:
             cfg = load_config(args.configs, args.overrides, seed=args.seed)

@@ -99,7 +99,8 @@ def attach_handlers(run: Run, run_dir: Path, record: RunRecord, purge_step: int 
         def print_epoch_line(evaluator: Engine) -> None:
             m = evaluator.state.metrics
             print(epoch_line(trainer.state.epoch, cfg.train.epochs, diagnostics.last_epoch, float(m["accuracy"]),
-                             float(m["loss"]), record.best_val_accuracy, record.best_epoch, record.epoch_times[-1],
+                             float(m["loss"]), record.best_val_accuracy, record.best_epoch,
+                             float(trainer.state.times.get(Events.EPOCH_COMPLETED.name) or 0.0),
                              float(evaluator.state.times[Events.COMPLETED.name] or 0.0)), flush=True)
     if rank0 and progress_bars(cfg.train.progress):
         ProgressBar(persist=False, desc="train").attach(trainer, metric_names="all")

@@ -1,12 +1,19 @@
 """Tables from finished run folders: test accuracy mean ± std per method and dataset, time per
-epoch, peak memory (the shape of the paper's Tables 3, 4 and 5).
+epoch, peak memory (the shape of the paper's Tables 3, 4 and 5), and paired comparisons.
 
-    adarand-table runs/demo [more folders ...] [--markdown table.md] [--csv table.csv]
+    adarand-table runs/demo [more folders ...] [--paired finetune] [--markdown table.md] [--csv table.csv]
 
 Every ``results.json`` under the given folders counts, wherever it was made; its run's
-``config.yaml`` says the dataset and the method. Runs of the same method with other parameters
-(e.g. a lambda sweep) are separate rows: the row names the parameters that differ from the
-method's defaults. std is the sample standard deviation (n - 1); with one seed it is left blank.
+``config.yaml`` defines the experiment. Runs are pooled only when their configs agree in every
+key but the seed and where files go (``IGNORED``): a 3-epoch and a 50-epoch run, or a method at
+two lambdas, are separate rows, labelled by the keys in which they differ. Each cell says how
+many runs (seeds) it holds; std is the sample standard deviation (n - 1), blank for one run.
+
+``--paired BASELINE`` adds, for every other method of the same experiment (the same config but
+for ``method.*``), its differences to BASELINE seed by seed: mean ± sd, wins / losses / ties and
+the p-value of a paired t-test. At one seed every method sees the same data, so these
+differences are what a method changes; a paper's mean ± std hides gains smaller than the spread
+between seeds.
 """
 
 from __future__ import annotations
@@ -19,24 +26,41 @@ import math
 import sys
 from pathlib import Path
 
+from scipy import stats
+
 import yaml
 
 from ..core.schema import to_plain
 from ..handlers.registry import get_regularizer_class
+
+# keys that say nothing about the experiment: the seed, where files go, how the run is displayed
+IGNORED = ("seed", "output_root", "cache_dir", "train.progress", "train.epoch_lines", "train.log_every",
+           "train.stop_after", "data.num_workers")
 
 
 @dataclasses.dataclass
 class Row:
     dataset: str
     method: str
-    accuracies: list[float]
-    epoch_times: list[float]
-    memories: list[float]
-    memory_kind: str
+    experiment: dict  # the flattened config, without IGNORED
+    accuracies: list[float] = dataclasses.field(default_factory=list)
+    seeds: list[int] = dataclasses.field(default_factory=list)
+    epoch_times: list[float] = dataclasses.field(default_factory=list)
+    memories: list[float] = dataclasses.field(default_factory=list)
+    memory_kind: str = "rss"
 
     @property
     def n(self) -> int:
         return len(self.accuracies)
+
+    @property
+    def context(self) -> tuple:
+        """The experiment without the method: what a paired comparison holds fixed."""
+        return key_of({k: v for k, v in self.experiment.items() if not k.startswith("method.")})
+
+
+def key_of(flat: dict) -> tuple:
+    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in flat.items()))
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -66,8 +90,27 @@ def dataset_label(data: dict, model: dict) -> str:
     return f"{label} [{model.get('arch')}]" if model.get("arch") not in (None, "resnet50") else label
 
 
+def flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def collect(roots: list[Path]) -> list[Row]:
-    groups: dict[tuple[str, str], Row] = {}
+    groups: dict[tuple, Row] = {}
+
+    def add(key: tuple, dataset: str, method: str, experiment: dict, accuracy: float, res: dict, seed: int) -> None:
+        kind = "gpu" if "peak_gpu_mib" in res else "rss"
+        row = groups.setdefault(key, Row(dataset, method, experiment, memory_kind=kind))
+        row.accuracies.append(100.0 * accuracy)
+        row.seeds.append(seed)
+        row.epoch_times.append(float(res["time_per_epoch_s"]))
+        row.memories.append(float(res.get("peak_gpu_mib", res.get("peak_rss_mib", float("nan")))))
+
     for root in roots:
         for res_file in sorted(root.rglob("results.json")):
             cfg_file = res_file.parent / "config.yaml"
@@ -75,19 +118,81 @@ def collect(roots: list[Path]) -> list[Row]:
                 raise SystemExit(f"error: {cfg_file}: missing (every run folder holds its resolved config)")
             res = json.loads(res_file.read_text())
             cfg = yaml.safe_load(cfg_file.read_text())
-            key = (dataset_label(cfg.get("data", {}), cfg.get("model", {})), method_label(cfg.get("method", {})))
-            kind = "gpu" if "peak_gpu_mib" in res else "rss"
-            row = groups.setdefault(key, Row(key[0], key[1], [], [], [], kind))
-            row.accuracies.append(100.0 * float(res["test_accuracy"]))
-            row.epoch_times.append(float(res["time_per_epoch_s"]))
-            row.memories.append(float(res.get("peak_gpu_mib", res.get("peak_rss_mib", float("nan")))))
+            flat = flatten(cfg)
+            experiment = {k: v for k, v in flat.items() if k not in IGNORED}
+            dataset = dataset_label(cfg.get("data", {}), cfg.get("model", {}))
+            method = method_label(cfg.get("method", {}))
+            seed = int(flat.get("seed", res.get("seed", 0)))
+            add(key_of(experiment), dataset, method, experiment, float(res["test_accuracy"]), res, seed)
             for name, extra in res.get("extra_test", {}).items():  # further test sets: a dataset column each
-                extra_key = (f"{key[0]} → {name}", key[1])
-                extra_row = groups.setdefault(extra_key, Row(extra_key[0], key[1], [], [], [], kind))
-                extra_row.accuracies.append(100.0 * float(extra["accuracy"]))
-                extra_row.epoch_times.append(float(res["time_per_epoch_s"]))
-                extra_row.memories.append(row.memories[-1])
-    return list(groups.values())
+                tagged = {**experiment, "extra_test": name}
+                add(key_of(tagged), f"{dataset} → {name}", method, tagged, float(extra["accuracy"]), res, seed)
+    rows = list(groups.values())
+    label_differences(rows)
+    return rows
+
+
+def label_differences(rows: list[Row]) -> None:
+    """Rows that would share a (dataset, method) label get the keys in which their experiments
+    differ appended, e.g. ``[train.epochs=3]`` and ``[train.epochs=50]``."""
+    by_label: dict[tuple[str, str], list[Row]] = {}
+    for r in rows:
+        by_label.setdefault((r.dataset, r.method), []).append(r)
+    for same in by_label.values():
+        if len(same) < 2:
+            continue
+        keys = sorted({k for r in same for k in r.experiment} - {"method.name"})
+        differ = [k for k in keys if len({json.dumps(r.experiment.get(k), sort_keys=True) for r in same}) > 1]
+        for r in same:
+            r.method += " [" + ", ".join(f"{k}={r.experiment.get(k)}" for k in differ) + "]"
+
+
+@dataclasses.dataclass
+class Paired:
+    dataset: str
+    method: str
+    baseline: str
+    differences: list[float]  # method - baseline, percentage points, seed by seed
+
+    def summary(self) -> tuple[float, float | None, int, int, int, float | None]:
+        """(mean, sd, wins, losses, ties, p of the paired t-test; None with fewer than two pairs or
+        no spread)."""
+        m, sd = mean_std(self.differences)
+        wins = sum(d > 0 for d in self.differences)
+        losses = sum(d < 0 for d in self.differences)
+        ties = len(self.differences) - wins - losses
+        p = None
+        if sd is not None and sd > 0:
+            t = m / (sd / math.sqrt(len(self.differences)))
+            p = float(2 * stats.t.sf(abs(t), df=len(self.differences) - 1))
+        return m, sd, wins, losses, ties, p
+
+
+def paired(rows: list[Row], baseline: str) -> list[Paired]:
+    """Each method's per-seed differences to ``baseline`` (a method's name or row label) in the same
+    experiment."""
+    bases = {r.context: r for r in rows if baseline in (r.method, r.experiment.get("method.name"))}
+    out = []
+    for r in rows:
+        base = bases.get(r.context)
+        if base is None or r is base:
+            continue
+        base_acc = dict(zip(base.seeds, base.accuracies, strict=True))
+        diffs = [a - base_acc[s] for s, a in zip(r.seeds, r.accuracies, strict=True) if s in base_acc]
+        if diffs:
+            out.append(Paired(r.dataset, r.method, baseline, diffs))
+    return out
+
+
+def paired_markdown(pairs: list[Paired]) -> str:
+    lines = [f"Paired against {pairs[0].baseline} on the same seeds: test accuracy difference (points)", "",
+             "| dataset | method | pairs | mean ± sd | wins / losses / ties | p (paired t) |", "|---|---|---|---|---|---|"]
+    for pr in sorted(pairs, key=lambda pr: (pr.dataset, pr.method)):
+        m, sd, w, lo, t, p = pr.summary()
+        spread = f"{m:+.2f} ± {sd:.2f}" if sd is not None else f"{m:+.2f}"
+        lines.append(f"| {pr.dataset} | {pr.method} | {len(pr.differences)} | {spread} | {w} / {lo} / {t} | "
+                     f"{'' if p is None else f'{p:.3g}'} |")
+    return "\n".join(lines) + "\n"
 
 
 def fmt_acc(values: list[float]) -> str:
@@ -127,12 +232,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("roots", nargs="+", help="folders holding run folders (searched recursively)")
     p.add_argument("--markdown", help="also write the Markdown tables to this file")
     p.add_argument("--csv", help="write the long-form table as CSV to this file")
+    p.add_argument("--paired", metavar="BASELINE",
+                   help="add each method's per-seed differences to this method (e.g. finetune)")
     args = p.parse_args(argv)
     rows = collect([Path(r) for r in args.roots])
     if not rows:
         print(f"error: no results.json under {', '.join(args.roots)}", file=sys.stderr)
         return 2
     text = markdown(rows)
+    if args.paired:
+        pairs = paired(rows, args.paired)
+        if not pairs:
+            print(f"error: --paired: no run of {args.paired!r} shares an experiment and a seed with another method "
+                  f"(methods: {', '.join(sorted({r.method for r in rows}))})", file=sys.stderr)
+            return 2
+        text += "\n" + paired_markdown(pairs)
     print(text, end="")
     if args.markdown:
         Path(args.markdown).write_text(text)

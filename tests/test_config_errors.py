@@ -167,7 +167,7 @@ def test_cli_missing_config_file(tmp_path):
 
 def test_launch_settings(monkeypatch):
     from adarand.core.errors import UserError
-    from adarand.run import launch_settings
+    from adarand.engine.launch import launch_settings
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert launch_settings(1, gpus=0) == {"backend": None}

@@ -179,9 +179,9 @@ def test_co_tuning_source_head_stays_identical_on_both_ranks(tmp_path):
 def _run_then_count_ddp(local_rank, cfg_file, out_dir):
     from torch.nn.parallel import DistributedDataParallel
 
-    from adarand.run import _run
+    from adarand.engine.launch import run_worker
 
-    _run(local_rank, load_config(cfg_file), out_dir / "run", None, True)
+    run_worker(local_rank, load_config(cfg_file), out_dir / "run", None, True)
     alive = sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
     (out_dir / f"ddp_alive{idist.get_rank()}").write_text(str(alive))
 

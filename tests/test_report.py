@@ -41,3 +41,32 @@ def test_table_mean_std_by_hand(tmp_path, capsys):
     assert float(rows["finetune"]["s_per_epoch"]) == pytest.approx(2.0)  # mean of 1, 2, 3
     assert float(rows["finetune"]["peak_mib"]) == pytest.approx(102.0)  # the largest
     assert rows["adarand"]["acc_std"] == "" and rows["finetune"]["dataset"] == "sklearn_digits 10% [small_cnn]"
+
+
+def test_runs_pool_only_within_an_experiment_and_pair_by_seed(tmp_path, capsys):
+    import math
+
+    base = REPO / "yaml/base/digits_small_cnn.yaml"
+    ft, ada = REPO / "yaml/methods/finetune.yaml", REPO / "yaml/methods/adarand.yaml"
+    for seed, (a_ft, a_ada) in enumerate([(0.80, 0.83), (0.82, 0.82), (0.87, 0.91)]):
+        fake_run(tmp_path / f"ft{seed}", [base, ft], [f"seed={seed}"], a_ft, 1.0, 100)
+        fake_run(tmp_path / f"ada{seed}", [base, ada], [f"seed={seed}", "cache_dir=/elsewhere"], a_ada, 1.0, 100)
+    fake_run(tmp_path / "ada9", [base, ada], ["seed=9"], 0.99, 1.0, 100)  # no finetune at seed 9: not paired
+    fake_run(tmp_path / "short", [base, ft], ["train.epochs=3"], 0.50, 1.0, 100)  # another experiment
+    assert table_main([str(tmp_path), "--paired", "finetune"]) == 0
+    text = capsys.readouterr().out
+    # the 3-epoch run is not pooled with the 50-epoch ones; the rows name what differs
+    assert "| finetune [train.epochs=50] | 83.00 ± 3.61 (3) |" in text
+    assert "| finetune [train.epochs=3] | 50.00 (1) |" in text
+    assert "| adarand | 88.75 ± 7.93 (4) |" in text  # 83, 82, 91, 99 (sd 7.932): cache_dir does not split runs
+    # paired on seeds 0-2: differences +3, 0, +4 points
+    diffs = [3.0, 0.0, 4.0]
+    m = sum(diffs) / 3
+    sd = math.sqrt(sum((d - m) ** 2 for d in diffs) / 2)
+    t = m / (sd / math.sqrt(3))
+    p = 1 - t / math.sqrt(t * t + 2)  # two-sided p of Student's t with 2 degrees of freedom, in closed form
+    paired_part = text.split("Paired against finetune on the same seeds")[1]
+    line = next(row for row in paired_part.splitlines() if row.startswith("| sklearn_digits 10% [small_cnn] | adarand |"))
+    assert f"| 3 | +{m:.2f} ± {sd:.2f} | 2 / 0 / 1 | {p:.3g} |" in line
+    assert table_main([str(tmp_path), "--paired", "nosuch"]) == 2
+    assert "no run of 'nosuch'" in capsys.readouterr().err

@@ -1,0 +1,135 @@
+"""``adarand-eval``: a trained model on a split of its dataset, an image folder or an image list.
+
+    adarand-eval RUN_OR_CHECKPOINT [--split test|val|train] [--folder DIR | --list FILE] [--output FILE.json]
+
+RUN is a run folder (its selected model, ``checkpoints/best_model_<epoch>.pt``, is evaluated) or a
+checkpoint file in one (a best model, or a last checkpoint's model). The run's ``config.yaml``
+gives the backbone, the classes and the evaluation transform. The JSON written holds the
+accuracy, each class's accuracy (recall) and the confusion matrix (rows: true class, columns:
+predicted), with the class names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import torch
+from ignite.metrics import ConfusionMatrix
+from torch.utils.data import DataLoader
+
+from ..core.config import Config
+from ..core.errors import UserError
+from ..core.files import write_json_atomic
+from ..datasets import create_datasets
+from ..datasets.folder import scan_class_folders
+from ..datasets.image_list import ImageList
+from ..datasets.list_file import read_list
+from ..datasets.transforms import eval_transform
+from ..models import create_model
+from .checkpoints import BEST_PREFIX, CHECKPOINTS, last_checkpoints, read_checkpoint
+from .config import load_config
+from .evaluator import create_evaluator
+
+
+def locate(path: Path) -> tuple[Path, Path]:
+    """(run folder, model file) of a run folder or of a checkpoint file inside one."""
+    if path.is_file():
+        run_dir = path.parent.parent if path.parent.name == CHECKPOINTS else path.parent
+        return run_dir, path
+    if not (path / "config.yaml").is_file():
+        raise UserError(f"{path}: not a run folder (no config.yaml) nor a checkpoint file")
+    lasts = last_checkpoints(path)
+    if lasts:  # the selected model the newest last checkpoint names
+        state = read_checkpoint(lasts[-1], ("best_checkpoint",))
+        names = [name for _, name in state["best_checkpoint"]["_saved"]]
+        if names:
+            return path, path / CHECKPOINTS / names[-1]
+    found = sorted((path / CHECKPOINTS).glob(f"{BEST_PREFIX}_*.pt"))
+    if len(found) != 1:
+        raise UserError(f"{path}: expected one {CHECKPOINTS}/{BEST_PREFIX}_model_*.pt, found {len(found)}; "
+                        "name the checkpoint file instead")
+    return path, found[0]
+
+
+def model_weights(file: Path) -> dict:
+    """The model's state dict from a best model file or a training checkpoint."""
+    state = read_checkpoint(file)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{file}: holds no model weights (expected a best_model_*.pt or a last_checkpoint_*.pt)")
+    return state
+
+
+def samples_to_evaluate(cfg: Config, args: argparse.Namespace) -> tuple[ImageList, list[str], str]:
+    """The images, the run's classes, and a name for what is evaluated."""
+    data = create_datasets(cfg.data, cfg.cache_dir)
+    transform = eval_transform(cfg.data)
+    if args.folder:
+        samples, _ = scan_class_folders(Path(args.folder), data.classes, key="--folder",
+                                        layout="DIR/<class>/<image>, classes named as in training")
+        return ImageList(samples, transform, cfg.data.grayscale), data.classes, str(args.folder)
+    if args.list:
+        index = {c: i for i, c in enumerate(data.classes)}
+        rows = read_list(Path(args.list), "--list")
+        unknown = sorted({label for _, label in rows} - set(index))
+        if unknown:
+            raise UserError(f"--list: {args.list} has labels that are not the run's classes: {', '.join(unknown[:5])}")
+        return ImageList([(p, index[c]) for p, c in rows], transform, cfg.data.grayscale), data.classes, str(args.list)
+    split = {"test": data.test, "val": data.val, "train": data.train_eval}[args.split]
+    return split, data.classes, f"{args.split} split"
+
+
+def evaluate(model: torch.nn.Module, dataset, num_classes: int, device: torch.device, batch_size: int,
+             amp: str = "off") -> dict:
+    """Accuracy, per-class accuracy and confusion matrix (rows: true class) of ``model`` on ``dataset``."""
+    evaluator = create_evaluator(model, device, amp)
+    ConfusionMatrix(num_classes, device=device).attach(evaluator, "confusion")
+    evaluator.run(DataLoader(dataset, batch_size=batch_size, shuffle=False))
+    cm = evaluator.state.metrics["confusion"].long().cpu()
+    per_class = [float(cm[k, k] / cm[k].sum()) if cm[k].sum() > 0 else None for k in range(num_classes)]
+    return {"accuracy": float(evaluator.state.metrics["accuracy"]), "loss": float(evaluator.state.metrics["loss"]),
+            "images": int(cm.sum()), "per_class_accuracy": per_class, "confusion_matrix": cm.tolist()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="adarand-eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("run", help="a run folder, or a checkpoint file in one")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test", help="a split of the run's dataset")
+    p.add_argument("--folder", help="evaluate DIR/<class>/<image> instead (classes named as in training)")
+    p.add_argument("--list", help="evaluate a file of path,label lines instead")
+    p.add_argument("--output", help="the JSON to write (default: RUN/eval_<split|folder|list>.json)")
+    p.add_argument("--batch-size", type=int, help="default: the run's evaluation batch size")
+    args = p.parse_args(argv)
+    try:
+        run_dir, weights = locate(Path(args.run))
+        cfg = load_config(run_dir / "config.yaml")
+        # the architecture without its pretrained weights: the run's own weights replace them all
+        cfg.model = dataclasses.replace(cfg.model, pretrained=None)
+        data_items, classes, what = samples_to_evaluate(cfg, args)
+        net, _ = create_model(cfg.model, len(classes), in_channels=1 if cfg.data.grayscale else 3,
+                              image_size=cfg.data.image_size)
+        state = model_weights(weights)
+        if not any(k.startswith("source_head.") for k in net.state_dict()):  # Co-Tuning's, not used to predict
+            state = {k: v for k, v in state.items() if not k.startswith("source_head.")}
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as e:
+            raise UserError(f"{weights}: does not fit the run's model ({str(e).splitlines()[0]})") from None
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        result = evaluate(net.to(device), data_items, len(classes), device, args.batch_size or cfg.data.eval_batch)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    kind = "folder" if args.folder else "list" if args.list else args.split
+    out = Path(args.output) if args.output else run_dir / f"eval_{kind}.json"
+    write_json_atomic(out, {"run": str(run_dir), "checkpoint": str(weights), "evaluated": what, "classes": classes,
+                            **result})
+    print(f"{what}: accuracy {100 * result['accuracy']:.2f} % on {result['images']} images; {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
