@@ -40,8 +40,16 @@ class ExtraTestConfig:
 
 @dataclass(kw_only=True)
 class DataConfig:
-    name: Literal["folder", "stanford_cars", "aircraft", "birds", "dtd", "flowers", "pets", "sklearn_digits"] = "folder"
-    root: str  # dataset folder (``~`` is expanded, relative paths are taken from the working dir)
+    name: Literal["folder", "list", "stanford_cars", "aircraft", "birds", "dtd", "flowers", "pets",
+                  "sklearn_digits"] = "folder"
+    root: str | None = None  # dataset folder (``~`` is expanded, relative paths are taken from the working dir)
+    # name: list: files of "path,label" lines (datasets/list_file.py); val_list is optional
+    train_list: str | None = None
+    test_list: str | None = None
+    val_list: str | None = None
+    # a validation set given as root/<class>/<image> instead of carved out of train (name: folder and the
+    # named datasets); val_ratio is then unused
+    val_root: str | None = None
     val_ratio: float = 0.1  # share of the training set held out for validation (stratified)
     split_seed: int = 0  # seed of the train/val split and of ``use_ratio``; independent of the run seed
     use_ratio: float = 1.0  # keep this fraction of the training data (stratified, before the split)
@@ -73,6 +81,17 @@ class DataConfig:
         return self.eval_batch_size or self.batch_size
 
     def check(self):
+        if self.name == "list":
+            for key in ("train_list", "test_list"):
+                if not getattr(self, key):
+                    return key, "required with name: list (a file of path,label lines)"
+            if self.val_root:
+                return "val_root", "name: list takes its validation set as val_list"
+        elif not self.root:
+            return "root", "required (the dataset folder; or name: list with train_list and test_list)"
+        elif self.train_list or self.test_list or self.val_list:
+            key = "train_list" if self.train_list else "test_list" if self.test_list else "val_list"
+            return key, f"only used with name: list (name is {self.name})"
         if not 0.0 <= self.val_ratio < 1.0:
             return "val_ratio", f"expected a number in [0, 1), got {self.val_ratio}"
         if not 0.0 < self.use_ratio <= 1.0:

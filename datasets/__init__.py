@@ -11,6 +11,7 @@ from ..core.errors import UserError
 from .cub import load_cub
 from .folder import load_image_folder, scan_class_folders
 from .image_list import ImageList
+from .list_file import load_lists
 from .scan import find_bad_images
 from .sklearn_digits import materialize_digits
 from .splits import reduce_and_split
@@ -35,8 +36,15 @@ class DataSplits:
         return len(self.classes)
 
 
+def config_path(value: str, cache_dir: str) -> Path:
+    """A path of the config: ``{cache_dir}`` replaced, ``~`` expanded."""
+    return Path(value.replace("{cache_dir}", cache_dir)).expanduser()
+
+
 def dataset_root(cfg: DataConfig, cache_dir: str) -> Path:
-    root = Path(cfg.root.replace("{cache_dir}", cache_dir)).expanduser()
+    if cfg.name == "list":
+        return config_path(cfg.train_list, cache_dir).resolve().parent
+    root = config_path(cfg.root, cache_dir)
     if cfg.name == "sklearn_digits":
         root = materialize_digits(root, cfg.digits_task)
     return root.resolve()
@@ -58,7 +66,12 @@ def check_images(splits: list[list], cfg: DataConfig, cache_dir: str, progress: 
 
 def create_datasets(cfg: DataConfig, cache_dir: str, progress: bool = False) -> DataSplits:
     root = dataset_root(cfg, cache_dir)
-    if cfg.name == "stanford_cars":
+    val_given = None
+    if cfg.name == "list":
+        train_all, test, val_given, classes = load_lists(
+            config_path(cfg.train_list, cache_dir), config_path(cfg.test_list, cache_dir),
+            config_path(cfg.val_list, cache_dir) if cfg.val_list else None)
+    elif cfg.name == "stanford_cars":
         train_all, test, classes = load_stanford_cars(root)
     elif cfg.name == "birds":
         train_all, test, classes = load_cub(root)
@@ -66,15 +79,23 @@ def create_datasets(cfg: DataConfig, cache_dir: str, progress: bool = False) -> 
         train_all, test, classes = load_torchvision_dataset(cfg.name, root)
     else:
         train_all, test, classes = load_image_folder(root)
-    train_all, test = check_images([train_all, test], cfg, cache_dir, progress, "data.root")
-    train, val = reduce_and_split(train_all, cfg.use_ratio, cfg.val_ratio, cfg.split_seed)
+    if cfg.val_root:
+        val_given, _ = scan_class_folders(config_path(cfg.val_root, cache_dir), classes, key="data.val_root",
+                                          layout="val_root/<class>/<image>, classes named as in training")
+    key = "data.train_list" if cfg.name == "list" else "data.root"
+    if val_given is None:
+        train_all, test = check_images([train_all, test], cfg, cache_dir, progress, key)
+        train, val = reduce_and_split(train_all, cfg.use_ratio, cfg.val_ratio, cfg.split_seed)
+    else:  # a validation set of its own: use_ratio reduces the training set only
+        train_all, test, val = check_images([train_all, test, val_given], cfg, cache_dir, progress, key)
+        train, _ = reduce_and_split(train_all, cfg.use_ratio, 0.0, cfg.split_seed)
     cfg = cfg.with_preprocessing(STANDARD_PREPROCESSING)  # what the run's backbone did not set
     tt, et = train_transform(cfg), eval_transform(cfg)
     g = cfg.grayscale
     extra = {}
     for i, extra_cfg in enumerate(cfg.extra_test):
         key = f"data.extra_test[{i}].root"
-        folder = Path(extra_cfg.root.replace("{cache_dir}", cache_dir)).expanduser()
+        folder = config_path(extra_cfg.root, cache_dir)
         samples, _ = scan_class_folders(folder, classes, key=key, layout="root/<class>/<image>, classes named as in training")
         (samples,) = check_images([samples], cfg, cache_dir, progress, key)
         extra[extra_cfg.name] = (ImageList(samples, et, g), sorted({label for _, label in samples}))

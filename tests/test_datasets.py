@@ -106,3 +106,60 @@ def test_sklearn_digits_tasks_are_disjoint(tmp_path):
     assert tuple(x.shape) == (1, 16, 16)
     # about half of sklearn's 1797 images per task, half of those for test
     assert 400 < len(tgt.test) < 500 and 400 < len(tgt.train) + len(tgt.val) < 500
+
+
+def write_lists(tmp_path):
+    """train / val / test lists over an image folder: a header, a comment, relative and absolute
+    paths, class names as labels (numbers among them, sorted by value)."""
+    root = make_image_folder(tmp_path / "imgs", {0: 6, 1: 5, 2: 4})
+    names = {"class0": "10", "class1": "2", "class2": "zebra"}
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    rows = {split: [] for split in ("train", "val", "test")}
+    for p in sorted((root / "train").rglob("*.png")):
+        split = "val" if p.stem == "000" else "train"
+        rows[split].append((p, names[p.parent.name]))
+    rows["test"] = [(p, names[p.parent.name]) for p in sorted((root / "test").rglob("*.png"))]
+    for split, items in rows.items():
+        text = "path,label\n# a comment\n\n" + "".join(
+            f"{('../' + str(p.relative_to(tmp_path))) if i % 2 else p},{label}\n" for i, (p, label) in enumerate(items))
+        (lists / f"{split}.csv").write_text(text)
+    return lists, rows
+
+
+def test_image_lists_with_a_validation_list(tmp_path):
+    lists, rows = write_lists(tmp_path)
+    cfg = DataConfig(name="list", train_list=str(lists / "train.csv"), test_list=str(lists / "test.csv"),
+                     val_list=str(lists / "val.csv"), image_size=12, resize_size=12, mean=[0.5] * 3, std=[0.25] * 3)
+    data = create_datasets(cfg, str(tmp_path / "cache"))
+    assert data.classes == ["2", "10", "zebra"]  # numbers by value
+    index = {c: i for i, c in enumerate(data.classes)}
+    for split, ds in (("train", data.train), ("val", data.val), ("test", data.test)):
+        got = sorted((str(Path(p).resolve()), y) for p, y in ds.samples)
+        assert got == sorted((str(Path(p).resolve()), index[c]) for p, c in rows[split]), split
+    assert len(data.val) == 3  # the given list, not a split of train (val_ratio unused)
+
+
+def test_a_folder_with_a_validation_folder(tmp_path):
+    root = make_image_folder(tmp_path / "d", {0: 6, 1: 5})
+    val = make_image_folder(tmp_path / "v", {0: 2, 1: 2}, seed=1) / "train"
+    cfg = DataConfig(root=str(root), val_root=str(val), image_size=12, resize_size=12, mean=[0.5] * 3, std=[0.25] * 3)
+    data = create_datasets(cfg, str(tmp_path / "cache"))
+    assert len(data.train) == 11 and sorted(p for p, _ in data.val.samples) == sorted(
+        str(p) for p in val.rglob("*.png"))
+
+
+def test_image_list_errors_name_the_file_and_line(tmp_path):
+    lists, _ = write_lists(tmp_path)
+    base = dict(name="list", train_list=str(lists / "train.csv"), test_list=str(lists / "test.csv"),
+                image_size=12, resize_size=12, mean=[0.5] * 3, std=[0.25] * 3)
+    bad = lists / "bad.csv"
+    cases = [("path,label\nnope.png,2\n", f"data.test_list: {bad}, line 2: no image at {lists / 'nope.png'}"),
+             ("just-a-path\n", f"data.test_list: {bad}, line 1: expected 'path,label', got 'just-a-path'"),
+             (f"{next((tmp_path / 'imgs').rglob('*.png'))},giraffe\n",
+              f"data.test_list: {bad} has labels that are not training classes: giraffe")]
+    for text, message in cases:
+        bad.write_text(text)
+        with pytest.raises(UserError) as err:
+            create_datasets(DataConfig(**{**base, "test_list": str(bad)}), str(tmp_path / "cache"))
+        assert str(err.value) == message
