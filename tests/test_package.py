@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from test_readme_example import readme_block
 
 import adarand
 import yaml
@@ -16,42 +17,6 @@ from adarand.core.errors import ConfigError
 from adarand.engine.config import load_config
 
 from conftest import REPO, run_cli, run_main, write_tiny_config
-
-PLUGIN_SETUP = """
-[metadata]
-name = adarand-plugin-example
-version = 0.1
-
-[options]
-py_modules = example_regularizer
-
-[options.entry_points]
-adarand.regularizers =
-    half_feature_norm = example_regularizer:HalfFeatureNorm
-"""
-
-PLUGIN_MODULE = '''
-"""A regularizer from another package: weight / 2 * mean ||g(x)||^2."""
-from dataclasses import dataclass
-
-from adarand.core.step import TrainEvents
-from adarand.handlers.registry import Regularizer
-
-
-class HalfFeatureNorm(Regularizer):
-    """Half the feature norm penalty, from a plugin."""
-
-    @dataclass(kw_only=True)
-    class Params:
-        weight: float = 0.1
-
-    def attach(self, trainer):
-        trainer.add_event_handler(TrainEvents.COMPUTE_LOSS, self.add)
-
-    def add(self, engine):
-        step = engine.state.step
-        step.losses["half_norm"] = 0.5 * self.params.weight * step.features.pow(2).sum(1).mean()
-'''
 
 
 def build_wheel(tmp_path):
@@ -144,11 +109,10 @@ def test_the_wheel_ships_its_configs_and_runs_a_plugin_by_name(tmp_path):
     another pip-installed package, selected by its entry-point name."""
     site = tmp_path / "site"
     pip_install_target(build_wheel(tmp_path), site)
-    plugin = tmp_path / "plugin"
+    plugin = tmp_path / "my-regularizers"  # the README's plugin, as printed there
     plugin.mkdir()
-    (plugin / "setup.cfg").write_text(PLUGIN_SETUP)
-    (plugin / "pyproject.toml").write_text('[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n')
-    (plugin / "example_regularizer.py").write_text(PLUGIN_MODULE)
+    (plugin / "feature_mean.py").write_text(readme_block("example-regularizer", "python"))
+    (plugin / "pyproject.toml").write_text(readme_block("example-plugin", "toml"))
     pip_install_target(plugin, site)
     env = {**os.environ, "PYTHONPATH": str(site)}
     elsewhere = tmp_path / "elsewhere"
@@ -162,12 +126,12 @@ def test_the_wheel_ships_its_configs_and_runs_a_plugin_by_name(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((elsewhere / "out" / "results.json").read_text())["method"] == "adarand"
 
-    cfg = write_tiny_config(tmp_path, "half_feature_norm")
-    r = run_cli(cfg, "method.weight=0.5", "--output", tmp_path / "p", env_extra={"PYTHONPATH": str(site)})
+    cfg = write_tiny_config(tmp_path, "feature_mean")
+    r = run_cli(cfg, "method.lambda=0.5", "--output", tmp_path / "p", env_extra={"PYTHONPATH": str(site)})
     assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads((tmp_path / "p" / "results.json").read_text())["method"] == "half_feature_norm"
-    assert "half_norm " in r.stdout.splitlines()[0]  # its loss term is trained and logged
-    assert yaml.safe_load((tmp_path / "p" / "config.yaml").read_text())["method"] == {"name": "half_feature_norm",
-                                                                                 "weight": 0.5}
+    assert json.loads((tmp_path / "p" / "results.json").read_text())["method"] == "feature_mean"
+    assert "feature_mean " in r.stdout.splitlines()[0]  # its loss term is trained and logged
+    assert yaml.safe_load((tmp_path / "p" / "config.yaml").read_text())["method"] == {"name": "feature_mean",
+                                                                                 "lambda": 0.5}
     listed = subprocess.run([sys.executable, str(REPO / "run.py"), "--list"], capture_output=True, text=True, env=env)
-    assert "half_feature_norm  Half the feature norm penalty, from a plugin" in listed.stdout
+    assert "feature_mean" in listed.stdout and "Pulls the batch's mean feature towards zero" in listed.stdout

@@ -7,15 +7,21 @@ from ignite.engine import Events
 
 from adarand.engine.build import build_run
 from adarand.engine.config import load_config
+from adarand.handlers.registry import known_regularizers, register
 
 from conftest import REPO, write_tiny_config
 
 
-def readme_example() -> str:
+def readme_block(name: str, language: str) -> str:
+    """The README's code block between ``<!-- NAME -->`` and ``<!-- /NAME -->``."""
     text = (REPO / "README.md").read_text()
-    block = re.search(r"<!-- example-regularizer -->\s*```python\n(.*?)```\s*<!-- /example-regularizer -->", text, re.S)
-    assert block, "the README lost its example"
+    block = re.search(rf"<!-- {name} -->\s*```{language}\n(.*?)```\s*<!-- /{name} -->", text, re.S)
+    assert block, f"the README lost its {name}"
     return block.group(1)
+
+
+def readme_example() -> str:
+    return readme_block("example-regularizer", "python")
 
 
 def test_readme_regularizer_example_trains(tmp_path):
@@ -23,6 +29,8 @@ def test_readme_regularizer_example_trains(tmp_path):
     assert 10 <= len(code.strip().splitlines()) <= 30
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
+    if "feature_mean" not in known_regularizers():  # what the plugin's entry point does when installed
+        register("feature_mean")(namespace["FeatureMeanPenalty"])
     cfg = load_config(write_tiny_config(tmp_path, "feature_mean"), ["method.lambda=0.5"])
     assert cfg.method.params.lam == 0.5
     run = build_run(cfg)
