@@ -4,7 +4,14 @@
 returns its results (see :func:`adarand.engine.launch.train`)."""
 
 __version__ = "0.1.0"
-
-from .engine.launch import train  # noqa: E402  (after the version, which the build reads)
-
 __all__ = ["train", "__version__"]
+
+
+def __getattr__(name: str):
+    # imported on first use, so that ``import adarand.core...`` and tools that import this file on
+    # its own (pytest, which sees the repository root as a package folder) do not load the engine
+    if name == "train":
+        from .engine.launch import train
+
+        return train
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

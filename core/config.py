@@ -69,6 +69,13 @@ class DataConfig:
     digits_task: Literal["source", "target"] = "target"  # only for name: sklearn_digits
     extra_test: list[ExtraTestConfig] = field(default_factory=list)
     skip_bad_images: bool = False  # leave unreadable images out (with a warning) instead of stopping
+    # torchvision: JPEG by libjpeg-turbo (other formats by PIL) and transforms v2 on uint8 tensors;
+    # pil: PIL decoding and transforms (the published code's pipeline)
+    decoder: Literal["torchvision", "pil"] = "torchvision"
+    # resized: every image decoded once and kept resized (shorter side cache_short_side, default
+    # 1.15 x resize_size) as uint8 in a memory-mapped file under cache_dir (datasets/resized_cache.py)
+    cache: Literal["none", "resized"] = "none"
+    cache_short_side: int | None = field(default=None, metadata={"range": ">= 1"})
 
     def with_preprocessing(self, defaults: dict) -> DataConfig:
         """A copy whose unset preprocessing fields (None) take ``defaults``' values."""
@@ -158,6 +165,9 @@ class TrainConfig:
     amp: Literal["off", "bf16", "fp16"] = "off"  # mixed precision of the network's forward pass
     channels_last: bool = False  # channels-last memory format for model and inputs
     sync_bn: bool = False  # multi-process: BatchNorm statistics over the global batch (SyncBatchNorm)
+    # torch.compile the model (training and evaluation forward passes); the regularizers still see
+    # (logits, features), checkpoints hold the plain model's weights
+    compile: bool = False
 
     def check(self):
         if self.epochs < 1:

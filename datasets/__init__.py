@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from .cub import load_cub
 from .folder import load_image_folder, scan_class_folders
 from .image_list import ImageList
 from .list_file import load_lists
+from .resized_cache import build_resized_cache
 from .scan import find_bad_images
 from .sklearn_digits import materialize_digits
 from .splits import reduce_and_split
@@ -91,13 +93,22 @@ def create_datasets(cfg: DataConfig, cache_dir: str, progress: bool = False) -> 
         train, _ = reduce_and_split(train_all, cfg.use_ratio, 0.0, cfg.split_seed)
     cfg = cfg.with_preprocessing(STANDARD_PREPROCESSING)  # what the run's backbone did not set
     tt, et = train_transform(cfg), eval_transform(cfg)
-    g = cfg.grayscale
+    g, dec = cfg.grayscale, cfg.decoder
     extra = {}
     for i, extra_cfg in enumerate(cfg.extra_test):
         key = f"data.extra_test[{i}].root"
         folder = config_path(extra_cfg.root, cache_dir)
         samples, _ = scan_class_folders(folder, classes, key=key, layout="root/<class>/<image>, classes named as in training")
         (samples,) = check_images([samples], cfg, cache_dir, progress, key)
-        extra[extra_cfg.name] = (ImageList(samples, et, g), sorted({label for _, label in samples}))
-    return DataSplits(train=ImageList(train, tt, g), train_eval=ImageList(train, et, g), val=ImageList(val, et, g),
-                      test=ImageList(test, et, g), classes=classes, root=str(root), extra_test=extra)
+        extra[extra_cfg.name] = (ImageList(samples, et, g, dec), sorted({label for _, label in samples}))
+    data = DataSplits(train=ImageList(train, tt, g, dec), train_eval=ImageList(train, et, g, dec),
+                      val=ImageList(val, et, g, dec), test=ImageList(test, et, g, dec), classes=classes,
+                      root=str(root), extra_test=extra)
+    if cfg.cache == "resized":
+        lists = [data.train, data.train_eval, data.val, data.test] + [ds for ds, _ in extra.values()]
+        cache = build_resized_cache([p for ds in lists for p, _ in ds.samples], Path(cache_dir).expanduser(),
+                                    cfg.cache_short_side or round(1.15 * cfg.resize_size), cfg.decoder,
+                                    cfg.interpolation, g, cfg.num_workers or os.cpu_count() or 1, progress)
+        for ds in lists:
+            ds.cache = cache
+    return data

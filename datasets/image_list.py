@@ -4,26 +4,33 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from PIL import Image
 from torch.utils.data import Dataset
+
+from .decode import read_image
+from .resized_cache import ResizedCache
 
 Sample = tuple[str, int]
 
 
 class ImageList(Dataset):
-    def __init__(self, samples: Sequence[Sample], transform: Callable | None = None, grayscale: bool = False):
+    """``(transform(image), label)`` for each (path, label); the image read by ``decoder``
+    (``torchvision``: a uint8 tensor, JPEG by libjpeg-turbo; ``pil``: a PIL image)."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable | None = None, grayscale: bool = False,
+                 decoder: str = "torchvision", cache: ResizedCache | None = None):
         self.samples = list(samples)
+        self.cache = cache  # data.cache: resized, the images already decoded (uint8 tensors)
         self.targets = [label for _, label in self.samples]
         self.transform = transform
-        self.mode = "L" if grayscale else "RGB"
+        self.grayscale = grayscale
+        self.decoder = decoder
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int):
         path, label = self.samples[index]
-        with Image.open(path) as img:
-            img = img.convert(self.mode)
+        img = self.cache.image(path) if self.cache is not None else read_image(path, self.grayscale, self.decoder)
         if self.transform is not None:
             img = self.transform(img)
         return img, label

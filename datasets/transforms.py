@@ -1,21 +1,43 @@
 """The paper's transforms: train RandomResizedCrop + flip, test Resize + CenterCrop, at the
-sizes, normalisation and interpolation of ``DataConfig`` (its unset fields resolved first)."""
+sizes, normalisation and interpolation of ``DataConfig`` (its unset fields resolved first).
+
+With ``data.decoder: torchvision`` they are transforms v2 on uint8 tensors (resizing with
+antialiasing, as PIL does; the result differs from PIL's by rounding, at most a few levels of 255
+in a pixel); with ``decoder: pil`` torchvision's transforms on PIL images.
+"""
 
 from __future__ import annotations
 
+import torch
 from torchvision import transforms as T
+from torchvision.transforms import v2
 
 from ..core.config import DataConfig
 
 
-def train_transform(cfg: DataConfig) -> T.Compose:
-    ops = [T.RandomResizedCrop(cfg.image_size, scale=tuple(cfg.crop_scale), interpolation=T.InterpolationMode(cfg.interpolation))]
+def on_pil_images(cfg: DataConfig) -> bool:
+    """Whether the images reach the transforms as PIL images (``decoder: pil`` without the resized
+    cache, which holds tensors)."""
+    return cfg.decoder == "pil" and cfg.cache != "resized"
+
+
+def train_transform(cfg: DataConfig):
+    mode = T.InterpolationMode(cfg.interpolation)
+    if on_pil_images(cfg):
+        ops = [T.RandomResizedCrop(cfg.image_size, scale=tuple(cfg.crop_scale), interpolation=mode)]
+        if cfg.hflip:
+            ops.append(T.RandomHorizontalFlip())
+        return T.Compose(ops + [T.ToTensor(), T.Normalize(cfg.mean, cfg.std)])
+    ops = [v2.RandomResizedCrop(cfg.image_size, scale=tuple(cfg.crop_scale), interpolation=mode, antialias=True)]
     if cfg.hflip:
-        ops.append(T.RandomHorizontalFlip())
-    ops += [T.ToTensor(), T.Normalize(cfg.mean, cfg.std)]
-    return T.Compose(ops)
+        ops.append(v2.RandomHorizontalFlip())
+    return v2.Compose(ops + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg.mean, cfg.std)])
 
 
-def eval_transform(cfg: DataConfig) -> T.Compose:
-    return T.Compose([T.Resize(cfg.resize_size, interpolation=T.InterpolationMode(cfg.interpolation)),
-                      T.CenterCrop(cfg.image_size), T.ToTensor(), T.Normalize(cfg.mean, cfg.std)])
+def eval_transform(cfg: DataConfig):
+    mode = T.InterpolationMode(cfg.interpolation)
+    if on_pil_images(cfg):
+        return T.Compose([T.Resize(cfg.resize_size, interpolation=mode), T.CenterCrop(cfg.image_size), T.ToTensor(),
+                          T.Normalize(cfg.mean, cfg.std)])
+    return v2.Compose([v2.Resize(cfg.resize_size, interpolation=mode, antialias=True), v2.CenterCrop(cfg.image_size),
+                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg.mean, cfg.std)])

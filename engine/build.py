@@ -73,6 +73,8 @@ def setup_model(cfg: Config, data: DataSplits):
     if cfg.train.channels_last:
         net = net.to(memory_format=torch.channels_last)
     model = idist.auto_model(net, sync_bn=cfg.train.sync_bn)
+    if cfg.train.compile:  # after DDP's wrapping, as torch recommends; ``net`` keeps the plain weights
+        model = torch.compile(model)
     return net, model, info, device
 
 

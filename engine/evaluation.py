@@ -70,14 +70,15 @@ def samples_to_evaluate(cfg: Config, args: argparse.Namespace) -> tuple[ImageLis
     if args.folder:
         samples, _ = scan_class_folders(Path(args.folder), data.classes, key="--folder",
                                         layout="DIR/<class>/<image>, classes named as in training")
-        return ImageList(samples, transform, cfg.data.grayscale), data.classes, str(args.folder)
+        return ImageList(samples, transform, cfg.data.grayscale, cfg.data.decoder), data.classes, str(args.folder)
     if args.list:
         index = {c: i for i, c in enumerate(data.classes)}
         rows = read_list(Path(args.list), "--list")
         unknown = sorted({label for _, label in rows} - set(index))
         if unknown:
             raise UserError(f"--list: {args.list} has labels that are not the run's classes: {', '.join(unknown[:5])}")
-        return ImageList([(p, index[c]) for p, c in rows], transform, cfg.data.grayscale), data.classes, str(args.list)
+        return ImageList([(p, index[c]) for p, c in rows], transform, cfg.data.grayscale,
+                         cfg.data.decoder), data.classes, str(args.list)
     split = {"test": data.test, "val": data.val, "train": data.train_eval}[args.split]
     return split, data.classes, f"{args.split} split"
 

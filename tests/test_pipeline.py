@@ -1,0 +1,96 @@
+"""The data pipeline: JPEG by libjpeg-turbo and transforms v2 against PIL, the resized cache, and
+a compiled model."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from adarand.core.config import STANDARD_PREPROCESSING, DataConfig
+from adarand.datasets.decode import read_pil, read_tensor
+from adarand.datasets.image_list import ImageList
+from adarand.datasets.resized_cache import build_resized_cache, shorter_side_resize
+from adarand.datasets.transforms import eval_transform, train_transform
+
+from conftest import run_main, write_tiny_config
+
+
+def photo(seed=0, size=(120, 90)):
+    """A smooth image with some texture (a photo's statistics more than noise's)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size[1], 0:size[0]]
+    base = np.stack([128 + 100 * np.sin(x / 9.0 + c) * np.cos(y / 7.0 - c) for c in range(3)], -1)
+    return Image.fromarray(np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8))
+
+
+def test_jpeg_and_png_decode_as_pil_does(tmp_path):
+    photo().save(tmp_path / "a.jpg", quality=90)
+    photo(1).save(tmp_path / "b.png")
+    for name in ("a.jpg", "b.png"):
+        for gray in (False, True):
+            ours = read_tensor(str(tmp_path / name), gray)
+            pil = torch.from_numpy(np.array(read_pil(str(tmp_path / name), gray)))
+            pil = pil.unsqueeze(0) if gray else pil.permute(2, 0, 1)
+            assert ours.dtype == torch.uint8 and ours.shape == pil.shape
+            # libjpeg-turbo against PIL's libjpeg: the same decoder family, at most a level apart (PNG: equal);
+            # grayscale: PIL converts RGB to L with its own weights, the JPEG decoder keeps the luma plane
+            limit = 0 if name.endswith("png") and not gray else 3
+            assert (ours.int() - pil.int()).abs().max() <= limit, (name, gray)
+
+
+def test_transforms_on_tensors_match_pil_transforms(tmp_path):
+    photo().save(tmp_path / "a.jpg", quality=95)
+    cfgs = {d: DataConfig(root=str(tmp_path), decoder=d, image_size=48, resize_size=56)
+            .with_preprocessing(STANDARD_PREPROCESSING) for d in ("pil", "torchvision")}
+    samples = [(str(tmp_path / "a.jpg"), 0)]
+    one_level = 1 / 255 / min(STANDARD_PREPROCESSING["std"])  # a grey level after normalisation
+    for make in (eval_transform, train_transform):
+        out = {}
+        for d, cfg in cfgs.items():
+            torch.manual_seed(3)  # the same crop and flip: v2 draws them as the PIL transforms do
+            out[d], _ = ImageList(samples, make(cfg), decoder=d)[0]
+        assert out["pil"].shape == out["torchvision"].shape == (3, 48, 48)
+        diff = (out["pil"] - out["torchvision"]).abs()
+        # antialiased resizing on uint8 tensors follows PIL's up to rounding (and the decoders' level)
+        assert diff.mean() < one_level and diff.max() < 6 * one_level, (make.__name__, diff.mean(), diff.max())
+
+
+def test_the_resized_cache_holds_each_image_resized_once(tmp_path):
+    paths = []
+    for i, size in enumerate([(120, 90), (90, 160), (40, 30)]):
+        photo(i, size).save(tmp_path / f"{i}.jpg", quality=90)
+        paths.append(str(tmp_path / f"{i}.jpg"))
+    cache = build_resized_cache(paths, tmp_path / "cache", 60, "torchvision", "bilinear", False, workers=2,
+                                progress=False)
+    for p in paths:
+        want = shorter_side_resize(read_tensor(p), 60, "bilinear")
+        assert torch.equal(cache.image(p), want)
+    assert cache.image(paths[0]).shape == (3, 60, 80) and cache.image(paths[1]).shape == (3, 106, 60)
+    assert cache.image(paths[2]).shape == (3, 30, 40)  # smaller than the size: kept as it is
+    (data,) = list((tmp_path / "cache" / "resized").glob("*.u8"))
+    stamp = data.stat().st_mtime_ns
+    again = build_resized_cache(paths, tmp_path / "cache", 60, "torchvision", "bilinear", False, 1, False)
+    assert data.stat().st_mtime_ns == stamp and torch.equal(again.image(paths[1]), cache.image(paths[1]))
+    other = build_resized_cache(paths, tmp_path / "cache", 50, "torchvision", "bilinear", False, 1, False)
+    assert other.image(paths[0]).shape == (3, 50, 66)  # another size, another file
+    index = data.with_suffix(".json")
+    index.write_text(json.dumps({"key": "not this one"}))  # a broken index: rebuilt
+    rebuilt = build_resized_cache(paths, tmp_path / "cache", 60, "torchvision", "bilinear", False, 1, False)
+    assert torch.equal(rebuilt.image(paths[0]), cache.image(paths[0])) and json.loads(index.read_text())["paths"]
+
+
+def test_a_run_with_the_resized_cache_and_a_compiled_model(tmp_path):
+    """The small CNN compiled (the regularizer still sees (logits, features)), on the resized cache;
+    the numbers stay those of the eager model on the same cache."""
+    cfg = write_tiny_config(tmp_path, "adarand")
+    common = [cfg, "train.epochs=1", "data.cache=resized", "data.cache_short_side=10", "--quiet"]
+    assert run_main(*common, "--output", tmp_path / "eager").returncode == 0
+    r = run_main(*common, "train.compile=true", "--output", tmp_path / "compiled")
+    assert r.returncode == 0, r.stderr[-2000:]
+    eager, compiled = (json.loads((tmp_path / k / "results.json").read_text()) for k in ("eager", "compiled"))
+    assert compiled["test_loss"] == pytest.approx(eager["test_loss"], rel=1e-4)
+    assert list((tmp_path / "cache" / "resized").glob("*.u8"))
+    state = torch.load(next((tmp_path / "compiled" / "checkpoints").glob("best_*.pt")), weights_only=True)
+    assert not any("_orig_mod" in k for k in state)  # the plain model's weights
