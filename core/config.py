@@ -168,6 +168,7 @@ class TrainConfig:
     # torch.compile the model (training and evaluation forward passes); the regularizers still see
     # (logits, features), checkpoints hold the plain model's weights
     compile: bool = False
+    compile_backend: str = "inductor"  # torch.compile's backend (aot_eager: traced, without code generation)
 
     def check(self):
         if self.epochs < 1:

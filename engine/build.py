@@ -74,7 +74,7 @@ def setup_model(cfg: Config, data: DataSplits):
         net = net.to(memory_format=torch.channels_last)
     model = idist.auto_model(net, sync_bn=cfg.train.sync_bn)
     if cfg.train.compile:  # after DDP's wrapping, as torch recommends; ``net`` keeps the plain weights
-        model = torch.compile(model)
+        model = torch.compile(model, backend=cfg.train.compile_backend)
     return net, model, info, device
 
 

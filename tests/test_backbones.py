@@ -112,7 +112,7 @@ def test_transforms_follow_the_backbone_unless_the_config_sets_them(tmp_path):
     # CLIP's own normalisation, bicubic, 224 / crop_pct 0.9 (timm's pretrained config)
     assert d.mean == pytest.approx([0.48145466, 0.4578275, 0.40821073]) and d.std[0] == pytest.approx(0.26862954)
     assert (d.image_size, d.resize_size, d.interpolation) == (224, 248, "bicubic")
-    assert "bicubic" in repr(run.data.train.transform) and "size=248" in repr(run.data.test.transform)
+    assert "BICUBIC" in repr(run.data.train.transform) and "Resize(size=[248]" in repr(run.data.test.transform)
     # torchvision's ImageNet weights: their preprocessing; a value the config sets wins
     from adarand.models import backbone_preprocessing
 

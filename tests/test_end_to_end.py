@@ -9,7 +9,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from adarand.engine.config import load_config
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, run_main
 
 DEMO = REPO / "yaml" / "demo_adarand.yaml"
 
@@ -106,5 +106,5 @@ def test_resume_gives_the_same_numbers(tmp_path, cache_dir):
     ta, tb = scalars(full), scalars(part)
     assert [v for _, v in ta["val/accuracy"]] == [v for _, v in tb["val/accuracy"]]
     # a finished run has nothing left to resume
-    r = run_cli(*common, "--resume", part)
+    r = run_main(*common, "--resume", part)
     assert r.returncode == 2 and "nothing left to train" in r.stderr and "Traceback" not in r.stderr

@@ -14,13 +14,12 @@ from conftest import write_tiny_config
 def test_jobs_through_submitit_and_a_requeued_job_continues(tmp_path, capsys):
     cfg = write_tiny_config(tmp_path, "finetune")
     root = tmp_path / "sweep"
-    assert sweep_main([str(cfg), "train.epochs=2", "--seeds", "0", "1", "--root", str(root),
+    assert sweep_main([str(cfg), "train.epochs=2", "--seeds", "1", "--root", str(root),
                        "--launcher", "submitit-local", "--wait"]) == 0
-    for seed in (0, 1):
-        assert json.loads((root / "finetune" / f"seed{seed}" / "results.json").read_text())["seed"] == seed
-    assert "2 runs ok, 0 failed" in capsys.readouterr().out
+    assert json.loads((root / "finetune" / "seed1" / "results.json").read_text())["seed"] == 1
+    assert "1 runs ok, 0 failed" in capsys.readouterr().out
     # done runs are skipped
-    assert sweep_main([str(cfg), "train.epochs=2", "--seeds", "0", "--root", str(root), "--launcher", "local"]) == 0
+    assert sweep_main([str(cfg), "train.epochs=2", "--seeds", "1", "--root", str(root), "--launcher", "local"]) == 0
     assert "done already, skipped" in capsys.readouterr().out
 
     # a requeued job: submitit resubmits what the job's checkpoint() returns, the same call, and
