@@ -32,6 +32,7 @@ import yaml
 
 from ..core.schema import to_plain
 from ..handlers.registry import get_regularizer_class
+from .state import flatten
 
 # keys that say nothing about the experiment: the seed, where files go, how the run is displayed
 IGNORED = ("seed", "output_root", "cache_dir", "train.progress", "train.epoch_lines", "train.log_every",
@@ -88,16 +89,6 @@ def dataset_label(data: dict, model: dict) -> str:
     ratio = data.get("use_ratio", 1.0)
     label = f"{name} {100 * ratio:g}%" if ratio < 1.0 else name
     return f"{label} [{model.get('arch')}]" if model.get("arch") not in (None, "resnet50") else label
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def collect(roots: list[Path]) -> list[Row]:
