@@ -3,9 +3,14 @@ machines the others need not see them)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import ignite.distributed as idist
 import torch
 from torch.utils.data import Subset
+
+T = TypeVar("T")
 
 
 def broadcast_tensors(state: dict[str, torch.Tensor] | None, device: torch.device) -> dict[str, torch.Tensor]:
@@ -21,3 +26,18 @@ def shard_without_padding(dataset, rank: int | None = None, world: int | None = 
     rank = idist.get_rank() if rank is None else rank
     world = idist.get_world_size() if world is None else world
     return Subset(dataset, list(range(rank, len(dataset), world)))
+
+
+def rank0_first(compute: Callable[[], T]) -> T:
+    """``compute()`` on rank 0, then, after a barrier, on the other processes: what it writes to a
+    shared disk (a cache) is built once, by rank 0, and found there by the rest. One process: just
+    ``compute()``."""
+    if idist.get_world_size() == 1:
+        return compute()
+    if idist.get_rank() != 0:
+        idist.barrier()
+        return compute()
+    try:
+        return compute()
+    finally:
+        idist.barrier()

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.config import STANDARD_PREPROCESSING, DataConfig
+from ..core.distributed import rank0_first
 from ..core.errors import UserError
 from .cub import load_cub
 from .folder import load_image_folder, scan_class_folders
@@ -106,9 +107,10 @@ def create_datasets(cfg: DataConfig, cache_dir: str, progress: bool = False) -> 
                       root=str(root), extra_test=extra)
     if cfg.cache == "resized":
         lists = [data.train, data.train_eval, data.val, data.test] + [ds for ds, _ in extra.values()]
-        cache = build_resized_cache([p for ds in lists for p, _ in ds.samples], Path(cache_dir).expanduser(),
-                                    cfg.cache_short_side or round(1.15 * cfg.resize_size), cfg.decoder,
-                                    cfg.interpolation, g, cfg.num_workers or os.cpu_count() or 1, progress)
+        cache = rank0_first(lambda: build_resized_cache(  # built by rank 0, read by the other processes
+            [p for ds in lists for p, _ in ds.samples], Path(cache_dir).expanduser(),
+            cfg.cache_short_side or round(1.15 * cfg.resize_size), cfg.decoder, cfg.interpolation, g,
+            cfg.num_workers or os.cpu_count() or 1, progress))
         for ds in lists:
             ds.cache = cache
     return data

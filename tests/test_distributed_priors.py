@@ -74,3 +74,29 @@ def test_a_miss_is_computed_everywhere_and_written_by_rank_0_only(tmp_path):
         out = torch.load(tmp_path / f"out{rank}.pt", weights_only=True)
         assert out["hit"] is False and out["calls"] == [rank]
     assert (tmp_path / "machine0" / "stats.pt").is_file() and not (tmp_path / "machine1").exists()
+
+
+def _resized_cache_in_two_processes(local_rank, root, out):
+    import json
+    import time
+
+    from adarand.core.distributed import rank0_first
+
+    span = rank0_first(lambda: (time.time(), time.sleep(0.3), time.time()))
+    cfg = DataConfig(root=str(root), image_size=12, resize_size=12, mean=[0.5] * 3, std=[0.25] * 3, num_workers=1,
+                     cache="resized", cache_short_side=8)
+    data = create_datasets(cfg, str(out / "cache"))
+    first = data.train.cache.image(data.train.samples[0][0])
+    (out / f"rank{idist.get_rank()}.json").write_text(json.dumps({"start": span[0], "end": span[2],
+                                                                  "image": first.tolist()}))
+
+
+def test_the_resized_cache_is_built_by_rank_0_and_read_by_the_others(tmp_path):
+    import json
+
+    root = make_image_folder(tmp_path / "data", {0: 6, 1: 6})
+    with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
+        parallel.run(_resized_cache_in_two_processes, root, tmp_path)
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r1["start"] >= r0["end"]  # rank 1 starts once rank 0 is done
+    assert r0["image"] == r1["image"] and len(list((tmp_path / "cache" / "resized").glob("*.u8"))) == 1
