@@ -17,6 +17,7 @@ import ignite.distributed as idist
 import torch
 
 from .distributed import broadcast_tensors
+from .errors import error_summary
 from .files import remove_temp_files, save_atomic
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def read_cache(path: Path, expected: Expected | None = None) -> tuple[dict[str, 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any unreadable file is recomputed: say why, then compute it anew
-        return None, f"unreadable ({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        return None, f"unreadable ({error_summary(e)})"
     if not isinstance(state, dict) or state.get("key") != path.stem or not isinstance(state.get("tensors"), dict):
         return None, "not a cache file of this version (no matching key inside)"
     tensors = state["tensors"]

@@ -43,3 +43,9 @@ def os_error_message(e: OSError) -> str | None:
         return None
     paths = f"{e.filename} -> {e.filename2}" if e.filename2 else f"{e.filename}"
     return f"{paths}: {e.strerror or e.__class__.__name__}"
+
+
+def error_summary(e: BaseException, empty: str = "") -> str:
+    """``ClassName: the first line of its message`` (``empty`` when it has none), for one-line errors."""
+    text = str(e)
+    return f"{e.__class__.__name__}: {text.splitlines()[0] if text else empty}"

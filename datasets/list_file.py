@@ -47,18 +47,24 @@ def class_order(labels: set[str]) -> list[str]:
     return sorted(labels, key=lambda s: (0, int(s), "") if s.lstrip("-").isdigit() else (1, 0, s))
 
 
+def labelled(rows: list[tuple[str, str]], classes: list[str], path: Path, key: str) -> list[tuple[str, int]]:
+    """(image path, class index) of list rows; a label outside ``classes`` is a one-line error."""
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({label for _, label in rows} - set(index))
+    if unknown:
+        raise UserError(f"{key}: {path} has labels that are not training classes: {', '.join(unknown[:5])}")
+    return [(p, index[label]) for p, label in rows]
+
+
+def load_list(path: Path, classes: list[str], key: str) -> list[tuple[str, int]]:
+    """The samples of a list file whose labels are among ``classes``."""
+    return labelled(read_list(path, key), classes, path, key)
+
+
 def load_lists(train: Path, test: Path, val: Path | None = None):
     """(train, test, val or None, classes) from list files, labelled by their class's index."""
     train_rows = read_list(train, "data.train_list")
     classes = class_order({label for _, label in train_rows})
-    index = {c: i for i, c in enumerate(classes)}
-
-    def labelled(rows, path, key):
-        unknown = sorted({label for _, label in rows} - set(index))
-        if unknown:
-            raise UserError(f"{key}: {path} has labels that are not training classes: {', '.join(unknown[:5])}")
-        return [(p, index[label]) for p, label in rows]
-
-    test_samples = labelled(read_list(test, "data.test_list"), test, "data.test_list")
-    val_samples = labelled(read_list(val, "data.val_list"), val, "data.val_list") if val is not None else None
-    return labelled(train_rows, train, "data.train_list"), test_samples, val_samples, classes
+    test_samples = load_list(test, classes, "data.test_list")
+    val_samples = load_list(val, classes, "data.val_list") if val is not None else None
+    return labelled(train_rows, classes, train, "data.train_list"), test_samples, val_samples, classes

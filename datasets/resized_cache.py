@@ -30,7 +30,7 @@ from torchvision.transforms.v2 import functional as F
 from tqdm import tqdm
 
 from ..core.files import remove_temp_files, write_atomic, write_json_atomic
-from .decode import read_image, read_tensor
+from .decode import read_pil, read_tensor
 
 VERSION = 1
 
@@ -53,7 +53,7 @@ def cache_key(paths: list[str], short_side: int, decoder: str, interpolation: st
 
 def _decode_and_resize(args: tuple[str, int, str, str, bool]) -> np.ndarray:
     path, short_side, decoder, interpolation, grayscale = args
-    img = read_tensor(path, grayscale) if decoder == "torchvision" else F.pil_to_tensor(read_image(path, grayscale, "pil"))
+    img = read_tensor(path, grayscale) if decoder == "torchvision" else F.pil_to_tensor(read_pil(path, grayscale))
     return shorter_side_resize(img, short_side, interpolation).numpy()
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..core.cache import STALE_TEMP_S
+from ..core.errors import error_summary
 from ..core.files import remove_temp_files, write_json_atomic
 
 
@@ -25,7 +26,7 @@ def image_problem(path: str) -> str | None:
         with Image.open(path) as img:
             img.verify()
     except Exception as e:  # any reason an image cannot be decoded is a finding, reported by the caller
-        return f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}"
+        return error_summary(e, "unreadable")
     return None
 
 

@@ -19,7 +19,7 @@ import ignite.distributed as idist
 import torch
 from ignite.handlers.checkpoint import BaseSaveHandler
 
-from ..core.errors import UserError
+from ..core.errors import UserError, error_summary
 from ..core.files import remove_temp_files, save_atomic
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def read_checkpoint(path: Path, required: Iterable[str] = (), earlier: Path | No
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # every unreadable file gets the same one line, with torch's reason
-        reason = f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}"
+        reason = error_summary(e, "unreadable")
     else:
         missing = [k for k in required if not isinstance(state, dict) or k not in state]
         if not missing:

@@ -26,7 +26,7 @@ from ..core.files import write_json_atomic
 from ..datasets import create_datasets
 from ..datasets.folder import scan_class_folders
 from ..datasets.image_list import ImageList
-from ..datasets.list_file import read_list
+from ..datasets.list_file import load_list
 from ..datasets.transforms import eval_transform
 from ..models import create_model
 from .checkpoints import BEST_PREFIX, CHECKPOINTS, last_checkpoints, read_checkpoint
@@ -72,13 +72,8 @@ def samples_to_evaluate(cfg: Config, args: argparse.Namespace) -> tuple[ImageLis
                                         layout="DIR/<class>/<image>, classes named as in training")
         return ImageList(samples, transform, cfg.data.grayscale, cfg.data.decoder), data.classes, str(args.folder)
     if args.list:
-        index = {c: i for i, c in enumerate(data.classes)}
-        rows = read_list(Path(args.list), "--list")
-        unknown = sorted({label for _, label in rows} - set(index))
-        if unknown:
-            raise UserError(f"--list: {args.list} has labels that are not the run's classes: {', '.join(unknown[:5])}")
-        return ImageList([(p, index[c]) for p, c in rows], transform, cfg.data.grayscale,
-                         cfg.data.decoder), data.classes, str(args.list)
+        samples = load_list(Path(args.list), data.classes, "--list")
+        return ImageList(samples, transform, cfg.data.grayscale, cfg.data.decoder), data.classes, str(args.list)
     split = {"test": data.test, "val": data.val, "train": data.train_eval}[args.split]
     return split, data.classes, f"{args.split} split"
 

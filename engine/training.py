@@ -24,6 +24,7 @@ from .build import Run, build_run
 from .checkpoints import (
     CHECKPOINTS,
     checkpoint_epoch,
+    checkpoint_step,
     earlier_checkpoint,
     last_checkpoints,
     prepare_folder,
@@ -111,7 +112,7 @@ def interrupted_message(run: Run, run_dir: Path) -> str:
     if not found:
         return (f"{where}; no epoch had finished, so nothing was saved; start it again with: "
                 f"adarand-run {run_dir / 'config.yaml'} --output {run_dir}")
-    epoch = checkpoint_epoch(read_checkpoint(found[-1], ("trainer",)))
+    epoch = checkpoint_step(found[-1]) // run.ctx.epoch_length  # last_checkpoint_<iteration>.pt
     return (f"{where}; continue from the end of epoch {epoch} with: "
             f"adarand-run {run_dir / 'config.yaml'} --resume {run_dir}")
 

@@ -39,7 +39,7 @@ from ignite.engine import Engine
 import yaml
 
 from ..core.config import MethodConfig
-from ..core.errors import ConfigError, UserError
+from ..core.errors import ConfigError, UserError, error_summary
 from ..core.schema import build
 from .context import RunContext
 
@@ -122,7 +122,7 @@ def load_plugin(ep: importlib.metadata.EntryPoint) -> None:
         obj = ep.load()
     except Exception as e:  # a broken plugin: its error, in one line, naming the plugin
         raise UserError(f"method.name: the plugin {ep.name!r} ({origin}) failed to import: "
-                        f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+                        f"{error_summary(e)}") from None
     if isinstance(obj, type) and issubclass(obj, Regularizer):
         register(ep.name)(obj)
     elif ep.name not in _REGISTRY:
