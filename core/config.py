@@ -352,8 +352,10 @@ def packaged_configs() -> list[tuple[str, str]]:
 
 
 def config_name(paths: list[str | Path]) -> str:
-    """A run's name from its config files: ``cars_adarand``, or ``cars_resnet50+fnp`` when composed."""
-    return "+".join(Path(p).stem for p in paths)
+    """A run's name from its config files: ``cars_adarand``, or ``cars_resnet50-fnp`` when composed.
+    The name becomes a folder name, so it holds no ``+``: TensorBoard's projector does not escape a
+    ``+`` in a run's name and cannot load that run's embedding."""
+    return "-".join(Path(p).stem for p in paths)
 
 
 def read_config(path: str | Path | list, overrides: list[str] = (), seed: int | None = None) -> Config:

@@ -5,6 +5,7 @@ as an embedding with their labels (the paper's Figure 3, in the projector's PCA 
 from __future__ import annotations
 
 import torch
+from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from ..core.config import Config
 from .state import flatten
@@ -27,10 +28,20 @@ def hparams(cfg: Config) -> dict:
 
 
 def write_summary(writer, cfg: Config, results: dict, features: tuple[torch.Tensor, torch.Tensor] | None) -> None:
-    """The HParams row (in the run's own folder, so a sweep's root compares runs in one table) and
-    the embedding of the last epoch's training features."""
-    writer.add_hparams(hparams(cfg), {"hparams/val_accuracy": results["val_accuracy"],
-                                      "hparams/test_accuracy": results["test_accuracy"]}, run_name=".")
+    """The HParams row and the embedding of the last epoch's training features.
+
+    The row is the run's session (its settings, then its end), written into the run's own folder so
+    that ``tensorboard --logdir`` on a sweep's root has one row per run. No experiment summary is
+    written: TensorBoard would take the first run's as the whole table's and drop the columns of
+    the other methods' parameters; without one it gathers the columns from every run and shows
+    first those that differ (the method, the seed). Its metrics are the runs' scalars in name
+    order, so the selected model's accuracies are tagged ``accuracy/best_val`` and ``accuracy/test``
+    and come first."""
+    _, session_start, session_end = hparams_summaries(hparams(cfg), {})
+    writer.file_writer.add_summary(session_start)
+    writer.file_writer.add_summary(session_end)
+    writer.add_scalar("accuracy/best_val", results["val_accuracy"], results["best_epoch"])
+    writer.add_scalar("accuracy/test", results["test_accuracy"], results["best_epoch"])
     if features is not None:
         feats, labels = features
         writer.add_embedding(feats.float(), metadata=[str(int(y)) for y in labels], global_step=cfg.train.epochs,

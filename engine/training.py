@@ -96,7 +96,6 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
     record.tick()
     results = collect_results(run, record, test, method_report)
     if tb is not None:
-        tb.writer.add_scalar("test/accuracy", results["test_accuracy"], record.best_epoch)
         write_summary(tb.writer, cfg, results, handlers["diagnostics"].last_features)
         tb.close()
     if idist.get_rank() == 0:

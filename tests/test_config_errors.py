@@ -122,7 +122,7 @@ def test_every_shipped_config_validates():
     for b in bases:
         for m in methods:
             cfg = load_config([b, m])
-            assert cfg.method.name == m.stem and cfg.name == f"{b.stem}+{m.stem}"
+            assert cfg.method.name == m.stem and cfg.name == f"{b.stem}-{m.stem}"
 
 
 def test_composed_configs_keep_their_layers(tmp_path):

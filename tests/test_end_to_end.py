@@ -46,7 +46,8 @@ def test_demo_end_to_end(tmp_path, cache_dir):
     tags = scalars(out)
     for tag in ("diagnostics/feature_norm", "diagnostics/grad_norm", "diagnostics/feature_entropy",
                 "diagnostics/mutual_info", "loss/ce", "loss/reg", "loss/total", "prior/ada", "prior/intra",
-                "loss_per_epoch/reg", "val/accuracy", "val/loss", "test/accuracy", "lr/backbone", "lr/head", "lr/prior"):
+                "loss_per_epoch/reg", "val/accuracy", "val/loss", "accuracy/test", "accuracy/best_val", "lr/backbone", "lr/head",
+                "lr/prior"):
         assert tag in tags, (tag, sorted(tags))
     epochs = [1, 2, 3, 4, 5]  # per-epoch groups on an epoch axis, per-iteration ones on an iteration axis
     for tag in ("diagnostics/feature_entropy", "diagnostics/grad_norm", "loss_per_epoch/ce", "val/accuracy"):
@@ -54,16 +55,21 @@ def test_demo_end_to_end(tmp_path, cache_dir):
     assert all(math.isfinite(v) for _, v in tags["diagnostics/mutual_info"])
     for tag in ("loss/ce", "prior/ada", "iteration/feature_norm", "lr/backbone"):
         assert [s for s, _ in tags[tag]][:2] == [2, 4], tag
-    assert tags["test/accuracy"][0][1] == pytest_approx(res["test_accuracy"])
+    best_epoch = res["best_epoch"]  # the selected model's accuracies, at its epoch
+    assert tags["accuracy/test"] == [(best_epoch, pytest_approx(res["test_accuracy"]))]
+    assert tags["accuracy/best_val"] == [(best_epoch, pytest_approx(res["val_accuracy"]))]
+    assert tags["val/accuracy"][best_epoch - 1][1] == pytest_approx(res["val_accuracy"])
     # the resolved config as text, the HParams row, and the last epoch's features as an embedding
     ea = EventAccumulator(str(out))
     ea.Reload()
     assert "config/text_summary" in ea.Tags()["tensors"]
+    hparams_tags = ea.PluginTagToContent("hparams")
+    # a session (start and end), and no experiment summary, which would stand for every run in a sweep
+    assert set(hparams_tags) == {"_hparams_/session_start_info", "_hparams_/session_end_info"}
     start = plugin_data_pb2.HParamsPluginData.FromString(
-        ea.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info.hparams
+        hparams_tags["_hparams_/session_start_info"]).session_start_info.hparams
     assert start["method.name"].string_value == "adarand" and start["seed"].number_value == 0
     assert start["optim.lr"].number_value == pytest_approx(0.01) and "method.alpha" in start
-    assert tags["hparams/test_accuracy"][0][1] == pytest_approx(res["test_accuracy"])
     projector = (out / "projector_config.pbtxt").read_text()
     assert 'tensor_name: "train_features:' in projector
     folder = out / "00005" / "train_features"

@@ -46,7 +46,7 @@ def test_a_config_is_a_file_or_a_packaged_name(tmp_path):
     with pytest.raises(ConfigError, match="nosuch: no such config file, nor a packaged config of that name"):
         resolve_config("nosuch")
     cfg = load_config(["base/digits_small_cnn", "methods/fnp"])
-    assert cfg.method.name == "fnp" and cfg.name == "digits_small_cnn+fnp"
+    assert cfg.method.name == "fnp" and cfg.name == "digits_small_cnn-fnp"
 
 
 def test_list_and_print_config():
