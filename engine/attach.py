@@ -8,7 +8,7 @@ from pathlib import Path
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, ProgressBar, global_step_from_engine
-from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
+from ignite.handlers.tensorboard_logger import OutputHandler
 
 import yaml
 
@@ -17,6 +17,7 @@ from ..handlers.training_log import TrainingDiagnostics
 from .build import Run
 from .checkpoints import BEST_PREFIX, CHECKPOINTS, LAST_PREFIX, DurableSaver
 from .state import ConfigState, RNGState, RunRecord
+from .tb_writer import RunTensorboardLogger
 
 
 def learning_rate_names(optimizer, others: dict) -> list[tuple[str, dict]]:
@@ -35,7 +36,7 @@ def attach_handlers(run: Run, run_dir: Path, record: RunRecord, purge_step: int 
     cfg, trainer, val_evaluator, loaders, data = run.cfg, run.trainer, run.val_evaluator, run.loaders, run.data
     net, optimizer, lr_scheduler, regularizer = run.net, run.optimizer, run.lr_scheduler, run.regularizer
     rank0 = idist.get_rank() == 0
-    tb = TensorboardLogger(log_dir=str(run_dir), purge_step=purge_step) if rank0 else None
+    tb = RunTensorboardLogger(str(run_dir), purge_step=purge_step) if rank0 else None
 
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: loaders.train.sampler.set_epoch(e.state.epoch))
     trainer.add_event_handler(Events.ITERATION_STARTED, lr_scheduler)

@@ -3,6 +3,8 @@ reader looks for is on them:
 
 - ``diagnostics.png``: the Time Series tab filtered to ``diagnostics/``, a card for each Figure 2
   diagnostic;
+- ``scalars.png``: the Scalars tab filtered to ``diagnostics/``, each card's description naming
+  its x axis (epoch);
 - ``hparams.png``: the HParams table, a row per run, with the selected model's validation and test
   accuracy, and the method and the seed where they differ between runs, among its shown columns;
 - ``projector.png``: the Projector on the first run's training features, coloured by label, in
@@ -170,6 +172,23 @@ def view_diagnostics(page, url: str, png: Path) -> list[str]:
     return problems
 
 
+def view_axis_labels(page, url: str, png: Path) -> list[str]:
+    """The Scalars tab, filtered to the diagnostics: each card carries its description, which
+    names its x axis (epoch)."""
+    page.set_viewport_size(TALL_VIEWPORT)
+    page.goto(url + "/#scalars&tagFilter=%5Ediagnostics%2F")
+    problems = []
+    try:
+        wait_for(page, lambda: all(f"{tag} x axis: epoch. " in flat_text(page) for tag in DIAGNOSTICS),
+                 "the diagnostics cards, each labelled 'x axis: epoch'")
+    except TimeoutError as e:
+        problems.append(f"scalars: {e}")
+    page.wait_for_timeout(1000)  # the charts draw after their cards appear
+    page.screenshot(path=str(png))
+    page.set_viewport_size(VIEWPORT)
+    return problems
+
+
 def view_hparams(page, url: str, png: Path, runs: list[dict]) -> list[str]:
     """The HParams table: every run's method and accuracies, and the columns they are in."""
     page.set_viewport_size(WIDE_VIEWPORT)  # room for every shown column
@@ -263,7 +282,8 @@ def browser_page(chromium: str):
 
 
 def screenshot_tensorboard(logdir: str | Path, out: str | Path, chromium: str | None = None) -> list[str]:
-    """Screenshots of LOGDIR's TensorBoard in OUT (diagnostics.png, hparams.png, projector.png);
+    """Screenshots of LOGDIR's TensorBoard in OUT (diagnostics.png, scalars.png, hparams.png,
+    projector.png);
     returns the problems found (none when everything is there)."""
     logdir, out = Path(logdir).resolve(), Path(out)
     runs = finished_runs(logdir)
@@ -275,6 +295,7 @@ def screenshot_tensorboard(logdir: str | Path, out: str | Path, chromium: str | 
     out.mkdir(parents=True, exist_ok=True)
     with tensorboard(logdir) as url, browser_page(binary) as page:
         return (view_diagnostics(page, url, out / "diagnostics.png")
+                + view_axis_labels(page, url, out / "scalars.png")
                 + view_hparams(page, url, out / "hparams.png", runs)
                 + view_projector(page, url, out / "projector.png", runs))
 
@@ -290,7 +311,7 @@ def main(argv=None) -> int:
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if not problems:
-        print(f"diagnostics, HParams table and embedding shown: {Path(args.out) / '*.png'}")
+        print(f"diagnostics (labelled by axis), HParams table and embedding shown: {Path(args.out) / '*.png'}")
     return 1 if problems else 0
 
 

@@ -63,6 +63,14 @@ def test_demo_end_to_end(tmp_path, cache_dir):
     ea = EventAccumulator(str(out))
     ea.Reload()
     assert "config/text_summary" in ea.Tags()["tensors"]
+    # every chart says its x axis (TensorBoard shows the description beside the chart's title)
+    for tag, axis in (("diagnostics/feature_norm", "epoch"), ("diagnostics/mutual_info", "epoch"),
+                      ("loss_per_epoch/ce", "epoch"), ("val/accuracy", "epoch"), ("accuracy/test", "epoch"),
+                      ("loss/ce", "iteration"), ("prior/ada", "iteration"), ("lr/backbone", "iteration"),
+                      ("iteration/feature_norm", "iteration")):
+        assert ea.SummaryMetadata(tag).summary_description.startswith(f"x axis: {axis}. "), tag
+    assert all(ea.SummaryMetadata(tag).summary_description.startswith(("x axis: epoch. ", "x axis: iteration. "))
+               for tag in tags), {tag: ea.SummaryMetadata(tag).summary_description for tag in tags}
     hparams_tags = ea.PluginTagToContent("hparams")
     # a session (start and end), and no experiment summary, which would stand for every run in a sweep
     assert set(hparams_tags) == {"_hparams_/session_start_info", "_hparams_/session_end_info"}

@@ -1,6 +1,7 @@
-"""TensorBoard, opened in headless Chromium on a finished sweep of two methods: the screenshots
-show the Figure 2 diagnostics, the HParams table (a row per run with its method and accuracies)
-and the training features in the projector's PCA view (``tests/tensorboard_view.py``)."""
+"""TensorBoard, opened in headless Chromium on a finished sweep of two methods and two seeds: the
+screenshots show the Figure 2 diagnostics (each labelled with its x axis), the HParams table (a
+row per run with its method and accuracies) and the training features in the projector's PCA
+view (``tests/tensorboard_view.py``)."""
 
 import numpy as np
 import pytest
@@ -25,7 +26,8 @@ def test_tensorboard_shows_diagnostics_hparams_and_embedding(tmp_path, cache_dir
                for method in ("finetune", "adarand") for seed in (0, 1)]
     shots = tmp_path / "shots"
     assert view.screenshot_tensorboard(root, shots, CHROMIUM) == []
-    for name, size in (("diagnostics", view.TALL_VIEWPORT), ("hparams", view.WIDE_VIEWPORT),
+    for name, size in (("diagnostics", view.TALL_VIEWPORT), ("scalars", view.TALL_VIEWPORT),
+                       ("hparams", view.WIDE_VIEWPORT),
                        ("projector", view.VIEWPORT)):
         image = np.asarray(Image.open(shots / f"{name}.png").convert("RGB"))
         assert image.shape == (size["height"], size["width"], 3), name

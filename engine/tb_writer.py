@@ -1,0 +1,74 @@
+"""The run's TensorBoard writer, which labels every chart with its x axis.
+
+The first point of each scalar carries a description: ``x axis: epoch`` or ``x axis: iteration``,
+then what the curve is. TensorBoard keeps it with the tag and shows it beside the chart's title
+(the Scalars tab's ⓘ). The axis follows from the tag's group: a group holds curves of one axis only
+(``handlers/training_log.py``)."""
+
+from __future__ import annotations
+
+from ignite.handlers.tensorboard_logger import TensorboardLogger
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import scalar
+
+AXES = {"diagnostics": "epoch", "loss_per_epoch": "epoch", "epoch": "epoch", "val": "epoch", "accuracy": "epoch",
+        "loss": "iteration", "prior": "iteration", "iteration": "iteration", "lr": "iteration"}
+
+MEANINGS = {
+    "diagnostics/feature_norm": "Figure 2: the squared feature norm ‖g(x)‖², averaged over the epoch's training "
+                                "samples.",
+    "diagnostics/grad_norm": "Figure 2 (Eq. 5): the squared norm of the head's gradient of each sample's "
+                             "cross-entropy, averaged over the epoch's training samples.",
+    "diagnostics/grad_norm_batch_mean": "The squared norm of the batch-mean gradient of the head (not Eq. 5: "
+                                        "about batch-size times smaller).",
+    "diagnostics/feature_entropy": "Figure 2: the entropy of the epoch's training features.",
+    "diagnostics/mutual_info": "Figure 2: the mutual information between the epoch's training features and "
+                               "their labels.",
+    "accuracy/best_val": "The selected model's validation accuracy (the best validation epoch), at its epoch.",
+    "accuracy/test": "The selected model's test accuracy, at its epoch.",
+}
+GROUP_MEANINGS = {
+    "loss": "A loss term, the mean over the last train.log_every iterations.",
+    "loss_per_epoch": "A loss term, the mean over the epoch.",
+    "prior": "A term of AdaRand's prior objective, the mean over the last train.log_every iterations.",
+    "iteration": "The mean over the last train.log_every iterations.",
+    "epoch": "The mean over the epoch.",
+    "lr": "The learning rate of this parameter group at that iteration.",
+    "val": "On the validation split, after each epoch.",
+}
+
+
+def describe(tag: str) -> str:
+    """``x axis: <axis>. <what the curve is>`` for a tag; empty for a group of unknown axis."""
+    group = tag.split("/", 1)[0]
+    if group not in AXES:
+        return ""
+    return f"x axis: {AXES[group]}. {MEANINGS.get(tag, GROUP_MEANINGS.get(group, ''))}".strip()
+
+
+class AxisLabelledWriter(SummaryWriter):
+    """A SummaryWriter whose first point of each scalar tag carries ``describe(tag)``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.described_tags: set[str] = set()
+
+    def add_scalar(self, tag, scalar_value, global_step=None, walltime=None, new_style=False,
+                   double_precision=False):
+        description = describe(tag)
+        if tag in self.described_tags or not description or new_style:
+            super().add_scalar(tag, scalar_value, global_step, walltime, new_style, double_precision)
+            return
+        summary = scalar(tag, scalar_value, double_precision=double_precision)
+        summary.value[0].metadata.summary_description = description
+        self.file_writer.add_summary(summary, global_step, walltime)
+        self.described_tags.add(tag)
+
+
+class RunTensorboardLogger(TensorboardLogger):
+    """Ignite's TensorboardLogger, writing through an AxisLabelledWriter (always torch's writer,
+    also where tensorboardX is installed)."""
+
+    def __init__(self, log_dir: str, purge_step: int = 0):
+        # in place of Ignite's __init__, which only makes the writer
+        self.writer = AxisLabelledWriter(log_dir=log_dir, purge_step=purge_step)
