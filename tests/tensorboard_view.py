@@ -151,6 +151,23 @@ def wait_for(page, condition, what: str, timeout_s: float = WAIT_S):
         page.wait_for_timeout(500)
 
 
+def check(page, view: str, condition, what: str) -> list[str]:
+    """No problem when ``condition()`` comes true in time; else the one found, named by its view."""
+    try:
+        wait_for(page, condition, what)
+        return []
+    except TimeoutError as e:
+        return [f"{view}: {e}"]
+
+
+def settle_and_screenshot(page, png: Path) -> None:
+    """The screenshot, a second after the cards appeared (their charts draw then); the page back to
+    the usual viewport."""
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(png))
+    page.set_viewport_size(VIEWPORT)
+
+
 def view_diagnostics(page, url: str, png: Path) -> list[str]:
     """The Time Series tab, filtered to the diagnostics: a card titled for each one."""
     page.set_viewport_size(TALL_VIEWPORT)  # room for every card
@@ -159,16 +176,10 @@ def view_diagnostics(page, url: str, png: Path) -> list[str]:
     search.wait_for(timeout=WAIT_S * 1000)
     search.fill("^diagnostics/")
     search.press("Escape")  # close the list of matching tags
-    problems = []
-    try:
-        # a card's title is its tag, in two parts (group and name)
-        wait_for(page, lambda: all(tag in deep_text(page, "metrics-main-view").replace("\n", "") for tag in DIAGNOSTICS),
-                 "the diagnostics cards")
-    except TimeoutError as e:
-        problems.append(f"time series: {e}")
-    page.wait_for_timeout(1000)  # the charts draw after their cards appear
-    page.screenshot(path=str(png))
-    page.set_viewport_size(VIEWPORT)
+    # a card's title is its tag, in two parts (group and name)
+    problems = check(page, "time series", lambda: all(tag in deep_text(page, "metrics-main-view").replace("\n", "")
+                                                      for tag in DIAGNOSTICS), "the diagnostics cards")
+    settle_and_screenshot(page, png)
     return problems
 
 
@@ -177,15 +188,9 @@ def view_axis_labels(page, url: str, png: Path) -> list[str]:
     names its x axis (epoch)."""
     page.set_viewport_size(TALL_VIEWPORT)
     page.goto(url + "/#scalars&tagFilter=%5Ediagnostics%2F")
-    problems = []
-    try:
-        wait_for(page, lambda: all(f"{tag} x axis: epoch. " in flat_text(page) for tag in DIAGNOSTICS),
-                 "the diagnostics cards, each labelled 'x axis: epoch'")
-    except TimeoutError as e:
-        problems.append(f"scalars: {e}")
-    page.wait_for_timeout(1000)  # the charts draw after their cards appear
-    page.screenshot(path=str(png))
-    page.set_viewport_size(VIEWPORT)
+    problems = check(page, "scalars", lambda: all(f"{tag} x axis: epoch. " in flat_text(page) for tag in DIAGNOSTICS),
+                     "the diagnostics cards, each labelled 'x axis: epoch'")
+    settle_and_screenshot(page, png)
     return problems
 
 
