@@ -7,8 +7,9 @@ reader looks for is on them:
   its x axis (epoch);
 - ``hparams.png``: the HParams table, a row per run, with the selected model's validation and test
   accuracy, and the method and the seed where they differ between runs, among its shown columns;
-- ``projector.png``: the Projector on the first run's training features, coloured by label, in
-  its PCA view, with as many points as the run wrote.
+- ``projector.png``: the Projector on the training features of the run it opens with, in its PCA
+  view, with the points and dimension that run wrote, coloured by label with a legend that counts
+  each label as the run's metadata does.
 
     python tests/tensorboard_view.py LOGDIR --out DIR [--chromium PATH]
 
@@ -109,20 +110,27 @@ def tensorboard(logdir: Path):
         deadline = time.time() + WAIT_S
         while True:
             if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"tensorboard exited with {proc.returncode}: {log.read()[-2000:]}")
+                raise RuntimeError(f"tensorboard exited with {proc.returncode}: {tail(log)}")
             try:
                 urllib.request.urlopen(url + "/data/plugins_listing", timeout=5).read()
                 break
-            except OSError:
+            except OSError as e:
                 if time.time() > deadline:
-                    raise RuntimeError(f"tensorboard did not answer on {url} within {WAIT_S} s") from None
+                    raise RuntimeError(f"tensorboard did not answer on {url} within {WAIT_S} s ({e}); "
+                                       f"its output: {tail(log)}") from None
                 time.sleep(0.5)
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+def tail(log) -> str:
+    """The last lines a process wrote to the file ``log``."""
+    log.flush()
+    log.seek(0)
+    return log.read()[-3000:]
 
 
 def deep_text(frame, tag: str | None = None) -> str:
@@ -161,8 +169,8 @@ def check(page, view: str, condition, what: str) -> list[str]:
 
 
 def settle_and_screenshot(page, png: Path) -> None:
-    """The screenshot, a second after the cards appeared (their charts draw then); the page back to
-    the usual viewport."""
+    """The screenshot, a second after what was checked appeared (charts draw, points recolour
+    then); the page back to the usual viewport."""
     page.wait_for_timeout(1000)
     page.screenshot(path=str(png))
     page.set_viewport_size(VIEWPORT)
@@ -218,8 +226,7 @@ def view_hparams(page, url: str, png: Path, runs: list[dict]) -> list[str]:
         for key in ("val_accuracy", "test_accuracy"):
             if not any(abs(x - r[key]) <= 1e-4 for x in numbers):
                 problems.append(f"hparams: {r['trial']}'s {key} {r[key]:.5f} not in the table")
-    page.screenshot(path=str(png))
-    page.set_viewport_size(VIEWPORT)
+    settle_and_screenshot(page, png)
     return problems
 
 
@@ -246,11 +253,10 @@ def view_projector(page, url: str, png: Path, runs: list[dict]) -> list[str]:
         frame.get_by_role("option").filter(has_text="label").first.click()
         wait_for(page, lambda: any(all(entry in flat_text(frame) for entry in legend) for legend in legends),
                  "a legend counting a run's labels")
-        page.wait_for_timeout(1000)  # the points are recoloured
     except (TimeoutError, PlaywrightError) as e:
         seen = [shown(f) for f in page.frames if shown(f)]
         problems.append(f"projector: {type(e).__name__}: {str(e).splitlines()[0]} (shown: Points: {seen})")
-    page.screenshot(path=str(png))
+    settle_and_screenshot(page, png)  # the points recoloured
     return problems
 
 
@@ -288,8 +294,7 @@ def browser_page(chromium: str):
 
 def screenshot_tensorboard(logdir: str | Path, out: str | Path, chromium: str | None = None) -> list[str]:
     """Screenshots of LOGDIR's TensorBoard in OUT (diagnostics.png, scalars.png, hparams.png,
-    projector.png);
-    returns the problems found (none when everything is there)."""
+    projector.png); returns the problems found (none when everything is there)."""
     logdir, out = Path(logdir).resolve(), Path(out)
     runs = finished_runs(logdir)
     if not runs:
