@@ -51,6 +51,9 @@ VIEWPORT = {"width": 1600, "height": 1000}
 WIDE_VIEWPORT = {"width": 2400, "height": 1000}
 TALL_VIEWPORT = {"width": 1600, "height": 1400}
 WAIT_S = 60
+# requests to the local server, never through a proxy (urlopen's shared opener keeps the proxies of
+# the environment it was first built in)
+LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 # the text under an element, through shadow roots (TensorBoard's Polymer dashboards), without
 # styles and scripts
@@ -112,7 +115,7 @@ def tensorboard(logdir: Path):
             if proc.poll() is not None:
                 raise RuntimeError(f"tensorboard exited with {proc.returncode}: {tail(log)}")
             try:
-                urllib.request.urlopen(url + "/data/plugins_listing", timeout=5).read()
+                LOOPBACK.open(url + "/data/plugins_listing", timeout=5).read()
                 break
             except OSError as e:
                 if time.time() > deadline:

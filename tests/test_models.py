@@ -1,6 +1,7 @@
 """Backbones return (logits, features); pretrained weights from a file, from torchvision's cache."""
 
 import re
+import urllib.request
 
 import pytest
 import torch
@@ -76,7 +77,7 @@ def test_shipped_demo_extractor_loads_completely():
     assert info.source_head["weight"].shape == (5, 128)
 
 
-def test_imagenet_weights_offline_gives_a_clear_error(tmp_path, monkeypatch):
+def test_imagenet_weights_offline_gives_a_clear_error(tmp_path, monkeypatch, request):
     """No cached file and no way out (a proxy on a closed loopback port): the real download code
     fails, and the message says where to put the file."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
@@ -84,6 +85,8 @@ def test_imagenet_weights_offline_gives_a_clear_error(tmp_path, monkeypatch):
         monkeypatch.setenv(var, "http://127.0.0.1:9")
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
+    # urlopen builds its shared opener, with these proxies, on first use and keeps it: drop it after
+    request.addfinalizer(lambda: urllib.request.install_opener(None))
     with pytest.raises(UserError) as e:
         create_model(ModelConfig(arch="resnet18", pretrained="imagenet"), num_classes=3)
     msg = str(e.value)
