@@ -55,14 +55,15 @@ class AxisLabelledWriter(SummaryWriter):
 
     def add_scalar(self, tag, scalar_value, global_step=None, walltime=None, new_style=False,
                    double_precision=False):
-        description = describe(tag)
-        if tag in self.described_tags or not description or new_style:
+        first = tag not in self.described_tags and not new_style
+        self.described_tags.add(tag)
+        description = describe(tag) if first else ""
+        if not description:
             super().add_scalar(tag, scalar_value, global_step, walltime, new_style, double_precision)
             return
         summary = scalar(tag, scalar_value, double_precision=double_precision)
         summary.value[0].metadata.summary_description = description
         self.file_writer.add_summary(summary, global_step, walltime)
-        self.described_tags.add(tag)
 
 
 class RunTensorboardLogger(TensorboardLogger):

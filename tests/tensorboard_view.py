@@ -265,7 +265,7 @@ def view_projector(page, url: str, png: Path, runs: list[dict]) -> list[str]:
 
 def finished_runs(logdir: Path) -> list[dict]:
     """Every finished run under LOGDIR: its trial name (the folder relative to LOGDIR, as the
-    HParams table names it), method, accuracies and embedding size."""
+    HParams table names it), method, seed, accuracies, and its embedding's size and label counts."""
     runs = []
     for results in sorted(logdir.rglob("results.json")):
         folder = results.parent

@@ -46,8 +46,8 @@ def test_demo_end_to_end(tmp_path, cache_dir):
     tags = scalars(out)
     for tag in ("diagnostics/feature_norm", "diagnostics/grad_norm", "diagnostics/feature_entropy",
                 "diagnostics/mutual_info", "loss/ce", "loss/reg", "loss/total", "prior/ada", "prior/intra",
-                "loss_per_epoch/reg", "val/accuracy", "val/loss", "accuracy/test", "accuracy/best_val", "lr/backbone", "lr/head",
-                "lr/prior"):
+                "loss_per_epoch/reg", "val/accuracy", "val/loss", "accuracy/test", "accuracy/best_val",
+                "lr/backbone", "lr/head", "lr/prior"):
         assert tag in tags, (tag, sorted(tags))
     epochs = [1, 2, 3, 4, 5]  # per-epoch groups on an epoch axis, per-iteration ones on an iteration axis
     for tag in ("diagnostics/feature_entropy", "diagnostics/grad_norm", "loss_per_epoch/ce", "val/accuracy"):
