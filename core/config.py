@@ -358,6 +358,16 @@ def config_name(paths: list[str | Path]) -> str:
     return "-".join(Path(p).stem for p in paths)
 
 
+def merged_files(path: str | Path | list) -> dict:
+    """The config files merged in order (their ``extends`` chains included), before overrides and
+    before validation: what the files say, e.g. which method they select."""
+    data: dict = {}
+    for p in (path if isinstance(path, (list, tuple)) else [path]):
+        layer, layer_prov = _read_yaml(resolve_config(p), ())
+        _merge_layer(data, {}, layer, layer_prov)
+    return data
+
+
 def read_config(path: str | Path | list, overrides: list[str] = (), seed: int | None = None) -> Config:
     """Load, merge, override and validate a config, all but the method's own parameters (kept as a
     mapping in ``cfg.method.params``, with where each came from in ``cfg.provenance``). Raises

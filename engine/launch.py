@@ -25,6 +25,7 @@ from ..core.config import Config, save_config
 from ..core.errors import Interrupted, NonFiniteLoss, UserError, os_error_message
 from .checkpoints import CHECKPOINTS, find_last_checkpoint, last_checkpoints
 from .config import load_config
+from .run_folder import FINISHED, folder_state
 from .training import run_training
 
 
@@ -54,10 +55,17 @@ def choose_run(cfg: Config, output: str | Path | None, resume: str | Path | None
         return (parent.parent if parent.name == CHECKPOINTS else parent), checkpoint
     if output:
         run_dir = Path(output)
+        state = folder_state(run_dir, cfg)  # refuses a folder of another experiment
         found = last_checkpoints(run_dir)
-        if not found and (run_dir / "results.json").exists():
+        if not found and state == FINISHED:
             raise UserError(f"--output: {run_dir} holds a finished run (results.json) without its "
                             "checkpoints; choose another folder")
+        if state == FINISHED:
+            trained = json.loads((run_dir / "results.json").read_text()).get("epochs", 0)
+            if trained >= cfg.train.epochs:
+                raise UserError(f"{run_dir}: the run has finished, nothing left to train (epoch {trained} of "
+                                f"train.epochs {cfg.train.epochs}, results.json written); raise train.epochs to "
+                                "train longer, or choose another --output")
         if found:
             print(f"continuing the run in {run_dir} from {found[-1].name}", file=sys.stderr)
         return run_dir, (found[-1] if found else None)

@@ -44,8 +44,11 @@ class Row:
     dataset: str
     method: str
     experiment: dict  # the flattened config, without IGNORED
-    accuracies: list[float] = dataclasses.field(default_factory=list)
+    accuracies: list[float] = dataclasses.field(default_factory=list)  # test accuracy (%), a run each
+    val_accuracies: list[float] = dataclasses.field(default_factory=list)  # the selected epoch's (%)
+    val_losses: list[float] = dataclasses.field(default_factory=list)
     seeds: list[int] = dataclasses.field(default_factory=list)
+    run_dirs: list[str] = dataclasses.field(default_factory=list)
     epoch_times: list[float] = dataclasses.field(default_factory=list)
     memories: list[float] = dataclasses.field(default_factory=list)
     memory_kind: str = "rss"
@@ -94,11 +97,15 @@ def dataset_label(data: dict, model: dict) -> str:
 def collect(roots: list[Path]) -> list[Row]:
     groups: dict[tuple, Row] = {}
 
-    def add(key: tuple, dataset: str, method: str, experiment: dict, accuracy: float, res: dict, seed: int) -> None:
+    def add(key: tuple, dataset: str, method: str, experiment: dict, accuracy: float, res: dict, seed: int,
+            run_dir: Path) -> None:
         kind = "gpu" if "peak_gpu_mib" in res else "rss"
         row = groups.setdefault(key, Row(dataset, method, experiment, memory_kind=kind))
         row.accuracies.append(100.0 * accuracy)
+        row.val_accuracies.append(100.0 * float(res.get("val_accuracy", math.nan)))
+        row.val_losses.append(float(res.get("val_loss", math.nan)))
         row.seeds.append(seed)
+        row.run_dirs.append(str(run_dir))
         row.epoch_times.append(float(res["time_per_epoch_s"]))
         row.memories.append(float(res.get("peak_gpu_mib", res.get("peak_rss_mib", float("nan")))))
 
@@ -114,10 +121,11 @@ def collect(roots: list[Path]) -> list[Row]:
             dataset = dataset_label(cfg.get("data", {}), cfg.get("model", {}))
             method = method_label(cfg.get("method", {}))
             seed = int(flat.get("seed", res.get("seed", 0)))
-            add(key_of(experiment), dataset, method, experiment, float(res["test_accuracy"]), res, seed)
+            add(key_of(experiment), dataset, method, experiment, float(res["test_accuracy"]), res, seed, res_file.parent)
             for name, extra in res.get("extra_test", {}).items():  # further test sets: a dataset column each
                 tagged = {**experiment, "extra_test": name}
-                add(key_of(tagged), f"{dataset} → {name}", method, tagged, float(extra["accuracy"]), res, seed)
+                add(key_of(tagged), f"{dataset} → {name}", method, tagged, float(extra["accuracy"]), res, seed,
+                    res_file.parent)
     rows = list(groups.values())
     label_differences(rows)
     return rows
@@ -159,13 +167,14 @@ class Paired:
         return m, sd, wins, losses, ties, p
 
 
-def paired(rows: list[Row], baseline: str) -> list[Paired]:
+def paired(rows: list[Row], baseline: str, context=None) -> list[Paired]:
     """Each method's per-seed differences to ``baseline`` (a method's name or row label) in the same
-    experiment."""
-    bases = {r.context: r for r in rows if baseline in (r.method, r.experiment.get("method.name"))}
+    experiment. ``context(row)``: what a pair shares (default: the experiment but ``method.*``)."""
+    context = context or (lambda r: r.context)
+    bases = {context(r): r for r in rows if baseline in (r.method, r.experiment.get("method.name"))}
     out = []
     for r in rows:
-        base = bases.get(r.context)
+        base = bases.get(context(r))
         if base is None or r is base:
             continue
         base_acc = dict(zip(base.seeds, base.accuracies, strict=True))
@@ -173,6 +182,73 @@ def paired(rows: list[Row], baseline: str) -> list[Paired]:
         if diffs:
             out.append(Paired(r.dataset, r.method, baseline, diffs))
     return out
+
+
+# the keys ``--select val`` searches over by default: the method's parameters and the optimizer's rates
+SEARCHED_OPTIM = ("optim.lr", "optim.weight_decay", "optim.head_lr_mult", "optim.layer_decay")
+
+
+def searched(key: str, over: list[str] | None) -> bool:
+    if over:
+        return key in over
+    return (key.startswith("method.") and key != "method.name") or key in SEARCHED_OPTIM
+
+
+@dataclasses.dataclass
+class Selected:
+    row: Row  # the grid point chosen on validation
+    chosen: dict  # the searched keys that vary among the candidates, at the chosen point
+    candidates: list[Row]
+
+    @property
+    def method(self) -> str:
+        return str(self.row.experiment.get("method.name", "finetune"))
+
+
+def selection_context(row: Row, over: list[str] | None) -> tuple:
+    """What the candidates of one selection share: the experiment but the searched keys."""
+    return key_of({k: v for k, v in row.experiment.items() if not searched(k, over)})
+
+
+def select_on_validation(rows: list[Row], over: list[str] | None = None) -> list[Selected]:
+    """Per dataset and method (every key but the searched ones fixed), the grid point with the best
+    mean validation accuracy over its seeds; a tie goes to the lower mean validation loss, then to
+    the first point in label order. The test accuracy plays no part in the choice."""
+    groups: dict[tuple, list[Row]] = {}
+    for r in sorted(rows, key=lambda r: (r.dataset, r.method)):
+        groups.setdefault(selection_context(r, over), []).append(r)
+    out = []
+    for candidates in groups.values():
+        def score(r: Row) -> tuple[float, float]:
+            loss = mean_std(r.val_losses)[0]
+            return mean_std(r.val_accuracies)[0], -(loss if math.isfinite(loss) else math.inf)
+
+        best = max(candidates, key=score)  # max keeps the first of equal scores
+        varying = [k for k in varied_keys(candidates) if searched(k, over)]
+        out.append(Selected(best, {k: best.experiment.get(k) for k in varying}, candidates))
+    return sorted(out, key=lambda s: (s.row.dataset, s.method))
+
+
+def selected_markdown(selected: list[Selected]) -> str:
+    lines = ["Selected on validation: per dataset and method, the grid point with the best mean validation accuracy "
+             "over seeds, and its test accuracy (%)", "",
+             "| dataset | method | chosen | points | n | val acc (%) | test acc (%) |", "|---|---|---|---|---|---|---|"]
+    for s in selected:
+        chosen = ", ".join(f"{k}={v}" for k, v in s.chosen.items()) or "(one point)"
+        lines.append(f"| {s.row.dataset} | {s.method} | {chosen} | {len(s.candidates)} | {s.row.n} | "
+                     f"{fmt_acc(s.row.val_accuracies)} | {fmt_acc(s.row.accuracies)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_selected_csv(selected: list[Selected], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["dataset", "method", "chosen", "points", "n", "val_mean", "val_std", "acc_mean", "acc_std"])
+        for s in selected:
+            vm, vs = mean_std(s.row.val_accuracies)
+            m, sd = mean_std(s.row.accuracies)
+            w.writerow([s.row.dataset, s.method, json.dumps(s.chosen, sort_keys=True), len(s.candidates), s.row.n,
+                        f"{vm:.4f}", "" if vs is None else f"{vs:.4f}", f"{m:.4f}", "" if sd is None else f"{sd:.4f}"])
 
 
 def paired_markdown(pairs: list[Paired]) -> str:
@@ -200,10 +276,11 @@ def markdown(rows: list[Row]) -> str:
     for m in methods:
         cells = [f"{fmt_acc(cell[d, m].accuracies)} ({cell[d, m].n})" if (d, m) in cell else "" for d in datasets]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    lines += ["", "| dataset | method | n | test acc (%) | s / epoch | peak memory (MiB) |", "|---|---|---|---|---|---|"]
+    lines += ["", "| dataset | method | n | test acc (%) | val acc (%) | s / epoch | peak memory (MiB) |",
+              "|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r.dataset, r.method)):
         mem = f"{max(r.memories):,.0f} ({r.memory_kind})"
-        lines.append(f"| {r.dataset} | {r.method} | {r.n} | {fmt_acc(r.accuracies)} | "
+        lines.append(f"| {r.dataset} | {r.method} | {r.n} | {fmt_acc(r.accuracies)} | {fmt_acc(r.val_accuracies)} | "
                      f"{mean_std(r.epoch_times)[0]:.3f} | {mem} |")
     return "\n".join(lines) + "\n"
 
@@ -211,28 +288,71 @@ def markdown(rows: list[Row]) -> str:
 def write_csv(rows: list[Row], path: Path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["dataset", "method", "n", "acc_mean", "acc_std", "s_per_epoch", "peak_mib", "memory_kind"])
+        w.writerow(["dataset", "method", "n", "acc_mean", "acc_std", "val_mean", "val_std", "s_per_epoch", "peak_mib",
+                    "memory_kind"])
         for r in sorted(rows, key=lambda r: (r.dataset, r.method)):
             m, s = mean_std(r.accuracies)
-            w.writerow([r.dataset, r.method, r.n, f"{m:.4f}", "" if s is None else f"{s:.4f}",
-                        f"{mean_std(r.epoch_times)[0]:.4f}", f"{max(r.memories):.1f}", r.memory_kind])
+            vm, vs = mean_std(r.val_accuracies)
+            w.writerow([r.dataset, r.method, r.n, f"{m:.4f}", "" if s is None else f"{s:.4f}", f"{vm:.4f}",
+                        "" if vs is None else f"{vs:.4f}", f"{mean_std(r.epoch_times)[0]:.4f}", f"{max(r.memories):.1f}",
+                        r.memory_kind])
+
+
+def varied_keys(rows: list[Row]) -> list[str]:
+    """The keys whose value is not the same in every run (the seed aside)."""
+    keys = sorted({k for r in rows for k in r.experiment})
+    return [k for k in keys if len({json.dumps(r.experiment.get(k), sort_keys=True) for r in rows}) > 1]
+
+
+def write_runs_csv(rows: list[Row], path: Path) -> None:
+    """One row per run: its dataset and method, seed, test and validation accuracy, and a column for
+    every key that varies across the runs."""
+    varied = varied_keys(rows)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["dataset", "method", "seed", "test_acc", "val_acc", "val_loss", "s_per_epoch", "peak_mib", *varied,
+                    "run_dir"])
+        for r in sorted(rows, key=lambda r: (r.dataset, r.method)):
+            values = [json.dumps(r.experiment.get(k)) if isinstance(r.experiment.get(k), (list, dict))
+                      else r.experiment.get(k, "") for k in varied]
+            for i in sorted(range(r.n), key=lambda i: r.seeds[i]):
+                w.writerow([r.dataset, r.method, r.seeds[i], f"{r.accuracies[i]:.4f}", f"{r.val_accuracies[i]:.4f}",
+                            f"{r.val_losses[i]:.6g}", f"{r.epoch_times[i]:.4f}", f"{r.memories[i]:.1f}", *values,
+                            r.run_dirs[i]])
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="adarand-table", description=__doc__.split("\n\n")[0])
     p.add_argument("roots", nargs="+", help="folders holding run folders (searched recursively)")
     p.add_argument("--markdown", help="also write the Markdown tables to this file")
-    p.add_argument("--csv", help="write the long-form table as CSV to this file")
+    p.add_argument("--csv", help="write the long-form table as CSV to this file (with --select: also FILE_selected.csv)")
+    p.add_argument("--runs-csv", help="write one row per run (seed, test and val accuracy, every varied key) to this file")
+    p.add_argument("--select", choices=["val"],
+                   help="per dataset and method, report the grid point with the best mean validation accuracy")
+    p.add_argument("--over", nargs="+", metavar="KEY",
+                   help="--select: the keys searched (default: method.* and " + ", ".join(SEARCHED_OPTIM) + ")")
     p.add_argument("--paired", metavar="BASELINE",
-                   help="add each method's per-seed differences to this method (e.g. finetune)")
+                   help="add each method's per-seed differences to this method (e.g. finetune); "
+                        "with --select, between the selected points")
     args = p.parse_args(argv)
+    if args.over and not args.select:
+        p.error("--over goes with --select val")
     rows = collect([Path(r) for r in args.roots])
     if not rows:
         print(f"error: no results.json under {', '.join(args.roots)}", file=sys.stderr)
         return 2
     text = markdown(rows)
+    selected = select_on_validation(rows, args.over) if args.select else None
+    if selected is not None:
+        text += "\n" + selected_markdown(selected)
     if args.paired:
-        pairs = paired(rows, args.paired)
+        if selected is None:
+            pairs = paired(rows, args.paired)
+        else:
+            over = args.over
+            pairs = paired([s.row for s in selected], args.paired,
+                           context=lambda r: key_of({k: v for k, v in r.experiment.items()
+                                                     if not searched(k, over) and not k.startswith("method.")}))
         if not pairs:
             print(f"error: --paired: no run of {args.paired!r} shares an experiment and a seed with another method "
                   f"(methods: {', '.join(sorted({r.method for r in rows}))})", file=sys.stderr)
@@ -243,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.markdown).write_text(text)
     if args.csv:
         write_csv(rows, Path(args.csv))
+        if selected is not None:
+            write_selected_csv(selected, Path(args.csv).with_name(Path(args.csv).stem + "_selected.csv"))
+    if args.runs_csv:
+        write_runs_csv(rows, Path(args.runs_csv))
     return 0
 
 

@@ -70,3 +70,54 @@ def test_runs_pool_only_within_an_experiment_and_pair_by_seed(tmp_path, capsys):
     assert f"| 3 | +{m:.2f} ± {sd:.2f} | 2 / 0 / 1 | {p:.3g} |" in line
     assert table_main([str(tmp_path), "--paired", "nosuch"]) == 2
     assert "no run of 'nosuch'" in capsys.readouterr().err
+
+
+def test_select_on_validation_reports_the_best_validation_point_not_the_best_test_point(tmp_path, capsys):
+    import math
+
+    base = REPO / "yaml/base/digits_small_cnn.yaml"
+    ft, ada = REPO / "yaml/methods/finetune.yaml", REPO / "yaml/methods/adarand.yaml"
+
+    def run(folder, configs, overrides, test, val, val_loss=0.5):
+        fake_run(folder, configs, overrides, test, 1.0, 100)
+        res = json.loads((folder / "results.json").read_text())
+        (folder / "results.json").write_text(json.dumps({**res, "val_accuracy": val, "val_loss": val_loss}))
+
+    # (test, val) by lambda and seed: lambda 1.0 has the best test accuracy, lambda 0.1 the best validation
+    grid = {0.1: [(0.84, 0.95), (0.86, 0.93)], 1.0: [(0.92, 0.90), (0.94, 0.90)], 0.3: [(0.80, 0.93), (0.82, 0.94)]}
+    for lam, per_seed in grid.items():
+        for seed, (test, val) in enumerate(per_seed):
+            run(tmp_path / f"ada{lam}" / f"seed{seed}", [base, ada], [f"method.lambda={lam}", f"seed={seed}"], test, val)
+    for seed, test in enumerate([0.81, 0.83]):
+        run(tmp_path / "ft" / f"seed{seed}", [base, ft], [f"seed={seed}"], test, 0.9)
+    runs_csv, cells_csv = tmp_path / "runs.csv", tmp_path / "cells.csv"
+    assert table_main([str(tmp_path), "--select", "val", "--paired", "finetune", "--runs-csv", str(runs_csv),
+                       "--csv", str(cells_csv)]) == 0
+    text = capsys.readouterr().out
+    selected = text.split("Selected on validation")[1].split("Paired against")[0]
+    # mean validation accuracy: lambda 0.1 94.00, 0.3 93.50, 1.0 90.00; test: 85.00, 81.00, 93.00
+    line = next(row for row in selected.splitlines() if "| adarand |" in row)
+    assert "| method.lambda=0.1 | 3 | 2 | 94.00 ± 1.41 | 85.00 ± 1.41 |" in line
+    ft_line = next(row for row in selected.splitlines() if "| finetune |" in row)
+    assert "| (one point) | 1 | 2 | 90.00 ± 0.00 | 82.00 ± 1.41 |" in ft_line
+    # paired on the selected points: 84 - 81, 86 - 83 -> +3, +3
+    paired_part = text.split("Paired against finetune")[1]
+    pline = next(row for row in paired_part.splitlines() if "| adarand" in row)
+    assert "| 2 | +3.00 ± 0.00 | 2 / 0 / 0 |" in pline
+    # the per-run CSV: a row per run, the varied keys as columns
+    import csv
+    rows = list(csv.DictReader(open(runs_csv)))
+    assert len(rows) == 8 and {"method.lambda", "method.name", "test_acc", "val_acc", "seed"} <= set(rows[0])
+    by = {(r["method.name"], r["method.lambda"], r["seed"]): r for r in rows}
+    assert float(by["adarand", "1.0", "1"]["test_acc"]) == 94.0 and float(by["adarand", "1.0", "1"]["val_acc"]) == 90.0
+    assert by["finetune", "", "0"]["run_dir"].endswith("ft/seed0")
+    sel = list(csv.DictReader(open(tmp_path / "cells_selected.csv")))
+    ada = next(r for r in sel if r["method"] == "adarand")
+    assert json.loads(ada["chosen"]) == {"method.lambda": 0.1} and math.isclose(float(ada["acc_mean"]), 85.0)
+    # a tie in mean validation accuracy goes to the lower mean validation loss: lambda 0.3 at 94.00, loss 0.1
+    for seed, val in ((0, 0.95), (1, 0.93)):
+        f = tmp_path / "ada0.3" / f"seed{seed}" / "results.json"
+        f.write_text(json.dumps({**json.loads(f.read_text()), "val_accuracy": val, "val_loss": 0.1}))
+    assert table_main([str(tmp_path), "--select", "val"]) == 0
+    line = next(row for row in capsys.readouterr().out.split("Selected on validation")[1].splitlines() if "| adarand |" in row)
+    assert "| method.lambda=0.3 | 3 | 2 | 94.00 ± 1.41 | 81.00 ± 1.41 |" in line

@@ -5,7 +5,7 @@ import json
 import submitit
 
 import adarand
-from adarand.engine.sweep import RunJob
+from adarand.engine.cluster import RunJob
 from adarand.engine.sweep import main as sweep_main
 
 from conftest import write_tiny_config
