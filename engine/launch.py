@@ -91,7 +91,7 @@ def launch_settings(nproc: int, gpus: int | None = None) -> dict:
 
 def train(config: str | Path | Sequence[str | Path], overrides: Mapping | Sequence[str] | None = None, *,
           output: str | Path | None = None, seed: int | None = None, resume: str | Path | None = None,
-          nproc: int = 1, quiet: bool = False) -> dict | None:
+          nproc: int = 1, quiet: bool = False, on_engines=None) -> dict | None:
     """Fine-tune as ``adarand-run`` does, and return the results (what ``results.json`` holds), or
     None when the run stopped before its last epoch (``train.stop_after``).
 
@@ -99,6 +99,8 @@ def train(config: str | Path | Sequence[str | Path], overrides: Mapping | Sequen
     of them merged in order. ``overrides``: ``["train.epochs=5"]`` or ``{"train.epochs": 5}``.
     ``output``: the run folder (a folder holding a checkpoint continues its run); ``resume``: a
     run folder or checkpoint to continue. ``quiet``: no progress bars and no per-epoch lines.
+    ``on_engines(trainer, val_evaluator)``: called once the run's handlers are attached, to attach
+    more (``adarand-tune`` attaches Optuna's pruning handler); one process only.
 
     The run folder is the command line's: ``config.yaml``, checkpoints, TensorBoard events and
     ``results.json``. Bad input raises the command line's errors (:class:`~adarand.core.errors.UserError`,
@@ -108,22 +110,26 @@ def train(config: str | Path | Sequence[str | Path], overrides: Mapping | Sequen
     if quiet:
         items += ["train.progress=false", "train.epoch_lines=false"]
     cfg = load_config(configs, items, seed=seed)
+    if on_engines is not None and nproc > 1:
+        raise UserError("on_engines: handlers of the caller attach to a run of one process only (nproc=1)")
     run_dir, checkpoint = choose_run(cfg, output, resume)
     settings = launch_settings(nproc)
     with idist.Parallel(**settings) as parallel:
-        parallel.run(run_worker, cfg, run_dir, checkpoint, nproc > 1)
+        parallel.run(run_worker, cfg, run_dir, checkpoint, nproc > 1, on_engines)
     results = run_dir / "results.json"  # written at the run's end only (a continued run removes the old one)
     return json.loads(results.read_text()) | {"run_dir": str(run_dir)} if results.exists() else None
 
 
-def run_worker(local_rank: int, cfg: Config, run_dir: Path, resume: Path | None, spawned: bool) -> None:
+def run_worker(local_rank: int, cfg: Config, run_dir: Path, resume: Path | None, spawned: bool,
+               on_engines=None) -> None:
     """One process of the run. A spawned process cannot hand its exception to the caller: it prints
     the one line (rank 0 for errors of the run, every process for an OS error) and exits with the
     error's code."""
     if idist.get_world_size() > 1:  # one folder for all processes (torchrun: each chose its own)
         run_dir = Path(idist.broadcast(str(run_dir), src=0))
     try:
-        run_training(local_rank, cfg, run_dir, resume, on_ready=lambda: write_config(cfg, run_dir))
+        run_training(local_rank, cfg, run_dir, resume, on_ready=lambda: write_config(cfg, run_dir),
+                     on_engines=on_engines)
     except OSError as e:
         if not spawned or os_error_message(e) is None:
             raise

@@ -51,13 +51,14 @@ def peak_memory_mib(device: torch.device) -> dict:
 
 
 def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | None,
-                 on_ready=None) -> dict | None:
+                 on_ready=None, on_engines=None) -> dict | None:
     """The whole run. Returns the results (also written to results.json), or None if stopped early.
 
     ``resume``: a last checkpoint to continue from; if its training had finished, only the test
     of the selected model is left to do. Nothing is written to ``run_dir`` before data, model and
     method are set up and the checkpoint accepted the config; then ``on_ready()`` is called (the
-    command line writes the resolved config there)."""
+    command line writes the resolved config there). ``on_engines(trainer, val_evaluator)`` attaches
+    the caller's handlers after the run's own."""
     run = build_run(cfg)
     if run.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(run.device)
@@ -68,6 +69,8 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
     prepare_folder(run_dir)
     purge_step = int(checkpoint["trainer"]["iteration"]) if checkpoint is not None else 0
     handlers = attach_handlers(run, run_dir, record, purge_step=purge_step)
+    if on_engines is not None:
+        on_engines(run.trainer, run.val_evaluator)
     if idist.get_rank() == 0 and (run_dir / "results.json").exists():
         (run_dir / "results.json").unlink()  # a finished run trained further: its results are no longer the run's
     if checkpoint is None:
@@ -80,7 +83,11 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
             run.trainer.run(run.loaders.train, max_epochs=cfg.train.epochs)
         method_report = run.regularizer.report()  # before close(), which releases what it reports on
     except KeyboardInterrupt:
+        close_writer(handlers["tb"])
         raise Interrupted(interrupted_message(run, run_dir)) from None
+    except BaseException:  # a stop from outside the run (a pruned trial) or an error: the events so far stay readable
+        close_writer(handlers["tb"])
+        raise
     finally:
         run.regularizer.close()
     tb = handlers["tb"]
@@ -101,6 +108,11 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
     if idist.get_rank() == 0:
         write_json_atomic(run_dir / "results.json", results)
     return results
+
+
+def close_writer(tb) -> None:
+    if tb is not None:
+        tb.close()
 
 
 def interrupted_message(run: Run, run_dir: Path) -> str:
