@@ -183,6 +183,9 @@ class DiagnosticsConfig:
     enabled: bool = True
     max_samples: int = field(default=2000, metadata={"range": ">= 2"})  # training features kept per epoch for entropy / MI
     chunk_size: int = field(default=512, metadata={"range": ">= 1"})  # block size of the pairwise distances (memory ~ chunk^2)
+    # the selected model's features g(x) of up to this many test images (evenly spaced over the test
+    # split), kept as float16 in the run folder's test_features.pt for Figure 3 (adarand-plot); 0: none
+    test_features: int = field(default=1024, metadata={"range": ">= 0"})
 
 
 @dataclass(kw_only=True)

@@ -16,6 +16,7 @@ from ..core.console import epoch_line, progress_bars
 from ..handlers.training_log import TrainingDiagnostics
 from .build import Run
 from .checkpoints import BEST_PREFIX, CHECKPOINTS, LAST_PREFIX, DurableSaver
+from .epoch_log import EPOCH_LOG, write_epoch_log
 from .state import ConfigState, RNGState, RunRecord
 from .tb_writer import RunTensorboardLogger
 
@@ -58,6 +59,9 @@ def attach_handlers(run: Run, run_dir: Path, record: RunRecord, purge_step: int 
     def select(evaluator: Engine) -> None:
         metrics = evaluator.state.metrics
         record.observe(trainer.state.epoch, float(metrics["accuracy"]), float(metrics["loss"]))
+        record.add_epoch(trainer.state.epoch, diagnostics.last_epoch, float(metrics["accuracy"]), float(metrics["loss"]))
+        if rank0:
+            write_epoch_log(run_dir / EPOCH_LOG, record.history)
 
     # Model selection: the best validation accuracy, ties broken by the lower validation loss
     # (RunRecord.observe). The score is the count of such improvements, so the Checkpoint saves

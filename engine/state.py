@@ -57,6 +57,8 @@ class RunRecord:
     improvements: int = 0
     epoch_times: list[float] = field(default_factory=list)
     wall_time: float = 0.0
+    # a row per epoch: the training log's epoch means (losses, Figure 2's diagnostics) and validation
+    history: list[dict] = field(default_factory=list)
     _last: float | None = field(default=None, repr=False)
 
     def tick(self, count: bool = True) -> None:
@@ -78,7 +80,8 @@ class RunRecord:
     def state_dict(self) -> dict:
         return {"best_epoch": self.best_epoch, "best_val_accuracy": self.best_val_accuracy,
                 "best_val_loss": self.best_val_loss, "improvements": self.improvements,
-                "epoch_times": list(self.epoch_times), "wall_time": self.wall_time}
+                "epoch_times": list(self.epoch_times), "wall_time": self.wall_time,
+                "history": [dict(row) for row in self.history]}
 
     def load_state_dict(self, state: dict) -> None:
         self.best_epoch = int(state["best_epoch"])
@@ -87,6 +90,14 @@ class RunRecord:
         self.improvements = int(state["improvements"])
         self.epoch_times = [float(t) for t in state["epoch_times"]]
         self.wall_time = float(state["wall_time"])
+        self.history = [dict(row) for row in state.get("history", [])]
+
+    def add_epoch(self, epoch: int, train: dict[str, float], val_accuracy: float, val_loss: float) -> dict:
+        """The epoch's row: its number, the training means, the validation accuracy and loss."""
+        row = {"epoch": epoch, **{k: float(v) for k, v in train.items()}, "val_accuracy": val_accuracy,
+               "val_loss": val_loss}
+        self.history = [r for r in self.history if r["epoch"] < epoch] + [row]
+        return row
 
 
 # keys a resumed run may change: how long it trains, how it logs and reads its data, where caches live

@@ -1,6 +1,6 @@
 """What TensorBoard shows of a finished run besides its curves: the HParams table row (the
 experiment's settings against its validation and test accuracy) and the final training features
-as an embedding with their labels (the paper's Figure 3, in the projector's PCA view)."""
+as an embedding labelled by class name (the paper's Figure 3, in the projector's PCA view)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def hparams(cfg: Config) -> dict:
     return out
 
 
-def write_summary(writer, cfg: Config, results: dict, features: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+def write_summary(writer, cfg: Config, results: dict, features: tuple[torch.Tensor, torch.Tensor] | None,
+                  classes: list[str]) -> None:
     """The HParams row and the embedding of the last epoch's training features.
 
     The row is the run's session (its settings, then its end), written into the run's own folder so
@@ -44,5 +45,5 @@ def write_summary(writer, cfg: Config, results: dict, features: tuple[torch.Tens
     writer.add_scalar("accuracy/test", results["test_accuracy"], results["best_epoch"])
     if features is not None:
         feats, labels = features
-        writer.add_embedding(feats.float(), metadata=[str(int(y)) for y in labels], global_step=cfg.train.epochs,
+        writer.add_embedding(feats.float(), metadata=[classes[int(y)] for y in labels], global_step=cfg.train.epochs,
                              tag="train_features")

@@ -34,6 +34,7 @@ from .checkpoints import (
 from .evaluator import create_evaluator
 from .state import RESUMABLE_CHANGES, RunRecord, config_differences
 from .tb_summary import write_summary
+from .test_features import TEST_FEATURES, save_test_features, test_features
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,13 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
     test = test_selected_model(run, best_file)
     record.tick()
     results = collect_results(run, record, test, method_report)
+    if idist.get_rank() == 0 and cfg.diagnostics.test_features > 0:  # the selected model is loaded
+        t = cfg.train
+        kept = test_features(run.net, run.data.test, cfg.diagnostics.test_features, run.device, cfg.data.eval_batch,
+                             t.amp, t.channels_last)
+        save_test_features(run_dir / TEST_FEATURES, kept, run.data.classes)
     if tb is not None:
-        write_summary(tb.writer, cfg, results, handlers["diagnostics"].last_features)
+        write_summary(tb.writer, cfg, results, handlers["diagnostics"].last_features, run.data.classes)
         tb.close()
     if idist.get_rank() == 0:
         write_json_atomic(run_dir / "results.json", results)

@@ -8,6 +8,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from adarand.engine.config import load_config
+from adarand.engine.epoch_log import read_epoch_log
 
 from conftest import REPO, run_cli, run_main
 
@@ -83,7 +84,20 @@ def test_demo_end_to_end(tmp_path, cache_dir):
     folder = out / "00005" / "train_features"
     rows = (folder / "tensors.tsv").read_text().splitlines()
     labels = (folder / "metadata.tsv").read_text().splitlines()
-    assert len(rows) == len(labels) > 0 and len(rows[0].split("\t")) == 128 and set(labels) <= set("01234")
+    classes = [f"digit{c}" for c in range(5, 10)]  # the projector labels points by class name
+    assert len(rows) == len(labels) > 0 and len(rows[0].split("\t")) == 128 and set(labels) <= set(classes)
+    # the per-epoch record beside the events: the same numbers as the epoch charts
+    log = read_epoch_log(out / "epochs.csv")
+    assert [row["epoch"] for row in log] == epochs
+    for column, tag in (("feature_norm", "diagnostics/feature_norm"), ("mutual_info", "diagnostics/mutual_info"),
+                        ("loss_ce", "loss_per_epoch/ce"), ("val_accuracy", "val/accuracy")):
+        assert [row[column] for row in log] == [pytest_approx(v) for _, v in tags[tag]], column
+    # the selected model's test features for Figure 3: evenly spaced test images, float16, class names
+    kept = torch.load(out / "test_features.pt", weights_only=True)
+    n_test = len([p for p in (cache_dir / "digits" / "target" / "test").rglob("*") if p.is_file()])
+    assert kept["classes"] == classes and kept["features"].dtype == torch.float16
+    assert kept["features"].shape == (min(1024, n_test), 128) and kept["labels"].shape == (min(1024, n_test),)
+    assert sorted(set(kept["labels"].tolist())) == [0, 1, 2, 3, 4]
 
 
 def pytest_approx(x):
