@@ -1,0 +1,276 @@
+"""The paper's figures as files, from finished run folders (``adarand-plot``; the ``plot`` extra:
+matplotlib).
+
+    adarand-plot runs/demo --out figures                        # every figure the runs have data for
+    adarand-plot runs/lambda --figure lambda --key method.lambda --out figures
+
+* ``--figure 2``: the four diagnostics of Figure 2 (feature norm, gradient norm, feature entropy,
+  mutual information) per epoch, one colour per method: the mean over seeds with a ± std band,
+  from each run's ``epochs.csv``.
+* ``--figure 3``: a PCA of the selected model's features g(x) of test images, one panel per
+  method, coloured by class name, from each run's ``test_features.pt`` (the lowest seed's run).
+* ``--figure lambda``: test accuracy against a swept key (``--key``, default ``method.lambda``) per
+  method, mean ± std over seeds (Figure IV); a method without that key is a dashed line with its
+  band.
+
+Runs are grouped as ``adarand-table`` groups them: one curve per experiment (every key but the
+seed), one figure per dataset. Each figure is written as PNG and PDF, with the numbers it plots
+as CSV beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core.errors import UserError
+from .epoch_log import EPOCH_LOG, read_epoch_log
+from .report import Row, collect, mean_std
+from .test_features import TEST_FEATURES
+
+EXTRA = "pip install 'adarand[plot]'"
+DIAGNOSTICS = (("feature_norm", "feature norm ‖g(x)‖²"), ("grad_norm", "gradient norm ‖∇_W ℓ‖²"),
+               ("feature_entropy", "feature entropy H(g(x))"), ("mutual_info", "mutual information I(g(x); y)"))
+
+
+def require_matplotlib():
+    try:
+        import matplotlib
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise UserError(f"adarand-plot needs matplotlib: {EXTRA}") from None
+    matplotlib.rcParams["pdf.fonttype"] = 42  # editable text in the PDF
+    return Figure
+
+
+# --- the data behind each figure ------------------------------------------------------------------
+
+def by_dataset(rows: list[Row]) -> dict[str, list[Row]]:
+    out: dict[str, list[Row]] = {}
+    for r in sorted(rows, key=lambda r: (r.dataset, r.method)):
+        out.setdefault(r.dataset, []).append(r)
+    return out
+
+
+def diagnostics_curves(row: Row) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
+    """Per diagnostic: (epochs, mean over the row's runs, sample std (0 for one run), runs), over the
+    epochs every run has."""
+    logs = [{r["epoch"]: r for r in read_epoch_log(Path(d) / EPOCH_LOG)} for d in row.run_dirs
+            if (Path(d) / EPOCH_LOG).is_file()]
+    if not logs:
+        return {}
+    epochs = sorted(set.intersection(*(set(log) for log in logs)))
+    out = {}
+    for name, _ in DIAGNOSTICS:
+        values = np.array([[log[e].get(name, math.nan) for e in epochs] for log in logs], dtype=np.float64)
+        if np.isnan(values).all():
+            continue
+        std = values.std(axis=0, ddof=1) if len(logs) > 1 else np.zeros(len(epochs))
+        out[name] = (np.array(epochs), values.mean(axis=0), std, len(logs))
+    return out
+
+
+def pca_2d(features: np.ndarray) -> np.ndarray:
+    """The features projected on their first two principal components (centred; each component's
+    sign chosen so that its largest loading is positive)."""
+    x = features.astype(np.float64)
+    x = x - x.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    components = vt[:2]
+    signs = np.sign(components[np.arange(len(components)), np.abs(components).argmax(axis=1)])
+    components = components * signs[:, None]
+    projected = x @ components.T
+    if projected.shape[1] < 2:
+        projected = np.concatenate([projected, np.zeros((len(x), 2 - projected.shape[1]))], axis=1)
+    return projected
+
+
+def pca_panel(row: Row) -> tuple[np.ndarray, np.ndarray, list[str], str] | None:
+    """(2-d points, labels, class names, run folder) of the row's lowest-seed run that kept its test
+    features; None when none did."""
+    for _, run_dir in sorted(zip(row.seeds, row.run_dirs, strict=True)):
+        path = Path(run_dir) / TEST_FEATURES
+        if path.is_file():
+            kept = torch.load(path, weights_only=True)
+            return pca_2d(kept["features"].float().numpy()), kept["labels"].numpy(), list(kept["classes"]), run_dir
+    return None
+
+
+def sweep_points(rows: list[Row], key: str) -> tuple[dict, dict]:
+    """Test accuracy against ``key``: {method: (values, means, stds, runs)} for the rows that set it,
+    sorted by value, and {method: (mean, std, runs)} for those of this dataset that do not."""
+    swept: dict[str, list] = {}
+    flat: dict[str, tuple] = {}
+    for r in rows:
+        method = str(r.experiment.get("method.name", "finetune"))
+        m, s = mean_std(r.accuracies)
+        value = r.experiment.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            swept.setdefault(method, []).append((float(value), m, s or 0.0, r.n))
+        else:
+            flat[method] = (m, s or 0.0, r.n)
+    out = {}
+    for method, points in swept.items():
+        points.sort()
+        out[method] = tuple(np.array(column) for column in zip(*points, strict=True))
+    return out, flat
+
+
+# --- drawing ------------------------------------------------------------------------------------
+
+def colours(n: int) -> list:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def figure2(Figure, dataset: str, rows: list[Row]):
+    fig = Figure(figsize=(11, 7.5), layout="constrained")
+    axes = fig.subplots(2, 2).ravel()
+    curves = [(r, diagnostics_curves(r)) for r in rows]
+    for (row, curve), colour in zip(curves, colours(len(curves)), strict=True):
+        for ax, (name, title) in zip(axes, DIAGNOSTICS, strict=True):
+            if name not in curve:
+                continue
+            epochs, mean, std, n = curve[name]
+            ax.plot(epochs, mean, color=colour, label=f"{row.method} (n={n})")
+            ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
+    for ax, (_, title) in zip(axes, DIAGNOSTICS, strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="small")
+    fig.suptitle(f"Figure 2: training diagnostics, mean ± std over seeds — {dataset}")
+    data = [(row.method, name, int(e), m, s, curve[name][3]) for row, curve in curves for name, _ in DIAGNOSTICS
+            if name in curve for e, m, s in zip(*curve[name][:3], strict=True)]
+    return fig, ["method", "diagnostic", "epoch", "mean", "std", "runs"], data
+
+
+def figure3(Figure, dataset: str, rows: list[Row]):
+    panels = [(r, pca_panel(r)) for r in rows]
+    panels = [(r, p) for r, p in panels if p is not None]
+    if not panels:
+        return None
+    cols = min(4, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(4 * cols + 1.5, 4 * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, cols, squeeze=False).ravel())
+    classes = panels[0][1][2]
+    palette = colours(len(classes))
+    data = []
+    for ax, (row, (xy, labels, names, run_dir)) in zip(axes, panels, strict=False):
+        for k, name in enumerate(names):
+            mask = labels == k
+            ax.scatter(xy[mask, 0], xy[mask, 1], s=6, color=palette[k % len(palette)], label=name)
+        ax.set_title(row.method, fontsize="medium")
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+        data += [(row.method, run_dir, names[int(y)], float(a), float(b)) for (a, b), y in zip(xy, labels, strict=True)]
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles[:20], labels[:20], loc="outside right upper", markerscale=3, fontsize="small")
+    fig.suptitle(f"Figure 3: PCA of the selected model's features g(x) on test images — {dataset}")
+    return fig, ["method", "run_dir", "class", "pc1", "pc2"], data
+
+
+def figure_sweep(Figure, dataset: str, rows: list[Row], key: str):
+    swept, flat = sweep_points(rows, key)
+    if not swept:
+        return None
+    fig = Figure(figsize=(7, 4.8), layout="constrained")
+    ax = fig.subplots()
+    palette = colours(len(swept) + len(flat))
+    data = []
+    every = np.concatenate([values for values, *_ in swept.values()])
+    for (method, (values, means, stds, ns)), colour in zip(sorted(swept.items()), palette, strict=False):
+        ax.errorbar(values, means, yerr=stds, color=colour, marker="o", capsize=3, label=method)
+        data += [(method, float(v), float(m), float(s), int(n)) for v, m, s, n in zip(values, means, stds, ns, strict=True)]
+    for (method, (m, s, n)), colour in zip(sorted(flat.items()), palette[len(swept):], strict=False):
+        ax.axhline(m, color=colour, linestyle="--", label=f"{method} (no {key})")
+        ax.axhspan(m - s, m + s, color=colour, alpha=0.12, linewidth=0)
+        data.append((method, "", m, s, n))
+    positive = every[every > 0]
+    if len(positive) and (every <= 0).any():
+        ax.set_xscale("symlog", linthresh=float(positive.min()))
+    elif len(positive) == len(every) and every.max() / every.min() >= 20:
+        ax.set_xscale("log")
+    ax.set_xlabel(key)
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.suptitle(f"Test accuracy against {key}, mean ± std over seeds\n{dataset}", fontsize="medium")
+    return fig, ["method", key, "mean", "std", "runs"], data
+
+
+# --- files ----------------------------------------------------------------------------------------
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+
+
+def save(fig, header: list[str], data: list[tuple], out: Path, name: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.pdf", out / f"{name}.csv"]
+    fig.savefig(paths[0], dpi=150)
+    fig.savefig(paths[1])
+    with open(paths[2], "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(data)
+    return paths
+
+
+def make_figures(rows: list[Row], figures: list[str], out: Path, key: str = "method.lambda") -> list[Path]:
+    Figure = require_matplotlib()
+    groups = by_dataset(rows)
+    written = []
+    for dataset, mine in groups.items():
+        suffix = "" if len(groups) == 1 else f"-{slug(dataset)}"
+        for which in figures:
+            if which == "2":
+                made, name = figure2(Figure, dataset, mine), "figure2"
+            elif which == "3":
+                made, name = figure3(Figure, dataset, mine), "figure3"
+            else:
+                made, name = figure_sweep(Figure, dataset, mine, key), f"figure_{slug(key.rsplit('.', 1)[-1])}"
+            if made is not None:
+                written += save(*made, out, name + suffix)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="adarand-plot", description=__doc__.split("\n\n")[0])
+    p.add_argument("roots", nargs="+", help="folders holding run folders (searched recursively)")
+    p.add_argument("--out", required=True, help="the folder the figures go to")
+    p.add_argument("--figure", nargs="+", choices=["2", "3", "lambda"], default=["2", "3", "lambda"],
+                   help="which figures (default: all that the runs have data for)")
+    p.add_argument("--key", default="method.lambda", help="--figure lambda: the swept key on the x axis")
+    args = p.parse_args(argv)
+    try:
+        rows = collect([Path(r) for r in args.roots])
+        if not rows:
+            raise UserError(f"no results.json under {', '.join(args.roots)}")
+        written = make_figures(rows, args.figure, Path(args.out), args.key)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not written:
+        print(f"error: the runs under {', '.join(args.roots)} have no data for figure(s) {', '.join(args.figure)} "
+              f"(epochs.csv, test_features.pt, or runs that set {args.key})", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

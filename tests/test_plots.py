@@ -1,0 +1,110 @@
+"""adarand-plot: the figures' data against the runs' own numbers, recomputed here, and valid files."""
+
+import csv
+import json
+import statistics
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import adarand
+from adarand.engine import plots
+from adarand.engine.report import collect
+
+from conftest import write_tiny_config
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """finetune and FNP at two lambdas, two seeds each, three epochs on a tiny folder."""
+    tmp = tmp_path_factory.mktemp("plots")
+    root = tmp / "runs"
+    for method, lambdas in (("finetune", [None]), ("fnp", [0.1, 1.0])):
+        cfg = write_tiny_config(tmp, method)  # one data folder for both
+        for lam in lambdas:
+            for seed in (0, 1):
+                extra = {"train.epochs": 3} | ({} if lam is None else {"method.lambda": lam})
+                adarand.train(cfg, extra, output=root / f"{method}{lam}" / f"seed{seed}", seed=seed, quiet=True)
+    return root
+
+
+def epoch_column(run_dir, column):
+    with open(run_dir / "epochs.csv") as f:
+        return [float(row[column]) for row in csv.DictReader(f)]
+
+
+def test_figure2_plots_the_mean_and_std_over_seeds_of_each_runs_record(runs, tmp_path):
+    Figure = plots.require_matplotlib()
+    rows = collect([runs])
+    fig, header, data = plots.figure2(Figure, rows[0].dataset, rows)
+    feature_axis = fig.axes[0]
+    by_label = {line.get_label(): line for line in feature_axis.get_lines()}
+    for row in rows:
+        per_seed = [epoch_column(runs / d.split("/")[-2] / d.split("/")[-1], "feature_norm") for d in row.run_dirs]
+        mean = [statistics.mean(v) for v in zip(*per_seed)]
+        line = by_label[f"{row.method} (n=2)"]
+        assert list(line.get_xdata()) == [1, 2, 3]
+        np.testing.assert_allclose(line.get_ydata(), mean, rtol=1e-6)
+        stds = [s for m, d, _, _, s, _ in data if m == row.method and d == "feature_norm"]
+        np.testing.assert_allclose(stds, [statistics.stdev(v) for v in zip(*per_seed)], rtol=1e-6)
+    assert [ax.get_title() for ax in fig.axes] == [title for _, title in plots.DIAGNOSTICS]
+
+
+def test_figure3_is_a_pca_of_the_kept_test_features_by_class(runs):
+    Figure = plots.require_matplotlib()
+    rows = collect([runs])
+    fig, header, data = plots.figure3(Figure, rows[0].dataset, rows)
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == len(rows)
+    row = next(r for r in rows if r.method == "finetune")
+    kept = torch.load(runs / "finetuneNone" / "seed0" / "test_features.pt", weights_only=True)  # the lowest seed
+    x = kept["features"].double().numpy()
+    x = x - x.mean(axis=0)
+    values, vectors = np.linalg.eigh(x.T @ x)  # the covariance's eigenvectors, largest first
+    top = vectors[:, ::-1][:, :2]
+    expected = x @ top
+    ax = next(ax for ax in fig.axes if ax.get_title() == row.method)
+    for k, name in enumerate(kept["classes"]):
+        points = ax.collections[k].get_offsets()
+        mine = expected[kept["labels"].numpy() == k]
+        assert ax.collections[k].get_label() == name and points.shape == mine.shape
+        for c in range(2):  # each component up to its sign
+            assert min(np.abs(points[:, c] - mine[:, c]).max(), np.abs(points[:, c] + mine[:, c]).max()) < 1e-4
+
+
+def test_the_sweep_figure_and_the_files(runs, tmp_path, capsys):
+    Figure = plots.require_matplotlib()
+    rows = collect([runs])
+    fig, header, data = plots.figure_sweep(Figure, rows[0].dataset, rows, "method.lambda")
+    ax = fig.axes[0]
+    fnp_line = next(c for c in ax.containers if c.get_label() == "fnp").lines[0]  # the errorbar's data line
+    expected = []
+    for lam in (0.1, 1.0):
+        accs = [100 * json.loads((runs / f"fnp{lam}" / f"seed{s}" / "results.json").read_text())["test_accuracy"]
+                for s in (0, 1)]
+        expected.append((statistics.mean(accs), statistics.stdev(accs)))
+    assert list(fnp_line.get_xdata()) == [0.1, 1.0]
+    np.testing.assert_allclose(fnp_line.get_ydata(), [m for m, _ in expected], rtol=1e-9)
+    assert [(d[1], pytest.approx(d[3])) for d in data if d[0] == "fnp"] == [(0.1, expected[0][1]), (1.0, expected[1][1])]
+    finetune = [100 * json.loads((runs / "finetuneNone" / f"seed{s}" / "results.json").read_text())["test_accuracy"]
+                for s in (0, 1)]
+    dashed = next(line for line in ax.get_lines() if line.get_label().startswith("finetune"))
+    assert dashed.get_ydata()[0] == pytest.approx(statistics.mean(finetune))
+
+    out = tmp_path / "figures"
+    assert plots.main([str(runs), "--out", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"{f}.{ext}" for f in ("figure2", "figure3", "figure_lambda") for ext in ("png", "pdf", "csv"))
+    for f in ("figure2", "figure3", "figure_lambda"):
+        png, pdf = out / f"{f}.png", out / f"{f}.pdf"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(png) as im:
+            im.verify()
+        raw = pdf.read_bytes()
+        assert raw.startswith(b"%PDF-") and raw.rstrip().endswith(b"%%EOF")
+    assert capsys.readouterr().out.split() == [str(out / n) for n in
+                                               [f"{f}.{e}" for f in ("figure2", "figure3", "figure_lambda")
+                                                for e in ("png", "pdf", "csv")]]
+    assert plots.main([str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    assert "no results.json under" in capsys.readouterr().err
