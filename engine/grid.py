@@ -73,26 +73,44 @@ def holds_list(key: str, method: str) -> bool:
     return get_origin(key_type(key, method)) is list
 
 
+def overridden_method(overrides: list[str], method: str) -> str:
+    """The method whose parameters the ``method.*`` overrides name: ``method.name`` given on the
+    command line (the first of an axis) wins over the configs' ``method``."""
+    for key, value in map(parse_override, overrides):
+        if key == "method.name":
+            method = value[0] if isinstance(value, list) and value else value
+    return str(method)
+
+
 def axes(overrides: list[str], method: str) -> list[tuple[str, list[Any]] | str]:
     """Each override as (key, values) when it is a grid axis, else as given. ``method``: the method
     the configs select (the type of a ``method.*`` key is that method's)."""
     named = [parse_override(item) for item in overrides]
-    for key, value in named:  # a method given on the command line decides the method's keys
-        if key == "method.name":
-            method = value[0] if isinstance(value, list) and value else value
+    method = overridden_method(overrides, method)
     out: list[tuple[str, list[Any]] | str] = []
     for item, (key, value) in zip(overrides, named, strict=True):
         is_axis = isinstance(value, list) and len(value) > 0 and (
-            not holds_list(key, str(method)) or all(isinstance(v, list) for v in value))
+            not holds_list(key, method) or all(isinstance(v, list) for v in value))
         out.append((key, list(value)) if is_axis else item)
     return out
 
 
+def undeclared_axes(overrides: list[str], method: str) -> list[str]:
+    """The grid axes over a method parameter that ``method`` does not have (``method.lambda`` for
+    ``finetune``): such a method is the grid's baseline and runs once per seed. A plain override of
+    a key the method lacks stays an error, and so does an axis no config of a sweep declares."""
+    method = overridden_method(overrides, method)
+    return [a[0] for a in axes(overrides, method) if isinstance(a, tuple) and a[0].startswith("method.")
+            and a[0] != "method.name" and key_type(a[0], method) is None]
+
+
 def grid_points(overrides: list[str], method: str) -> list[list[str]]:
     """Every point of the grid, as a list of ``key=value`` overrides (the product in the order the
-    axes are given; one point when no override is a grid)."""
+    axes are given; one point when no override is a grid). Axes the method lacks are left out
+    (``undeclared_axes``)."""
+    skip = set(undeclared_axes(overrides, method))
     choices = [[f"{a[0]}={format_value(v)}" for v in a[1]] if isinstance(a, tuple) else [a]
-               for a in axes(overrides, method)]
+               for a in axes(overrides, method) if not (isinstance(a, tuple) and a[0] in skip)]
     return [list(point) for point in itertools.product(*choices)]
 
 

@@ -137,7 +137,7 @@ def figure2(Figure, dataset: str, rows: list[Row]):
     axes = fig.subplots(2, 2).ravel()
     curves = [(r, diagnostics_curves(r)) for r in rows]
     for (row, curve), colour in zip(curves, colours(len(curves)), strict=True):
-        for ax, (name, title) in zip(axes, DIAGNOSTICS, strict=True):
+        for ax, (name, _) in zip(axes, DIAGNOSTICS, strict=True):
             if name not in curve:
                 continue
             epochs, mean, std, n = curve[name]

@@ -67,7 +67,8 @@ def parse_dimension(source: str, key: str, spec: Any) -> Dimension:
     allowed = {"type", "choices"} if kind == "categorical" else {"type", "low", "high", "log", "step"}
     unknown = sorted(set(spec) - allowed)
     if unknown:
-        raise ConfigError(source, f"{key}.{unknown[0]}", f"unknown key for type {kind} (known keys: {', '.join(sorted(allowed))})")
+        raise ConfigError(source, f"{key}.{unknown[0]}",
+                          f"unknown key for type {kind} (known keys: {', '.join(sorted(allowed))})")
     if kind == "categorical":
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices or any(isinstance(c, (list, dict)) for c in choices):

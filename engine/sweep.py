@@ -38,7 +38,7 @@ from pathlib import Path
 from ..core.config import config_name, merged_files
 from ..core.errors import UserError
 from .config import load_config
-from .grid import folder_label, grid_points
+from .grid import folder_label, grid_points, undeclared_axes
 from .run_folder import DISPLAY_KEYS, FINISHED, NEW, STARTED, folder_state
 
 
@@ -73,12 +73,16 @@ def plan(groups: list[list[str]], overrides: list[str], seeds: list[int], root: 
     """Every run of the sweep, each config loaded and validated and each folder checked. Raises
     UserError naming every problem found (a line each) before anything runs."""
     runs, problems, folders = [], [], {}
+    lacking: dict[str, list[str]] = {}  # grid axis -> the configs whose method lacks it
     for files in groups:
         try:
-            points = grid_points(overrides, selected_method(files))
+            method = selected_method(files)
+            points = grid_points(overrides, method)
         except UserError as e:
             problems.append(f"error: {e}")
             continue
+        for key in undeclared_axes(overrides, method):
+            lacking.setdefault(key, []).append(config_name(files))
         for point in points:
             label = folder_label(point, DISPLAY_KEYS)
             name = config_name(files) + (f"-{label}" if label else "")
@@ -97,6 +101,13 @@ def plan(groups: list[list[str]], overrides: list[str], seeds: list[int], root: 
                     continue
                 folders[out] = run = PlannedRun(list(files), point, seed, out, state)
                 runs.append(run)
+    for key, names in lacking.items():
+        if len(names) == len(groups):
+            problems.append(f"error: command line: key '{key}': not a parameter of the method of any config "
+                            f"({', '.join(names)})")
+        else:
+            print(f"[sweep] {key} is not a parameter of {', '.join(names)}: those run once per seed, as the grid's "
+                  "baseline", flush=True)
     if problems:
         raise UserError("\n".join(dict.fromkeys(problems)).removeprefix("error: "))
     return runs
@@ -170,6 +181,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
                    help="slurm: any further sbatch option, e.g. --slurm-arg account=myproject")
     p.add_argument("--wait", action="store_true", help="slurm: wait for the jobs and report how they ended")
     args = p.parse_intermixed_args(argv)
+    # --bases and --methods take every word up to the next option: overrides written after them are overrides
+    overrides_after = [i for i in args.bases + args.methods if "=" in i]
+    args.bases = [i for i in args.bases if "=" not in i]
+    args.methods = [i for i in args.methods if "=" not in i]
+    args.items += overrides_after
     args.overrides = [i for i in args.items if "=" in i]
     args.groups = config_groups([i for i in args.items if "=" not in i], args.bases, args.methods)
     if not args.groups:

@@ -47,7 +47,7 @@ from .config import load_config
 from .grid import format_value, grid_points
 from .launch import train
 from .run_folder import DISPLAY_KEYS, FINISHED, folder_state
-from .search_space import Dimension, read_space
+from .search_space import read_space
 from .sweep import minutes, selected_method
 
 EXTRA = "pip install 'adarand[tune]'"

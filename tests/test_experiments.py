@@ -5,7 +5,6 @@ another experiment."""
 import json
 
 import yaml
-
 from adarand.engine.grid import folder_label, grid_points
 from adarand.engine.sweep import main as sweep_main
 
@@ -62,6 +61,20 @@ def test_a_grid_is_planned_and_validated_before_any_run_starts(tmp_path, capsys)
     assert "nosuch.yaml: no such config file" in capsys.readouterr().err
     assert sweep_main(["--bases", f"{cfg}+{cfg}", "--methods", str(cfg), "--root", str(root), "--plan"]) == 0
     assert "adarand-adarand-adarand: seeds" in capsys.readouterr().out
+
+
+def test_a_method_without_the_swept_parameter_is_the_grids_baseline(tmp_path, capsys):
+    ft, ada = write_tiny_config(tmp_path, "finetune"), write_tiny_config(tmp_path, "adarand")
+    root = tmp_path / "grid"
+    assert sweep_main([str(ft), str(ada), "method.lambda=[0.1,1]", "--seeds", "0", "--root", str(root), "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "method.lambda is not a parameter of finetune: those run once per seed" in out
+    assert "plan: 3 runs (3 configs x 1 seeds)" in out and f"{root}/finetune: seeds 0 (new 1)" in out
+    # a plain override of a key the method lacks, or an axis no config has, stays an error
+    assert sweep_main([str(ft), str(ada), "method.lambda=0.1", "--root", str(root), "--plan"]) == 2
+    assert "key 'method.lambda': unknown key" in capsys.readouterr().err
+    assert sweep_main([str(ft), "method.lambda=[0.1,1]", "--root", str(root), "--plan"]) == 2
+    assert "not a parameter of the method of any config (finetune)" in capsys.readouterr().err
 
 
 def test_grid_points_and_labels():

@@ -43,12 +43,12 @@ def test_figure2_plots_the_mean_and_std_over_seeds_of_each_runs_record(runs, tmp
     by_label = {line.get_label(): line for line in feature_axis.get_lines()}
     for row in rows:
         per_seed = [epoch_column(runs / d.split("/")[-2] / d.split("/")[-1], "feature_norm") for d in row.run_dirs]
-        mean = [statistics.mean(v) for v in zip(*per_seed)]
+        mean = [statistics.mean(v) for v in zip(*per_seed, strict=True)]
         line = by_label[f"{row.method} (n=2)"]
         assert list(line.get_xdata()) == [1, 2, 3]
         np.testing.assert_allclose(line.get_ydata(), mean, rtol=1e-6)
         stds = [s for m, d, _, _, s, _ in data if m == row.method and d == "feature_norm"]
-        np.testing.assert_allclose(stds, [statistics.stdev(v) for v in zip(*per_seed)], rtol=1e-6)
+        np.testing.assert_allclose(stds, [statistics.stdev(v) for v in zip(*per_seed, strict=True)], rtol=1e-6)
     assert [ax.get_title() for ax in fig.axes] == [title for _, title in plots.DIAGNOSTICS]
 
 

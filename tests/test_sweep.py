@@ -16,11 +16,12 @@ def test_jobs_through_submitit_and_a_requeued_job_continues(tmp_path, capsys):
     root = tmp_path / "sweep"
     assert sweep_main([str(cfg), "train.epochs=2", "--seeds", "1", "--root", str(root),
                        "--launcher", "submitit-local", "--wait"]) == 0
-    assert json.loads((root / "finetune" / "seed1" / "results.json").read_text())["seed"] == 1
-    assert "1 runs ok, 0 failed" in capsys.readouterr().out
+    assert json.loads((root / "finetune-epochs2" / "seed1" / "results.json").read_text())["seed"] == 1
+    out = capsys.readouterr().out
+    assert "1 runs ok, 0 failed" in out and "1/1 finetune-epochs2 seed 1: test " in out
     # done runs are skipped
     assert sweep_main([str(cfg), "train.epochs=2", "--seeds", "1", "--root", str(root), "--launcher", "local"]) == 0
-    assert "done already, skipped" in capsys.readouterr().out
+    assert "1 done, 0 to continue, 0 to start" in capsys.readouterr().out
 
     # a requeued job: submitit resubmits what the job's checkpoint() returns, the same call, and
     # that call continues the run its first attempt left (here stopped after epoch 1)

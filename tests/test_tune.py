@@ -11,8 +11,8 @@ import time
 
 import optuna
 import pytest
-import yaml
 
+import yaml
 from adarand.engine import tune
 
 from conftest import write_tiny_config
