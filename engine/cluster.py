@@ -41,16 +41,3 @@ def cluster_executor(args: argparse.Namespace, root: Path, name: str = "adarand"
     executor.update_parameters(**params)
     return executor
 
-
-class TuneWorker(submitit.helpers.Checkpointable):
-    """A worker of an ``adarand-tune`` study as a job: the loop of a local worker, over the same
-    command line. A requeued job starts the loop again; the trial it was running is retried in its
-    folder once its heartbeat is stale."""
-
-    def __init__(self, argv: list[str], index: int):
-        self.argv, self.index = argv, index
-
-    def __call__(self) -> None:
-        from .tune import Study, parse_args, require_optuna
-
-        Study(parse_args(self.argv), require_optuna(), worker=self.index).work()

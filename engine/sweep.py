@@ -37,6 +37,7 @@ from pathlib import Path
 
 from ..core.config import config_name, merged_files
 from ..core.errors import UserError
+from .cluster import RunJob, cluster_executor
 from .config import load_config
 from .grid import folder_label, grid_points, undeclared_axes
 from .run_folder import DISPLAY_KEYS, FINISHED, NEW, STARTED, folder_state
@@ -232,8 +233,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_cluster(todo: list[PlannedRun], args: argparse.Namespace, root: Path) -> list[str] | None:
     """One submitit job per run; with ``--wait`` the labels of those that failed, else None."""
-    from .cluster import RunJob, cluster_executor
-
     executor = cluster_executor(args, root)
     nproc = args.gpus if args.launcher == "slurm" else 1
     jobs = [(run, executor.submit(RunJob(run.files, run.overrides, run.seed, str(run.out), nproc))) for run in todo]

@@ -42,7 +42,11 @@ import time
 import warnings
 from pathlib import Path
 
+import submitit
+from ignite.engine import Events
+
 from ..core.errors import Interrupted, NonFiniteLoss, UserError
+from .cluster import cluster_executor
 from .config import load_config
 from .grid import format_value, grid_points
 from .launch import train
@@ -243,7 +247,6 @@ class Study:
         cfg = load_config(self.configs, overrides, seed=self.seed)
         if folder_state(run_dir, cfg, allowed=DISPLAY_KEYS, what=f"trial {trial.number}") == FINISHED:
             return json.loads((run_dir / "results.json").read_text())
-        from ignite.engine import Events
         from optuna_integration import PyTorchIgnitePruningHandler
 
         def attach_pruning(trainer, val_evaluator) -> None:
@@ -290,6 +293,18 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+class TuneWorker(submitit.helpers.Checkpointable):
+    """A worker of the study as a Slurm job (submitit): the loop of a local worker, over the same
+    command line. A requeued job starts the loop again; the trial it was running is retried in its
+    folder once its heartbeat is stale."""
+
+    def __init__(self, argv: list[str], index: int):
+        self.argv, self.index = argv, index
+
+    def __call__(self) -> None:
+        Study(parse_args(self.argv), require_optuna(), worker=self.index).work()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
@@ -326,8 +341,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def submit_workers(args: argparse.Namespace, argv: list[str]) -> int:
-    from .cluster import TuneWorker, cluster_executor
-
     executor = cluster_executor(args, Path(args.root), name="adarand-tune")
     jobs = [executor.submit(TuneWorker(argv, i)) for i in range(args.workers)]
     print(f"[tune] {len(jobs)} workers submitted (jobs {', '.join(j.job_id for j in jobs)}); logs under "
