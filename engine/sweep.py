@@ -117,7 +117,8 @@ def plan(groups: list[list[str]], overrides: list[str], seeds: list[int], root: 
 def describe_plan(runs: list[PlannedRun], root: Path, seeds: list[int]) -> str:
     count = {s: sum(r.state == s for r in runs) for s in (FINISHED, STARTED, NEW)}
     folders = list(dict.fromkeys(r.out.parent for r in runs))
-    lines = [f"[sweep] plan: {len(runs)} runs ({len(folders)} configs x {len(seeds)} seeds) under {root}: "
+    lines = [f"[sweep] plan: {plural(len(runs), 'run')} ({plural(len(folders), 'config')} x {plural(len(seeds), 'seed')}) "
+             f"under {root}: "
              f"{count[FINISHED]} done, {count[STARTED]} to continue, {count[NEW]} to start"]
     for folder in folders:
         mine = [r for r in runs if r.out.parent == folder]
@@ -126,6 +127,10 @@ def describe_plan(runs: list[PlannedRun], root: Path, seeds: list[int]) -> str:
             ("new", sum(r.state == NEW for r in mine))) if n)
         lines.append(f"[sweep]   {folder}: seeds {' '.join(str(r.seed) for r in mine)} ({states})")
     return "\n".join(lines)
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def minutes(seconds: float) -> str:
@@ -224,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         failed = run_cluster(todo, args, root)
         if failed is None:
             return 0
-    print(f"[sweep] {len(todo) - len(failed)} runs ok, {len(failed)} failed, {len(runs) - len(todo)} done before, "
+    print(f"[sweep] {plural(len(todo) - len(failed), 'run')} ok, {len(failed)} failed, {len(runs) - len(todo)} done before, "
           f"{minutes(time.time() - start)}; tables: adarand-table {root}", flush=True)
     for label in failed:
         print(f"[sweep] failed: {label}", file=sys.stderr)

@@ -21,7 +21,7 @@ def test_a_sweep_with_other_overrides_trains_its_own_runs_and_refuses_a_changed_
     # the same command with lambda = 1.0 and the same root trains a run of its own
     assert sweep_main([*common, "method.lambda=1.0"]) == 0
     second = capsys.readouterr().out
-    assert "0 done, 0 to continue, 1 to start" in second and "1 runs ok, 0 failed" in second
+    assert "0 done, 0 to continue, 1 to start" in second and "1 run ok, 0 failed" in second
     saved = yaml.safe_load((root / "adarand-epochs1-lambda1.0" / "seed0" / "config.yaml").read_text())
     assert saved["method"]["lambda"] == 1.0
     assert json.loads((root / "adarand-epochs1-lambda1.0" / "seed0" / "results.json").read_text())["seed"] == 0
@@ -69,7 +69,7 @@ def test_a_method_without_the_swept_parameter_is_the_grids_baseline(tmp_path, ca
     assert sweep_main([str(ft), str(ada), "method.lambda=[0.1,1]", "--seeds", "0", "--root", str(root), "--plan"]) == 0
     out = capsys.readouterr().out
     assert "method.lambda is not a parameter of finetune: those run once per seed" in out
-    assert "plan: 3 runs (3 configs x 1 seeds)" in out and f"{root}/finetune: seeds 0 (new 1)" in out
+    assert "plan: 3 runs (3 configs x 1 seed)" in out and f"{root}/finetune: seeds 0 (new 1)" in out
     # a plain override of a key the method lacks, or an axis no config has, stays an error
     assert sweep_main([str(ft), str(ada), "method.lambda=0.1", "--root", str(root), "--plan"]) == 2
     assert "key 'method.lambda': unknown key" in capsys.readouterr().err

@@ -18,7 +18,7 @@ def test_jobs_through_submitit_and_a_requeued_job_continues(tmp_path, capsys):
                        "--launcher", "submitit-local", "--wait"]) == 0
     assert json.loads((root / "finetune-epochs2" / "seed1" / "results.json").read_text())["seed"] == 1
     out = capsys.readouterr().out
-    assert "1 runs ok, 0 failed" in out and "1/1 finetune-epochs2 seed 1: test " in out
+    assert "1 run ok, 0 failed" in out and "1/1 finetune-epochs2 seed 1: test " in out
     # done runs are skipped
     assert sweep_main([str(cfg), "train.epochs=2", "--seeds", "1", "--root", str(root), "--launcher", "local"]) == 0
     assert "1 done, 0 to continue, 0 to start" in capsys.readouterr().out
