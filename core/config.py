@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, short_repr
 from .files import write_text_atomic
 from .schema import build, to_plain
 
@@ -229,6 +229,25 @@ class Config:
         return out
 
 
+MAX_NODES = 10_000  # far more than any config; YAML aliases can make a few bytes expand without bound
+
+
+def check_size(data, source: str, key: str | None) -> None:
+    """Refuse a loaded value of more than MAX_NODES values (counted with aliases expanded, as the
+    config would use them), before anything validates or prints it."""
+    count, stack = 0, [data]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise ConfigError(source, key, f"more than {MAX_NODES:,} values once its YAML aliases are expanded; "
+                                           "a config is far smaller (an alias bomb?)")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
 class _StrictLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
 
@@ -266,6 +285,7 @@ def _read_yaml(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[str, str
         raise ConfigError(shown, None, f"malformed YAML{at}: {problem}") from None
     if data is None:
         data = {}
+    check_size(data, shown, None)
     if not isinstance(data, dict):
         raise ConfigError(shown, None, f"expected a mapping at the top level, got {type(data).__name__}")
     base, prov = {}, {}
@@ -274,7 +294,7 @@ def _read_yaml(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[str, str
         if isinstance(parents, str):
             parents = [parents]
         if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
-            raise ConfigError(shown, "extends", f"expected a file name or a list of them, got {parents!r}")
+            raise ConfigError(shown, "extends", f"expected a file name or a list of them, got {short_repr(parents)}")
         for parent in parents:  # later files override earlier ones
             if not (path.parent / parent).is_file():
                 raise ConfigError(shown, "extends", f"no such config file: {path.parent / parent}")
@@ -309,11 +329,12 @@ def _apply_override(data: dict, prov: dict[str, str], item: str) -> None:
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(COMMAND_LINE, None, f"override {item!r}: expected key.path=value")
+        raise ConfigError(COMMAND_LINE, None, f"override {short_repr(item)}: expected key.path=value")
     try:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
-        raise ConfigError(COMMAND_LINE, key, f"cannot parse value {text!r}") from None
+        raise ConfigError(COMMAND_LINE, key, f"cannot parse value {short_repr(text)}") from None
+    check_size(value, COMMAND_LINE, key)
     node = data
     parts = key.split(".")
     for i, part in enumerate(parts[:-1]):
@@ -399,11 +420,11 @@ def read_config(path: str | Path | list, overrides: list[str] = (), seed: int | 
 
     method_raw = data.pop("method", None) or {}
     if not isinstance(method_raw, dict):
-        raise ConfigError(where("method"), "method", f"expected a mapping, got {method_raw!r}")
+        raise ConfigError(where("method"), "method", f"expected a mapping, got {short_repr(method_raw)}")
     method_raw = dict(method_raw)
     name = method_raw.pop("name", "finetune")
     if not isinstance(name, str):
-        raise ConfigError(where("method.name"), "method.name", f"expected a string, got {name!r}")
+        raise ConfigError(where("method.name"), "method.name", f"expected a string, got {short_repr(name)}")
     cfg = build(Config, data, "", where)
     cfg.method = MethodConfig(name=name, params=method_raw)
     cfg.source = " ".join(str(p) for p in paths)

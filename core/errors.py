@@ -1,5 +1,18 @@
 """Errors that are the user's to fix: printed as one line, no traceback, non-zero exit."""
 
+import reprlib
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxtuple = 3, 6, 8, 8
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 60, 60, 40
+
+
+def short_repr(value) -> str:
+    """A value as an error message shows it: at most a short prefix (a value built by YAML aliases
+    can expand to gigabytes of text)."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
 
 class UserError(Exception):
     """Bad input (config, dataset folder, weights file): the message is the whole story."""
@@ -28,6 +41,17 @@ class NonFiniteLoss(Exception):
         super().__init__(f"the loss is not finite at iteration {iteration} (epoch {epoch}): {terms}; the last finite "
                          f"values (means over the previous logging interval): {last}. Lower the learning rate or "
                          "the regularization weight; the run stops without results")
+
+
+class NonFiniteEvaluation(NonFiniteLoss):
+    """An evaluation (validation after an epoch, or the test of the selected model) gave a NaN or
+    infinite loss: a model that computes such numbers is no result. Exit code 3, no results.json."""
+
+    def __init__(self, split: str, epoch: int, loss: float, accuracy: float):
+        self.iteration, self.epoch = 0, epoch
+        Exception.__init__(self, f"the {split} loss is not finite after epoch {epoch}: {loss} (accuracy "
+                                 f"{100 * accuracy:.2f} %); the model's outputs overflowed. Lower the learning rate "
+                                 "or the regularization weight; the run stops without results")
 
 
 class Interrupted(Exception):

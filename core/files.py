@@ -13,6 +13,7 @@ destination's path, even where ``torch.save`` would hide it in a ``RuntimeError`
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -92,8 +93,20 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
+def finite_or_null(obj):
+    """``obj`` with every NaN or infinite float replaced by None: strict JSON has no NaN."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2))
+    """Strict JSON (a non-finite number is written as null)."""
+    write_text_atomic(path, json.dumps(finite_or_null(obj), indent=2, allow_nan=False))
 
 
 def remove_temp_files(folder: Path, name: str = "", min_age_s: float = 0.0) -> list[Path]:

@@ -18,7 +18,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, Literal, Union, get_args, get_origin
 
-from .errors import ConfigError
+from .errors import ConfigError, short_repr
 
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -49,7 +49,7 @@ def convert(value: Any, tp: Any, key: str, where: Provenance) -> Any:
     origin = get_origin(tp)
 
     def fail() -> ConfigError:
-        return ConfigError(where(key), key, f"expected {describe(tp)}, got {value!r}")
+        return ConfigError(where(key), key, f"expected {describe(tp)}, got {short_repr(value)}")
 
     if origin in (Union, types.UnionType):
         args = get_args(tp)
@@ -89,7 +89,7 @@ def convert(value: Any, tp: Any, key: str, where: Provenance) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
-                raise ConfigError(where(key), key, f"expected a finite number, got {value!r}")
+                raise ConfigError(where(key), key, f"expected a finite number, got {short_repr(value)}")
             return float(value)
         raise fail()
     if tp is str:
@@ -150,7 +150,7 @@ def out_of_range(value: Any, spec: str | None) -> str | None:
         low, high = float(m.group(4)), float(m.group(5))
         ok = (value >= low if m.group(3) == "[" else value > low) and (value <= high if m.group(6) == "]" else value < high)
         wanted = f"in {spec.strip()}"
-    return None if ok else f"expected a value {wanted}, got {value!r}"
+    return None if ok else f"expected a value {wanted}, got {short_repr(value)}"
 
 
 def to_plain(obj: Any) -> Any:

@@ -3,6 +3,7 @@ the training log, validation and model selection, checkpoints, TensorBoard and p
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import ignite.distributed as idist
@@ -13,6 +14,7 @@ from ignite.handlers.tensorboard_logger import OutputHandler
 import yaml
 
 from ..core.console import epoch_line, progress_bars
+from ..core.errors import NonFiniteEvaluation
 from ..handlers.training_log import TrainingDiagnostics
 from .build import Run
 from .checkpoints import BEST_PREFIX, CHECKPOINTS, LAST_PREFIX, DurableSaver
@@ -58,6 +60,8 @@ def attach_handlers(run: Run, run_dir: Path, record: RunRecord, purge_step: int 
     @val_evaluator.on(Events.COMPLETED)
     def select(evaluator: Engine) -> None:
         metrics = evaluator.state.metrics
+        if not math.isfinite(float(metrics["loss"])):  # a model that overflows is no result to select
+            raise NonFiniteEvaluation("validation", trainer.state.epoch, float(metrics["loss"]), float(metrics["accuracy"]))
         record.observe(trainer.state.epoch, float(metrics["accuracy"]), float(metrics["loss"]))
         record.add_epoch(trainer.state.epoch, diagnostics.last_epoch, float(metrics["accuracy"]), float(metrics["loss"]))
         if rank0:

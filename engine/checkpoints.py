@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch
 from ignite.handlers.checkpoint import BaseSaveHandler
 
 from ..core.errors import UserError, error_summary
-from ..core.files import remove_temp_files, save_atomic
+from ..core.files import remove_temp_files, save_atomic, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -136,3 +137,20 @@ def checkpoint_epoch(checkpoint: dict) -> int:
     epoch length)."""
     trainer = checkpoint["trainer"]
     return int(trainer["iteration"]) // int(trainer["epoch_length"])
+
+
+def copy_best_models(checkpoint_file: Path, run_dir: Path) -> list[Path]:
+    """A run continued into another folder (``--resume RUN --output NEW``) takes the selected
+    models of the checkpoint's folder with it: the restored state names them, the test loads one.
+    Copied durably; returns the copies."""
+    source = Path(checkpoint_file).parent
+    target = Path(run_dir) / CHECKPOINTS
+    if target.exists() and source.resolve() == target.resolve():  # the run's own folder
+        return []
+    copies = []
+    for best in sorted(source.glob(f"{BEST_PREFIX}_model_*.pt")):
+        copy = target / best.name
+        with open(best, "rb") as f:
+            write_atomic(copy, lambda out, f=f: shutil.copyfileobj(f, out))
+        copies.append(copy)
+    return copies

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 import sys
 import time
@@ -23,8 +24,9 @@ import yaml
 
 from ..core.config import Config, save_config
 from ..core.errors import Interrupted, NonFiniteLoss, UserError, os_error_message
-from .checkpoints import CHECKPOINTS, find_last_checkpoint, last_checkpoints
+from .checkpoints import CHECKPOINTS, copy_best_models, find_last_checkpoint, last_checkpoints
 from .config import load_config
+from .folder_lock import FolderLock
 from .run_folder import FINISHED, folder_state
 from .training import run_training
 
@@ -39,6 +41,13 @@ def override_items(overrides: Mapping | Sequence[str] | None) -> list[str]:
     if isinstance(overrides, str):
         return [overrides]
     return list(overrides)
+
+
+def quiet_ignite_logs() -> None:
+    """Ignite's launcher logs two INFO lines per run, and its Engine an ERROR line before re-raising
+    any exception; the run's own one-line errors say it all, so both stay quiet."""
+    logging.getLogger("ignite.distributed.launcher.Parallel").setLevel(logging.WARNING)
+    logging.getLogger("ignite.engine.engine.Engine").setLevel(logging.CRITICAL)
 
 
 def choose_run(cfg: Config, output: str | Path | None, resume: str | Path | None) -> tuple[Path, Path | None]:
@@ -105,6 +114,7 @@ def train(config: str | Path | Sequence[str | Path], overrides: Mapping | Sequen
     The run folder is the command line's: ``config.yaml``, checkpoints, TensorBoard events and
     ``results.json``. Bad input raises the command line's errors (:class:`~adarand.core.errors.UserError`,
     with its one-line message); a NaN loss raises :class:`~adarand.core.errors.NonFiniteLoss`."""
+    quiet_ignite_logs()
     configs = [config] if isinstance(config, (str, Path)) else list(config)
     items = override_items(overrides)
     if quiet:
@@ -127,9 +137,17 @@ def run_worker(local_rank: int, cfg: Config, run_dir: Path, resume: Path | None,
     error's code."""
     if idist.get_world_size() > 1:  # one folder for all processes (torchrun: each chose its own)
         run_dir = Path(idist.broadcast(str(run_dir), src=0))
+    lock = FolderLock(run_dir)
+
+    def claim_folder() -> None:  # before the run writes anything there: one run at a time in a folder
+        if idist.get_rank() == 0:
+            lock.acquire()
+            if resume is not None:  # continued into another folder: the selected models come along
+                copy_best_models(resume, run_dir)
+        write_config(cfg, run_dir)
+
     try:
-        run_training(local_rank, cfg, run_dir, resume, on_ready=lambda: write_config(cfg, run_dir),
-                     on_engines=on_engines)
+        run_training(local_rank, cfg, run_dir, resume, on_ready=claim_folder, on_engines=on_engines)
     except OSError as e:
         if not spawned or os_error_message(e) is None:
             raise
@@ -142,6 +160,7 @@ def run_worker(local_rank: int, cfg: Config, run_dir: Path, resume: Path | None,
             print(error_line(e), file=sys.stderr)
         raise SystemExit(2 if isinstance(e, UserError) else e.exit_code) from None
     finally:
+        lock.release()
         # The engines and their handlers form reference cycles that keep the DDP model, and through it
         # the process group, alive after ignite destroys the group; gloo's threads then die only at
         # interpreter exit, where they can abort the process ("terminate called without an active

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import platform
 import resource
 from pathlib import Path
@@ -17,7 +18,7 @@ from ignite.handlers import Checkpoint, ProgressBar
 from ..core.config import Config
 from ..core.console import progress_bars
 from ..core.distributed import broadcast_tensors
-from ..core.errors import Interrupted, UserError
+from ..core.errors import Interrupted, NonFiniteEvaluation, UserError
 from ..core.files import write_json_atomic
 from .attach import attach_handlers
 from .build import Run, build_run
@@ -101,6 +102,8 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
         return None
     best_file = run_dir / CHECKPOINTS / Path(handlers["best"].last_checkpoint).name
     test = test_selected_model(run, best_file)
+    if not math.isfinite(test["loss"]):
+        raise NonFiniteEvaluation("test", record.best_epoch, test["loss"], test["accuracy"])
     record.tick()
     results = collect_results(run, record, test, method_report)
     if idist.get_rank() == 0 and cfg.diagnostics.test_features > 0:  # the selected model is loaded

@@ -108,3 +108,12 @@ def test_the_sweep_figure_and_the_files(runs, tmp_path, capsys):
                                                 for e in ("png", "pdf", "csv")]]
     assert plots.main([str(tmp_path / "nothing"), "--out", str(out)]) == 2
     assert "no results.json under" in capsys.readouterr().err
+
+
+def test_without_matplotlib_one_line_names_the_extra(runs, tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the extra were not installed
+    assert plots.main([str(runs), "--out", str(tmp_path / "f")]) == 2
+    assert capsys.readouterr().err.strip() == "error: adarand-plot needs matplotlib: pip install 'adarand[plot]'"
+    assert not (tmp_path / "f").exists()

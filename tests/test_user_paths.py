@@ -1,0 +1,94 @@
+"""The paths a new user walks: continuing into a new folder, results that cannot be numbers, two
+runs in one folder, configs that would exhaust memory, strict JSON."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from adarand.core.files import write_json_atomic
+
+from conftest import REPO, run_main, write_tiny_config
+
+
+def test_resume_into_a_new_folder_trains_and_tests_there(tmp_path):
+    cfg = write_tiny_config(tmp_path, "finetune")
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert run_main(cfg, "train.epochs=3", "train.stop_after=2", "--output", first).returncode == 0
+    r = run_main(cfg, "train.epochs=4", "--resume", first, "--output", second)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((second / "results.json").read_text())
+    assert res["epochs"] == 4 and (second / "checkpoints" / f"best_model_{res['best_epoch']}.pt").exists()
+    assert [row.split(",")[0] for row in (second / "epochs.csv").read_text().splitlines()[1:]] == ["1", "2", "3", "4"]
+    assert not (first / "results.json").exists()  # the first folder is left as it was
+
+
+def test_a_model_whose_evaluation_loss_is_not_finite_is_no_result(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    r = run_main("demo_adarand", "train.epochs=3", "optim.lr=1e6", f"cache_dir={cache_dir}", "--output", out,
+                 "--quiet")
+    assert r.returncode == 3
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "the validation loss is not finite after epoch 1: nan" in errors[0]
+    assert "ERROR ignite" not in r.stderr and not (out / "results.json").exists()
+
+
+def test_results_are_strict_json(tmp_path):
+    path = tmp_path / "r.json"
+    write_json_atomic(path, {"a": math.nan, "b": [1.5, math.inf], "c": {"d": -math.inf}})
+
+    def refuse(name):
+        raise ValueError(name)
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {"a": None, "b": [1.5, None], "c": {"d": None}}
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_and_a_kill_leaves_no_lock(tmp_path):
+    cfg = write_tiny_config(tmp_path, "finetune")
+    out = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, str(REPO / "run.py"), str(cfg), "train.epochs=400", "--output", str(out),
+                              "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not list((out / "checkpoints").glob("last_*.pt")) and time.time() < deadline:
+            time.sleep(0.1)
+        r = run_main(cfg, "train.epochs=400", "--output", out)
+        assert r.returncode == 2
+        assert r.stderr.strip().splitlines()[-1] == (
+            f"error: {out}: another run is writing to this folder (process {first.pid} on {os.uname().nodename}); "
+            "wait for it to end, or choose another --output")
+    finally:
+        first.kill()
+        first.wait()
+    # the kernel released the dead process's lock: the same command continues the run
+    r = run_main(cfg, "train.epochs=3", "--output", tmp_path / "other")
+    assert r.returncode == 0
+    r = run_main(cfg, "train.epochs=400", "train.stop_after=1", "--output", out)
+    assert r.returncode == 0 and "continuing the run in" in r.stderr
+
+
+@pytest.mark.parametrize("where", ["value", "extends", "override"])
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path, where):
+    levels = ["a: &a [" + ",".join(['"lol"'] * 9) + "]"]
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        levels.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    bomb = "\n".join(levels)
+    cfg = write_tiny_config(tmp_path, "finetune")
+    path = tmp_path / "bomb.yaml"
+    if where == "value":
+        path.write_text(f"extends: {cfg.name}\n{bomb}\ntrain: {{epochs: *i}}\n")
+        args = [path]
+    elif where == "extends":
+        path.write_text(f"{bomb}\nextends: *i\n")
+        args = [path]
+    else:
+        args = [cfg, f"train.epochs={{{', '.join(levels)}}}"]  # the aliases as one flow mapping
+    start = time.time()
+    r = run_main(*args)
+    assert r.returncode == 2 and time.time() - start < 30
+    line = r.stderr.strip()
+    assert "\n" not in line and len(line) < 300 and "more than 10,000 values once its YAML aliases are expanded" in line
