@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -215,7 +216,7 @@ class Config:
 
     def where(self, key: str) -> str:
         """The file (or "command line") that set ``key`` or the mapping holding it."""
-        parts = key.split(".")
+        parts = re.sub(r"\[\d+\]", "", key).split(".")  # optim.milestones[0]: where optim.milestones was set
         for n in range(len(parts), 0, -1):
             hit = self.provenance.get(".".join(parts[:n]))
             if hit:
@@ -411,7 +412,7 @@ def read_config(path: str | Path | list, overrides: list[str] = (), seed: int | 
     top = str(paths[-1])
 
     def where(key: str) -> str:
-        parts = key.split(".")
+        parts = re.sub(r"\[\d+\]", "", key).split(".")
         for n in range(len(parts), 0, -1):
             hit = prov.get(".".join(parts[:n]))
             if hit:

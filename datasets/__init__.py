@@ -67,6 +67,24 @@ def check_images(splits: list[list], cfg: DataConfig, cache_dir: str, progress: 
     return [[s for s in samples if s[0] not in bad] for samples in splits]
 
 
+def check_classes(train: list, test: list, classes: list[str], root: Path, key: str) -> None:
+    """A class without training images is refused (its head row could learn nothing, and a
+    silently smaller class count would renumber the labels); a training class without test
+    images is allowed with a warning that names it (the test accuracy is then over fewer classes).
+    A test class that is not a training class is refused where the test split is read: it has no
+    logit to score."""
+    in_train = {label for _, label in train}
+    empty = [c for i, c in enumerate(classes) if i not in in_train]
+    if empty:
+        raise UserError(f"{key}: {root}: class(es) {', '.join(empty[:10])} have no training images (an empty class "
+                        "folder?); add images or remove the class")
+    in_test = {label for _, label in test}
+    untested = [c for i, c in enumerate(classes) if i not in in_test]
+    if untested:
+        warnings.warn(f"{key}: {root}: class(es) {', '.join(untested[:10])} have no test images; the test accuracy "
+                      f"is over {len(classes) - len(untested)} of {len(classes)} classes", stacklevel=2)
+
+
 def create_datasets(cfg: DataConfig, cache_dir: str, progress: bool = False) -> DataSplits:
     root = dataset_root(cfg, cache_dir)
     val_given = None
@@ -86,6 +104,7 @@ def create_datasets(cfg: DataConfig, cache_dir: str, progress: bool = False) -> 
         val_given, _ = scan_class_folders(config_path(cfg.val_root, cache_dir), classes, key="data.val_root",
                                           layout="val_root/<class>/<image>, classes named as in training")
     key = "data.train_list" if cfg.name == "list" else "data.root"
+    check_classes(train_all, test, classes, root, key)
     if val_given is None:
         train_all, test = check_images([train_all, test], cfg, cache_dir, progress, key)
         train, val = reduce_and_split(train_all, cfg.use_ratio, cfg.val_ratio, cfg.split_seed)

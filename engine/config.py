@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.config import Config, read_config
+from ..core.errors import ConfigError
+from ..models import unknown_arch
 from ..handlers.registry import build_params
 
 
@@ -17,5 +19,10 @@ def resolve_method(cfg: Config) -> Config:
 
 
 def load_config(path: str | Path | list, overrides: list[str] = (), seed: int | None = None) -> Config:
-    """Read and validate a config with its method's parameters; one-line ConfigError otherwise."""
-    return resolve_method(read_config(path, overrides, seed))
+    """Read and validate a config with its method's parameters and its backbone's name; one-line
+    ConfigError otherwise, naming the file (or the command line) that set the key."""
+    cfg = read_config(path, overrides, seed)
+    problem = unknown_arch(cfg.model.arch)
+    if problem:
+        raise ConfigError(cfg.where("model.arch"), "model.arch", problem)
+    return resolve_method(cfg)

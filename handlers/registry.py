@@ -28,6 +28,7 @@ length and the shared prior statistics (one pass, cached, whichever method asks 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ import yaml
 
 from ..core.config import MethodConfig
 from ..core.errors import ConfigError, UserError, error_summary
-from ..core.schema import build
+from ..core.schema import build, yaml_key
 from .context import RunContext
 
 _REGISTRY: dict[str, MethodEntry] = {}
@@ -159,6 +160,16 @@ def build_params(method: MethodConfig, where: Callable[[str], str]) -> tuple[Any
         if key in raw:
             raise ConfigError(where(f"method.{key}"), f"method.{key}",
                               f"{name} fixes {key} to {yaml.safe_dump(value).splitlines()[0]}; choose another method to set it")
+    own = {yaml_key(f) for f in dataclasses.fields(entry.cls.Params) if f.init}
+    for key in raw:
+        if key not in own:
+            others = [n for n in known_regularizers() if n in _REGISTRY and key in
+                      {yaml_key(f) for f in dataclasses.fields(_REGISTRY[n].cls.Params) if f.init}]
+            if others:
+                raise ConfigError(where(f"method.{key}"), f"method.{key}",
+                                  f"not a parameter of {name}; it belongs to {', '.join(others[:6])}"
+                                  f"{', ...' if len(others) > 6 else ''} (set here for another method: for {name}, "
+                                  f"leave it out, e.g. start from a config of {name})")
     return build(entry.cls.Params, {**raw, **entry.fixed}, "method", where), tuple(entry.fixed)
 
 

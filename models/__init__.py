@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import timm
+
 from ..core.config import ModelConfig
 from ..core.errors import UserError
 from .classifier import Classifier, init_head
@@ -10,9 +12,23 @@ from .preprocessing import backbone_preprocessing
 from .pretrained import PretrainedInfo, load_pretrained
 from .small_cnn import create_small_cnn
 from .timm_models import create_timm
-from .torchvision_models import create_torchvision
+from .torchvision_models import create_torchvision, torchvision_names
 
-__all__ = ["Classifier", "PretrainedInfo", "backbone_preprocessing", "create_model", "init_head", "load_pretrained"]
+__all__ = ["Classifier", "PretrainedInfo", "backbone_preprocessing", "create_model", "init_head", "load_pretrained",
+           "unknown_arch"]
+
+
+def unknown_arch(arch: str) -> str | None:
+    """Why ``model.arch`` names no model this package can build, or None (checked when the config
+    loads, without building anything)."""
+    if arch == "small_cnn":
+        return None
+    if arch.startswith("timm/"):
+        name = arch[len("timm/"):]
+        return None if timm.is_model(name) else f"timm {timm.__version__} has no model {name!r}"
+    if arch in torchvision_names():
+        return None
+    return f"{arch!r} is neither a torchvision classification model, timm/<name>, nor small_cnn"
 
 
 def create_model(cfg: ModelConfig, num_classes: int, in_channels: int = 3,

@@ -92,3 +92,35 @@ def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path, where):
     assert r.returncode == 2 and time.time() - start < 30
     line = r.stderr.strip()
     assert "\n" not in line and len(line) < 300 and "more than 10,000 values once its YAML aliases are expanded" in line
+
+
+def test_an_empty_class_is_refused_and_a_class_without_test_images_is_named(tmp_path):
+    cfg = write_tiny_config(tmp_path, "finetune")
+    (tmp_path / "data" / "train" / "class9").mkdir()
+    (tmp_path / "data" / "test" / "class9").mkdir()
+    r = run_main(cfg, "--output", tmp_path / "run")
+    assert r.returncode == 2 and not (tmp_path / "run").exists()
+    assert r.stderr.strip().splitlines()[-1] == (f"error: data.root: {(tmp_path / 'data').resolve()}: class(es) class9 "
+                                                 "have no training images (an empty class folder?); add images or "
+                                                 "remove the class")
+    (tmp_path / "data" / "train" / "class9").rmdir()
+    (tmp_path / "data" / "test" / "class9").rmdir()
+    for p in (tmp_path / "data" / "test" / "class2").iterdir():
+        p.unlink()
+    with pytest.warns(UserWarning, match=r"class\(es\) class2 have no test images; the test accuracy is over 2 of 3"):
+        r = run_main(cfg, "train.epochs=1", "--output", tmp_path / "run")
+    assert r.returncode == 0
+
+
+def test_errors_name_where_a_value_was_set_and_which_method_a_key_belongs_to():
+    r = run_main("demo", "optim.milestones=[a,b]")
+    assert r.returncode == 2 and r.stderr.strip() == ("error: command line: key 'optim.milestones[0]': expected an "
+                                                      "integer, got 'a'")
+    r = run_main("demo", "model.arch=nosuch")
+    assert r.stderr.strip() == ("error: command line: key 'model.arch': 'nosuch' is neither a torchvision "
+                                "classification model, timm/<name>, nor small_cnn")
+    r = run_main("demo_adarand", "method.name=finetune")
+    line = r.stderr.strip()
+    assert r.returncode == 2 and line.startswith(f"error: {REPO / 'yaml/methods/adarand.yaml'}: key 'method.lambda': not "
+                                                 "a parameter of finetune; it belongs to adarand, ")
+    assert "known keys here: )" not in line
