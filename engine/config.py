@@ -7,8 +7,8 @@ from pathlib import Path
 
 from ..core.config import Config, read_config
 from ..core.errors import ConfigError
-from ..models import unknown_arch
 from ..handlers.registry import build_params
+from ..models import unknown_arch
 
 
 def resolve_method(cfg: Config) -> Config:
