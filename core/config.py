@@ -297,12 +297,24 @@ def _read_yaml(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[str, str
         if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
             raise ConfigError(shown, "extends", f"expected a file name or a list of them, got {short_repr(parents)}")
         for parent in parents:  # later files override earlier ones
-            if not (path.parent / parent).is_file():
-                raise ConfigError(shown, "extends", f"no such config file: {path.parent / parent}")
-            layer, layer_prov = _read_yaml(path.parent / parent, chain + (path.resolve(),))
+            found = extended_file(path, parent)
+            if found is None:
+                raise ConfigError(shown, "extends", f"no such config file: {path.parent / parent}, nor a packaged "
+                                                    f"config {parent!r} (adarand-run --list lists them)")
+            layer, layer_prov = _read_yaml(found, chain + (path.resolve(),))
             _merge_layer(base, prov, layer, layer_prov)
     _merge(base, data, prov, shown, "")
     return base, prov
+
+
+def extended_file(path: Path, parent: str) -> Path | None:
+    """What ``extends: parent`` in ``path`` names: a file relative to ``path`` first, then a packaged
+    config of that name (``base/digits_small_cnn``), as on the command line."""
+    for local in (path.parent / parent, path.parent / f"{parent}.yaml"):
+        if local.is_file():
+            return local
+    packaged = CONFIG_DIR / f"{parent.removesuffix('.yaml')}.yaml"
+    return packaged if not Path(parent).is_absolute() and packaged.is_file() else None
 
 
 def _merge_layer(base: dict, prov: dict[str, str], layer: dict, layer_prov: dict[str, str]) -> None:

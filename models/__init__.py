@@ -7,7 +7,7 @@ import timm
 
 from ..core.config import ModelConfig
 from ..core.errors import UserError
-from .classifier import Classifier, init_head
+from .classifier import Classifier, accept_grey, init_head
 from .preprocessing import backbone_preprocessing
 from .pretrained import PretrainedInfo, load_pretrained
 from .small_cnn import create_small_cnn
@@ -40,9 +40,13 @@ def create_model(cfg: ModelConfig, num_classes: int, in_channels: int = 3,
     elif cfg.arch.startswith("timm/"):
         model = create_timm(cfg.arch[len("timm/"):], num_classes, image_size, from_hub=cfg.pretrained == "hub")
         if cfg.pretrained == "hub":  # timm loaded them
+            if in_channels == 1:
+                accept_grey(model)
             return model, PretrainedInfo(source="hub")
     else:
         model, imagenet = create_torchvision(cfg.arch, num_classes, image_size)
+    if in_channels == 1 and cfg.arch != "small_cnn":
+        accept_grey(model)
     if cfg.pretrained == "hub":
         raise UserError(f"model.pretrained: hub is timm's weights, for model.arch timm/<name> (not {cfg.arch})")
     if cfg.pretrained == "imagenet" and cfg.arch.startswith("timm/"):

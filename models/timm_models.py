@@ -10,10 +10,9 @@ with a settable input size (timm's ViTs) is set to ``data.image_size``.
 from __future__ import annotations
 
 import timm
-import torch
 
 from ..core.errors import UserError
-from .classifier import Classifier
+from .classifier import Classifier, feature_width
 
 
 def create_timm(name: str, num_classes: int, image_size: int, from_hub: bool) -> Classifier:
@@ -30,10 +29,6 @@ def create_timm(name: str, num_classes: int, image_size: int, from_hub: bool) ->
                         "set model.pretrained to a local weights file") from None
     if hasattr(net, "set_input_size") and net.pretrained_cfg.get("input_size", (0, 0, 0))[-1] != image_size:
         net.set_input_size(img_size=(image_size, image_size))
-    with torch.no_grad():
-        was_training = net.training
-        net.eval()
-        dim = int(net(torch.zeros(1, 3, image_size, image_size)).shape[1])  # read from the model, not written here
-        net.train(was_training)
+    dim = feature_width(net, image_size, f"timm/{name}")
     classifier = net.pretrained_cfg.get("classifier", "head")
     return Classifier(net, dim, num_classes, stages=None, source_head=None if embedding else f"{classifier}.")

@@ -5,12 +5,11 @@ MLP)."""
 
 from __future__ import annotations
 
-import torch
 import torchvision
 from torch import nn
 
 from ..core.errors import UserError
-from .classifier import Classifier
+from .classifier import Classifier, feature_width
 
 CLASSIFIERS = ("fc", "heads", "classifier", "head")  # the attribute holding the classifier, by family
 RESNET_STAGES = {"layer1": "layer1", "layer2": "layer2", "layer3": "layer3", "layer4": "layer4"}
@@ -40,11 +39,7 @@ def create_torchvision(name: str, num_classes: int, image_size: int) -> tuple[Cl
         if not isinstance(classifier, nn.Linear) else [("", classifier)]
     path, linear = linears[-1]
     setattr(net, attr, nn.Identity())  # keys stay torchvision's, under "backbone."
-    was_training = net.training
-    net.eval()
-    with torch.no_grad():  # the feature dimension, read from the model
-        dim = int(net(torch.zeros(1, 3, image_size, image_size)).shape[1])
-    net.train(was_training)
+    dim = feature_width(net, image_size, name)
     stages = RESNET_STAGES if all(hasattr(net, s) for s in RESNET_STAGES) else None
     # the source classifier: the last linear layer, where it reads these features directly
     prefix = (f"{attr}.{path}." if path else f"{attr}.") if linear.in_features == dim else None

@@ -124,3 +124,39 @@ def test_errors_name_where_a_value_was_set_and_which_method_a_key_belongs_to():
     assert r.returncode == 2 and line.startswith(f"error: {REPO / 'yaml/methods/adarand.yaml'}: key 'method.lambda': not "
                                                  "a parameter of finetune; it belongs to adarand, ")
     assert "known keys here: )" not in line
+
+
+def test_extends_finds_a_packaged_config_by_name(tmp_path):
+    from adarand.engine.config import load_config
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("extends: [base/digits_small_cnn, methods/fnp]\ntrain: {epochs: 7}\n")
+    cfg = load_config(mine)
+    assert cfg.method.name == "fnp" and cfg.train.epochs == 7 and cfg.model.arch == "small_cnn"
+    (tmp_path / "base").mkdir()  # a file beside the referring one wins
+    (tmp_path / "base" / "digits_small_cnn.yaml").write_text("data: {root: here}\nmodel: {arch: resnet18}\n")
+    assert load_config(mine).model.arch == "resnet18"
+    mine.write_text("extends: base/nosuch\n")
+    r = run_main(mine)
+    assert r.returncode == 2 and "no such config file" in r.stderr and "nor a packaged config 'base/nosuch'" in r.stderr
+
+
+def test_grey_images_train_an_rgb_backbone_and_a_too_small_input_is_one_line(tmp_path, cache_dir):
+    import torch
+
+    from adarand.engine.build import build_run
+    from adarand.engine.config import load_config
+
+    # the demo's grey digits through an RGB ResNet: the grey channel is repeated for every pass
+    run = build_run(load_config("demo", [f"cache_dir={cache_dir}", "model.arch=resnet18", "model.pretrained=null"]))
+    x, _ = next(iter(run.loaders.train))
+    assert x.shape[1] == 1
+    with torch.no_grad():
+        run.net.eval()
+        logits, features = run.net(x)
+        rgb = run.net(x.expand(-1, 3, -1, -1))[1]
+    assert features.shape == (x.shape[0], 512) and torch.equal(features, rgb)
+    r = run_main("demo", f"cache_dir={cache_dir}", "model.arch=vgg11", "model.pretrained=null", "--output",
+                 tmp_path / "vgg")
+    assert r.returncode == 2 and not (tmp_path / "vgg").exists()
+    assert r.stderr.strip().startswith("error: data.image_size: a 16 x 16 image does not pass through model.arch vgg11 (")
