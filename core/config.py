@@ -170,12 +170,18 @@ class TrainConfig:
     # (logits, features), checkpoints hold the plain model's weights
     compile: bool = False
     compile_backend: str = "inductor"  # torch.compile's backend (aot_eager: traced, without code generation)
+    # where the run computes: auto (each process its GPU, else the CPU) | cpu | cuda | cuda:N (one process)
+    device: str = "auto"
+    # CPU threads of each process (torch.set_num_threads); null: torch's default (OMP_NUM_THREADS, else the cores)
+    threads: int | None = field(default=None, metadata={"range": ">= 1"})
 
     def check(self):
         if self.epochs < 1:
             return "epochs", "expected a positive integer"
         if self.log_every < 1:
             return "log_every", "expected a positive integer"
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            return "device", f"expected auto, cpu, cuda or cuda:N, got {short_repr(self.device)}"
         return None
 
 
@@ -378,13 +384,31 @@ def resolve_config(item: str | Path) -> Path:
                                        "(adarand-run --list lists them)")
 
 
+def first_sentence(text: str) -> str:
+    """The text up to the end of its first sentence (a '.' before a space or the end, not inside
+    brackets: "e.g. (Table 5: 91.17 +- .13)." stays whole)."""
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += ch in "([" and 1 or ch in ")]" and -1 or 0
+        if ch == "." and depth <= 0 and (i + 1 == len(text) or text[i + 1] == " ") and not text[:i].endswith(("e.g", "i.e")):
+            return text[:i + 1]
+    return text
+
+
 def packaged_configs() -> list[tuple[str, str]]:
-    """(name, the first line of its leading comment) for every config shipped with the package."""
+    """(name, the first sentence of its leading comment) for every config shipped with the package."""
     out = []
     for path in sorted(CONFIG_DIR.rglob("*.yaml")):
         lines = path.read_text(encoding="utf-8").splitlines()
-        comment = next((line.lstrip("# ").strip() for line in lines if line.startswith("#")), "")
-        out.append((path.relative_to(CONFIG_DIR).with_suffix("").as_posix(), comment))
+        block = []
+        for line in lines:
+            if not line.startswith("#"):
+                break
+            text = line.lstrip("#").strip()
+            if line.startswith("#  ") or not text:  # an indented example command ends the prose
+                break
+            block.append(text)
+        out.append((path.relative_to(CONFIG_DIR).with_suffix("").as_posix(), first_sentence(" ".join(block))))
     return out
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 
+from tqdm import tqdm
+
 
 def progress_bars(enabled: bool) -> bool:
     """Whether to draw progress bars: asked for (``train.progress``) and stderr is a terminal; in a
@@ -21,3 +23,10 @@ def epoch_line(epoch: int, epochs: int, losses: dict[str, float], val_accuracy: 
     total = f"loss {losses['loss']:.4g}" + (f" ({terms})" if terms else "") if "loss" in losses else "loss -"
     return (f"epoch {epoch}/{epochs}: {total} | val acc {100 * val_accuracy:.2f} % loss {val_loss:.4g} | "
             f"best {100 * best_accuracy:.2f} % (epoch {best_epoch}) | {train_s:.1f} s + val {val_s:.1f} s")
+
+
+def print_line(text: str) -> None:
+    """A line on stdout that never lands inside a progress bar: tqdm clears the bars drawn on the
+    terminal, writes the line and draws them again (without bars it is a plain print)."""
+    tqdm.write(text, file=sys.stdout)
+    sys.stdout.flush()

@@ -13,7 +13,7 @@ from ignite.handlers.tensorboard_logger import OutputHandler
 
 import yaml
 
-from ..core.console import epoch_line, progress_bars
+from ..core.console import epoch_line, print_line, progress_bars
 from ..core.errors import NonFiniteEvaluation
 from ..handlers.training_log import TrainingDiagnostics
 from .build import Run
@@ -107,10 +107,10 @@ def attach_handlers(run: Run, run_dir: Path, record: RunRecord, purge_step: int 
         @val_evaluator.on(Events.COMPLETED)
         def print_epoch_line(evaluator: Engine) -> None:
             m = evaluator.state.metrics
-            print(epoch_line(trainer.state.epoch, cfg.train.epochs, diagnostics.last_epoch, float(m["accuracy"]),
-                             float(m["loss"]), record.best_val_accuracy, record.best_epoch,
-                             float(trainer.state.times.get(Events.EPOCH_COMPLETED.name) or 0.0),
-                             float(evaluator.state.times[Events.COMPLETED.name] or 0.0)), flush=True)
+            print_line(epoch_line(trainer.state.epoch, cfg.train.epochs, diagnostics.last_epoch, float(m["accuracy"]),
+                                  float(m["loss"]), record.best_val_accuracy, record.best_epoch,
+                                  float(trainer.state.times.get(Events.EPOCH_COMPLETED.name) or 0.0),
+                                  float(evaluator.state.times[Events.COMPLETED.name] or 0.0)))
     if rank0 and progress_bars(cfg.train.progress):
         ProgressBar(persist=False, desc="train").attach(trainer, metric_names="all")
         ProgressBar(persist=False, desc="val").attach(val_evaluator)

@@ -3,6 +3,7 @@ yet attached to each other (``attach.py`` does that)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import ignite.distributed as idist
@@ -65,14 +66,39 @@ def setup_data(cfg: Config) -> tuple[DataSplits, Loaders]:
                          extra_test={name: eval_loader(ds) for name, (ds, _) in data.extra_test.items()})
 
 
+def run_device(setting: str) -> torch.device:
+    """``train.device``: auto is Ignite's choice (each process its GPU, else the CPU); cpu; cuda (each
+    process its GPU); cuda:N (a run of one process on GPU N)."""
+    if setting == "cpu":
+        return torch.device("cpu")
+    if setting == "auto":
+        return idist.device()
+    if not torch.cuda.is_available():
+        raise UserError(f"train.device: {setting}, but torch sees no GPU (torch {torch.__version__}, "
+                        f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
+    if setting == "cuda":
+        return idist.device()
+    index = int(setting.split(":")[1])
+    if idist.get_world_size() > 1:
+        raise UserError(f"train.device: {setting} names one GPU, but the run has {idist.get_world_size()} processes "
+                        "(each takes its own: use cuda or auto)")
+    if index >= torch.cuda.device_count():
+        raise UserError(f"train.device: {setting}, but this machine has {torch.cuda.device_count()} GPU(s)")
+    torch.cuda.set_device(index)
+    return torch.device(setting)
+
+
 def setup_model(cfg: Config, data: DataSplits):
     net, info = create_model(cfg.model, data.num_classes, in_channels=1 if cfg.data.grayscale else 3,
                              image_size=cfg.data.image_size)
-    device = idist.device()
+    device = run_device(cfg.train.device)
     net = net.to(device)
     if cfg.train.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    model = idist.auto_model(net, sync_bn=cfg.train.sync_bn)
+    # Ignite's auto_model wraps the model for the processes (DDP) and moves it to idist.device(); a
+    # run of one process that was told to stay on the CPU keeps its model as it is
+    single_cpu = device.type == "cpu" and idist.get_world_size() == 1
+    model = net if single_cpu else idist.auto_model(net, sync_bn=cfg.train.sync_bn)
     if cfg.train.compile:  # after DDP's wrapping, as torch recommends; ``net`` keeps the plain weights
         model = torch.compile(model, backend=cfg.train.compile_backend)
     return net, model, info, device

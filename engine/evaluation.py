@@ -6,23 +6,27 @@ RUN is a run folder (its selected model, ``checkpoints/best_model_<epoch>.pt``, 
 checkpoint file in one (a best model, or a last checkpoint's model). The run's ``config.yaml``
 gives the backbone, the classes and the evaluation transform. The JSON written holds the
 accuracy, each class's accuracy (recall) and the confusion matrix (rows: true class, columns:
-predicted), with the class names.
+predicted), with the class names; the per-class table is printed (worst class first), and
+``--predictions FILE.csv`` writes each image's path, label, prediction and confidence.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
+import io
 import sys
 from pathlib import Path
 
 import torch
+from ignite.engine import Events
 from ignite.metrics import ConfusionMatrix
 from torch.utils.data import DataLoader
 
 from ..core.config import Config
 from ..core.errors import UserError
-from ..core.files import write_json_atomic
+from ..core.files import write_json_atomic, write_text_atomic
 from ..datasets import create_datasets
 from ..datasets.folder import scan_class_folders
 from ..datasets.image_list import ImageList
@@ -79,15 +83,47 @@ def samples_to_evaluate(cfg: Config, args: argparse.Namespace) -> tuple[ImageLis
 
 
 def evaluate(model: torch.nn.Module, dataset, num_classes: int, device: torch.device, batch_size: int,
-             amp: str = "off") -> dict:
-    """Accuracy, per-class accuracy and confusion matrix (rows: true class) of ``model`` on ``dataset``."""
+             amp: str = "off") -> tuple[dict, list[tuple[int, int, float]]]:
+    """Accuracy, per-class accuracy and confusion matrix (rows: true class) of ``model`` on
+    ``dataset``, and each image's (label, prediction, confidence: the predicted class's softmax
+    probability), in the dataset's order."""
     evaluator = create_evaluator(model, device, amp)
     ConfusionMatrix(num_classes, device=device).attach(evaluator, "confusion")
+    predictions: list[tuple[int, int, float]] = []
+
+    @evaluator.on(Events.ITERATION_COMPLETED)
+    def keep(engine) -> None:
+        logits, y = engine.state.output
+        confidence, predicted = logits.float().softmax(1).max(1)
+        predictions.extend(zip(y.tolist(), predicted.tolist(), confidence.tolist(), strict=True))
+
     evaluator.run(DataLoader(dataset, batch_size=batch_size, shuffle=False))
     cm = evaluator.state.metrics["confusion"].long().cpu()
     per_class = [float(cm[k, k] / cm[k].sum()) if cm[k].sum() > 0 else None for k in range(num_classes)]
     return {"accuracy": float(evaluator.state.metrics["accuracy"]), "loss": float(evaluator.state.metrics["loss"]),
-            "images": int(cm.sum()), "per_class_accuracy": per_class, "confusion_matrix": cm.tolist()}
+            "images": int(cm.sum()), "per_class_accuracy": per_class, "confusion_matrix": cm.tolist()}, predictions
+
+
+def per_class_table(classes: list[str], result: dict) -> str:
+    """A line per class: its name, images, correct predictions and accuracy (worst first)."""
+    cm = result["confusion_matrix"]
+    rows = [(name, sum(cm[k]), cm[k][k]) for k, name in enumerate(classes)]
+    width = max(len("class"), *(len(name) for name in classes))
+    lines = [f"  {'class':<{width}}  images  correct  accuracy"]
+    for name, n, correct in sorted(rows, key=lambda r: (r[2] / r[1] if r[1] else 2.0, r[0])):
+        acc = f"{100 * correct / n:7.2f} %" if n else "      -  "
+        lines.append(f"  {name:<{width}}  {n:6d}  {correct:7d}  {acc}")
+    return "\n".join(lines)
+
+
+def write_predictions(path: Path, samples: list, classes: list[str], predictions: list[tuple[int, int, float]]) -> None:
+    """path,label,prediction,confidence per image (class names; the predicted class's probability)."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["path", "label", "prediction", "confidence"])
+    for (image, _), (label, predicted, confidence) in zip(samples, predictions, strict=True):
+        w.writerow([image, classes[label], classes[predicted], f"{confidence:.6f}"])
+    write_text_atomic(path, out.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", help="evaluate a file of path,label lines instead")
     p.add_argument("--output", help="the JSON to write (default: RUN/eval_<split|folder|list>.json)")
     p.add_argument("--batch-size", type=int, help="default: the run's evaluation batch size")
+    p.add_argument("--predictions", metavar="FILE.csv",
+                   help="also write each image's path, label, prediction and confidence to this CSV")
     args = p.parse_args(argv)
     try:
         run_dir, weights = locate(Path(args.run))
@@ -115,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as e:
             raise UserError(f"{weights}: does not fit the run's model ({str(e).splitlines()[0]})") from None
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        result = evaluate(net.to(device), data_items, len(classes), device, args.batch_size or cfg.data.eval_batch)
+        result, predictions = evaluate(net.to(device), data_items, len(classes), device,
+                                       args.batch_size or cfg.data.eval_batch)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -123,7 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output) if args.output else run_dir / f"eval_{kind}.json"
     write_json_atomic(out, {"run": str(run_dir), "checkpoint": str(weights), "evaluated": what, "classes": classes,
                             **result})
+    if args.predictions:
+        write_predictions(Path(args.predictions), data_items.samples, classes, predictions)
     print(f"{what}: accuracy {100 * result['accuracy']:.2f} % on {result['images']} images; {out}")
+    print("per class (worst first):\n" + per_class_table(classes, result))
+    if args.predictions:
+        print(f"predictions: {args.predictions}")
     return 0
 
 

@@ -123,7 +123,7 @@ def train(config: str | Path | Sequence[str | Path], overrides: Mapping | Sequen
     if on_engines is not None and nproc > 1:
         raise UserError("on_engines: handlers of the caller attach to a run of one process only (nproc=1)")
     run_dir, checkpoint = choose_run(cfg, output, resume)
-    settings = launch_settings(nproc)
+    settings = launch_settings(nproc, gpus=0 if cfg.train.device == "cpu" else None)  # CPU processes: gloo
     with idist.Parallel(**settings) as parallel:
         parallel.run(run_worker, cfg, run_dir, checkpoint, nproc > 1, on_engines)
     results = run_dir / "results.json"  # written at the run's end only (a continued run removes the old one)
@@ -137,6 +137,8 @@ def run_worker(local_rank: int, cfg: Config, run_dir: Path, resume: Path | None,
     error's code."""
     if idist.get_world_size() > 1:  # one folder for all processes (torchrun: each chose its own)
         run_dir = Path(idist.broadcast(str(run_dir), src=0))
+    if cfg.train.threads is not None:
+        torch.set_num_threads(cfg.train.threads)
     lock = FolderLock(run_dir)
 
     def claim_folder() -> None:  # before the run writes anything there: one run at a time in a folder

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.tensorboard import SummaryWriter
 
 from ..core.errors import UserError
 from .epoch_log import EPOCH_LOG, read_epoch_log
@@ -247,6 +248,29 @@ def make_figures(rows: list[Row], figures: list[str], out: Path, key: str = "met
     return written
 
 
+def write_mean_runs(rows: list[Row], out: Path) -> list[Path]:
+    """One TensorBoard run per experiment, ``OUT/<dataset>/<method>``, holding the mean over its seeds
+    of each epoch diagnostic and of the validation accuracy: ``tensorboard --logdir OUT`` shows a
+    curve per method, each in a colour of its own, where a sweep's root shows one per seed."""
+    written = []
+    for dataset, mine in by_dataset(rows).items():
+        for row in mine:
+            logs = [read_epoch_log(Path(d) / EPOCH_LOG) for d in row.run_dirs if (Path(d) / EPOCH_LOG).is_file()]
+            if not logs:
+                continue
+            folder = out / slug(dataset) / slug(row.method)
+            writer = SummaryWriter(str(folder))
+            epochs = sorted(set.intersection(*({r["epoch"] for r in log} for log in logs)))
+            for name in [n for n, _ in DIAGNOSTICS] + ["val_accuracy"]:
+                for e in epochs:
+                    values = [next(r[name] for r in log if r["epoch"] == e) for log in logs]
+                    tag = f"mean/{name}" if name != "val_accuracy" else "mean/val_accuracy"
+                    writer.add_scalar(tag, float(np.mean(values)), e)
+            writer.close()
+            written.append(folder)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="adarand-plot", description=__doc__.split("\n\n")[0])
     p.add_argument("roots", nargs="+", help="folders holding run folders (searched recursively)")
@@ -254,12 +278,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--figure", nargs="+", choices=["2", "3", "lambda"], default=["2", "3", "lambda"],
                    help="which figures (default: all that the runs have data for)")
     p.add_argument("--key", default="method.lambda", help="--figure lambda: the swept key on the x axis")
+    p.add_argument("--tensorboard", metavar="DIR",
+                   help="also write a TensorBoard run per method (the mean over seeds of the epoch curves) under DIR")
     args = p.parse_args(argv)
     try:
         rows = collect([Path(r) for r in args.roots])
         if not rows:
             raise UserError(f"no results.json under {', '.join(args.roots)}")
         written = make_figures(rows, args.figure, Path(args.out), args.key)
+        if args.tensorboard:
+            written += write_mean_runs(rows, Path(args.tensorboard))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -36,7 +36,7 @@ from .state import flatten
 
 # keys that say nothing about the experiment: the seed, where files go, how the run is displayed
 IGNORED = ("seed", "output_root", "cache_dir", "train.progress", "train.epoch_lines", "train.log_every",
-           "train.stop_after", "data.num_workers")
+           "train.stop_after", "train.device", "train.threads", "data.num_workers")
 
 
 @dataclasses.dataclass

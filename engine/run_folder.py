@@ -21,9 +21,9 @@ from ..models import backbone_preprocessing
 from .checkpoints import last_checkpoints
 from .state import RESUMABLE_CHANGES, config_differences
 
-# how a run prints and where its caches live: never part of an experiment
-DISPLAY_KEYS = ("train.progress", "train.epoch_lines", "train.log_every", "train.stop_after", "data.num_workers",
-                "cache_dir", "output_root")
+# how a run prints, where it computes and where its caches live: never part of an experiment
+DISPLAY_KEYS = ("train.progress", "train.epoch_lines", "train.log_every", "train.stop_after", "train.device",
+                "train.threads", "data.num_workers", "cache_dir", "output_root")
 
 NEW, STARTED, FINISHED = "new", "started", "finished"
 

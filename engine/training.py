@@ -210,6 +210,7 @@ def collect_results(run: Run, record: RunRecord, test: dict, method_report: dict
         "wall_time_s": record.wall_time,
         "world_size": idist.get_world_size(),
         "device": str(run.device),
+        "threads": torch.get_num_threads(),
         "versions": versions(),
         "checkpoint": test["checkpoint"],
         "method_report": method_report,

@@ -32,6 +32,22 @@ def test_eval_reproduces_the_runs_figures_and_writes_a_confusion_matrix(tmp_path
     # a folder holding the test images gives the test figures
     assert eval_main([str(run), "--folder", str(tmp_path / "data" / "test")]) == 0
     assert json.loads((run / "eval_folder.json").read_text())["confusion_matrix"] == out["confusion_matrix"]
+    # the per-class table and each image's prediction
+    preds = tmp_path / "predictions.csv"
+    capsys.readouterr()
+    assert eval_main([str(run), "--predictions", str(preds), "--output", str(tmp_path / "p.json")]) == 0
+    printed = capsys.readouterr().out
+    import csv
+    rows = list(csv.DictReader(open(preds)))
+    assert len(rows) == 6 and [r["path"] for r in rows] == sorted(str(p) for p in (tmp_path / "data" / "test").rglob("*.png"))
+    assert [r["label"] for r in rows] == ["class0", "class0", "class1", "class1", "class2", "class2"]
+    names = out["classes"]
+    predicted = torch.tensor([[sum(1 for r in rows if r["label"] == a and r["prediction"] == b) for b in names]
+                              for a in names])
+    assert predicted.tolist() == out["confusion_matrix"] and all(0 < float(r["confidence"]) <= 1 for r in rows)
+    for k, name in enumerate(names):  # the printed line of each class: images, correct, accuracy
+        line = next(x for x in printed.splitlines() if x.strip().startswith(name + " "))
+        assert line.split()[1:4] == ["2", str(int(cm[k, k])), f"{100 * int(cm[k, k]) / 2:.2f}"]
     # a last checkpoint is a model too
     (last,) = list((run / "checkpoints").glob("last_*.pt"))
     assert eval_main([str(last), "--output", str(tmp_path / "last.json")]) == 0

@@ -117,3 +117,19 @@ def test_without_matplotlib_one_line_names_the_extra(runs, tmp_path, monkeypatch
     assert plots.main([str(runs), "--out", str(tmp_path / "f")]) == 2
     assert capsys.readouterr().err.strip() == "error: adarand-plot needs matplotlib: pip install 'adarand[plot]'"
     assert not (tmp_path / "f").exists()
+
+
+def test_mean_runs_for_tensorboard_hold_the_mean_over_seeds(runs, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    rows = collect([runs])
+    folders = plots.write_mean_runs(rows, tmp_path / "means")
+    assert len(folders) == len(rows)
+    row = next(r for r in rows if r.method == "finetune")
+    folder = next(f for f in folders if f.name == "finetune")
+    ea = EventAccumulator(str(folder))
+    ea.Reload()
+    per_seed = [epoch_column(runs / "finetuneNone" / f"seed{s}", "mutual_info") for s in (0, 1)]
+    got = [e.value for e in ea.Scalars("mean/mutual_info")]
+    np.testing.assert_allclose(got, [statistics.mean(v) for v in zip(*per_seed, strict=True)], rtol=1e-5)
+    assert [e.step for e in ea.Scalars("mean/val_accuracy")] == [1, 2, 3] and row.n == 2

@@ -5,6 +5,7 @@ import re
 import pytest
 from ignite.engine import Events
 
+from adarand.core.errors import ConfigError
 from adarand.engine.build import build_run
 from adarand.engine.config import load_config
 from adarand.handlers.registry import known_regularizers, register
@@ -33,6 +34,8 @@ def test_readme_regularizer_example_trains(tmp_path):
         register("feature_mean")(namespace["FeatureMeanPenalty"])
     cfg = load_config(write_tiny_config(tmp_path, "feature_mean"), ["method.lambda=0.5"])
     assert cfg.method.params.lam == 0.5
+    with pytest.raises(ConfigError, match="key 'method.lambda': expected a value at least 0, got -1"):
+        load_config(write_tiny_config(tmp_path, "feature_mean"), ["method.lambda=-1"])  # validated as a built-in is
     run = build_run(cfg)
     run.regularizer.attach(run.trainer)
     seen = []

@@ -160,3 +160,34 @@ def test_grey_images_train_an_rgb_backbone_and_a_too_small_input_is_one_line(tmp
                  tmp_path / "vgg")
     assert r.returncode == 2 and not (tmp_path / "vgg").exists()
     assert r.stderr.strip().startswith("error: data.image_size: a 16 x 16 image does not pass through model.arch vgg11 (")
+
+
+def test_on_a_terminal_the_epoch_lines_never_land_inside_a_progress_bar(tmp_path):
+    import fcntl
+    import pty
+    import re
+    import struct
+    import termios
+
+    cfg = write_tiny_config(tmp_path, "finetune")
+    cfg.write_text(cfg.read_text().replace("progress: false", "progress: true"))
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))  # a terminal of 100 columns
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), str(cfg), "train.epochs=3", "--output",
+                             str(tmp_path / "run")], stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert proc.wait(timeout=120) == 0
+    text = b"".join(chunks).decode(errors="replace")
+    starts = [m.start() for m in re.finditer(r"epoch \d+/3:", text)]
+    assert len(starts) == 3 and "100%|" in text  # bars were drawn
+    for i in starts:  # each line begins a line: after a newline or after the bars were cleared (\r)
+        assert text[i - 1] in "\n\r", repr(text[max(0, i - 40):i + 10])
