@@ -191,3 +191,33 @@ def test_on_a_terminal_the_epoch_lines_never_land_inside_a_progress_bar(tmp_path
     assert len(starts) == 3 and "100%|" in text  # bars were drawn
     for i in starts:  # each line begins a line: after a newline or after the bars were cleared (\r)
         assert text[i - 1] in "\n\r", repr(text[max(0, i - 40):i + 10])
+
+
+def test_list_prints_whole_first_sentences_and_cites_only_what_ships():
+    r = run_main("--list")
+    assert r.returncode == 0 and "SPEC" not in r.stdout
+    line = next(x for x in r.stdout.splitlines() if x.strip().startswith("base/cars10_resnet50 "))
+    assert line.endswith("10 % of the training data, drawn with data.split_seed (stratified, before the 9:1 "
+                         "train/val split).")
+    assert next(x for x in r.stdout.splitlines() if x.strip().startswith("demo_adarand ")).endswith(
+        "with the small CNN pretrained on digits 0-4.")
+
+
+def test_train_device_and_threads(tmp_path):
+    import torch
+
+    cfg = write_tiny_config(tmp_path, "finetune")
+    before = torch.get_num_threads()
+    try:
+        r = run_main(cfg, "train.epochs=1", "train.device=cpu", "train.threads=1", "--output", tmp_path / "run")
+        assert r.returncode == 0, r.stderr
+        res = json.loads((tmp_path / "run" / "results.json").read_text())
+        assert res["device"] == "cpu" and res["threads"] == 1
+    finally:
+        torch.set_num_threads(before)
+    r = run_main(cfg, "train.device=gpu")
+    assert r.returncode == 2 and "key 'train.device': expected auto, cpu, cuda or cuda:N, got 'gpu'" in r.stderr
+    if not torch.cuda.is_available():
+        r = run_main(cfg, "train.device=cuda:0", "--output", tmp_path / "gpu")
+        assert r.returncode == 2 and r.stderr.strip().startswith("error: train.device: cuda:0, but torch sees no GPU")
+        assert not (tmp_path / "gpu").exists()
