@@ -20,7 +20,7 @@ import sys
 from torch.multiprocessing import ProcessExitedException
 
 import yaml
-from adarand.core.errors import Interrupted, NonFiniteLoss, UserError, os_error_message
+from adarand.core.errors import Interrupted, NonFiniteLoss, ProcessDied, UserError, os_error_message
 from adarand.engine.catalog import catalog
 from adarand.engine.config import load_config
 from adarand.engine.launch import error_line, train
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         results = train(args.configs, args.overrides, output=args.output, seed=args.seed, resume=args.resume,
                         nproc=args.nproc, quiet=args.quiet)
-    except (UserError, NonFiniteLoss, Interrupted) as e:
+    except (UserError, NonFiniteLoss, Interrupted, ProcessDied) as e:
         print(error_line(e), file=sys.stderr)
         return 2 if isinstance(e, UserError) else e.exit_code
     except OSError as e:  # a full disk, a read-only folder: the path and the OS error

@@ -54,6 +54,16 @@ class NonFiniteEvaluation(NonFiniteLoss):
                                  "or the regularization weight; the run stops without results")
 
 
+class ProcessDied(Exception):
+    """A process of a several-process run was killed (the out-of-memory killer, a signal): the
+    others were stopped; the message names its rank and signal and the command that continues the
+    run. Exit code 128 + the signal's number, as a shell reports a killed command."""
+
+    def __init__(self, message: str, signal_number: int):
+        self.exit_code = 128 + signal_number
+        super().__init__(message)
+
+
 class Interrupted(Exception):
     """Ctrl-C: the run stops with one line saying how to continue it (exit code 130, as a shell's)."""
 

@@ -36,6 +36,10 @@ class FolderLock:
         os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
         self.fd = fd
 
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
+
     def release(self) -> None:
         if self.fd is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)

@@ -12,6 +12,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -19,11 +20,12 @@ from pathlib import Path
 
 import ignite.distributed as idist
 import torch
+from torch.multiprocessing import ProcessExitedException
 
 import yaml
 
 from ..core.config import Config, save_config
-from ..core.errors import Interrupted, NonFiniteLoss, UserError, os_error_message
+from ..core.errors import Interrupted, NonFiniteLoss, ProcessDied, UserError, os_error_message
 from .checkpoints import CHECKPOINTS, copy_best_models, find_last_checkpoint, last_checkpoints
 from .config import load_config
 from .folder_lock import FolderLock
@@ -122,16 +124,42 @@ def train(config: str | Path | Sequence[str | Path], overrides: Mapping | Sequen
     cfg = load_config(configs, items, seed=seed)
     if on_engines is not None and nproc > 1:
         raise UserError("on_engines: handlers of the caller attach to a run of one process only (nproc=1)")
-    run_dir, checkpoint = choose_run(cfg, output, resume)
-    settings = launch_settings(nproc, gpus=0 if cfg.train.device == "cpu" else None)  # CPU processes: gloo
-    with idist.Parallel(**settings) as parallel:
-        parallel.run(run_worker, cfg, run_dir, checkpoint, nproc > 1, on_engines)
+    # A folder that already exists is locked before anything of it is read (its checkpoints rotate
+    # while a run writes them); a new one when the run first writes to it (run_worker).
+    lock = FolderLock(Path(output)) if output and int(os.environ.get("RANK", "0")) == 0 else None
+    if lock is not None and lock.folder.is_dir():
+        lock.acquire()
+    try:
+        run_dir, checkpoint = choose_run(cfg, output, resume)
+        settings = launch_settings(nproc, gpus=0 if cfg.train.device == "cpu" else None)  # CPU processes: gloo
+        with idist.Parallel(**settings) as parallel:
+            parallel.run(run_worker, cfg, run_dir, checkpoint, nproc > 1, on_engines,
+                         lock is None or not lock.held)
+    except ProcessExitedException as e:
+        if not e.signal_name:  # it exited on an error it printed
+            raise
+        raise ProcessDied(process_died_message(e, configs, items, run_dir, nproc),
+                          getattr(signal, e.signal_name, signal.SIGKILL).value) from None
+    finally:
+        if lock is not None:
+            lock.release()
     results = run_dir / "results.json"  # written at the run's end only (a continued run removes the old one)
     return json.loads(results.read_text()) | {"run_dir": str(run_dir)} if results.exists() else None
 
 
+def process_died_message(e: ProcessExitedException, configs: list, items: list[str], run_dir: Path, nproc: int) -> str:
+    """Which rank died and how, and the command that continues the run (from its last checkpoint, or
+    from the start in the same folder before the first one)."""
+    found = last_checkpoints(run_dir)
+    how = (f"adarand-run {run_dir / 'config.yaml'} --resume {run_dir} --nproc {nproc}" if found else
+           f"adarand-run {' '.join(map(str, configs))} {' '.join(items)} --output {run_dir} --nproc {nproc}".replace("  ", " "))
+    return (f"process {e.error_index} of {nproc} (rank {e.error_index}, pid {e.error_pid}) was killed by {e.signal_name}"
+            f"{' (as the out-of-memory killer does)' if e.signal_name == 'SIGKILL' else ''}; the other processes were "
+            f"stopped; continue the run with: {how}")
+
+
 def run_worker(local_rank: int, cfg: Config, run_dir: Path, resume: Path | None, spawned: bool,
-               on_engines=None) -> None:
+               on_engines=None, claim: bool = True) -> None:
     """One process of the run. A spawned process cannot hand its exception to the caller: it prints
     the one line (rank 0 for errors of the run, every process for an OS error) and exits with the
     error's code."""
@@ -143,7 +171,8 @@ def run_worker(local_rank: int, cfg: Config, run_dir: Path, resume: Path | None,
 
     def claim_folder() -> None:  # before the run writes anything there: one run at a time in a folder
         if idist.get_rank() == 0:
-            lock.acquire()
+            if claim:  # not yet locked by the launching process
+                lock.acquire()
             if resume is not None:  # continued into another folder: the selected models come along
                 copy_best_models(resume, run_dir)
         write_config(cfg, run_dir)

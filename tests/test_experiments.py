@@ -72,7 +72,7 @@ def test_a_method_without_the_swept_parameter_is_the_grids_baseline(tmp_path, ca
     assert "plan: 3 runs (3 configs x 1 seed)" in out and f"{root}/finetune: seeds 0 (new 1)" in out
     # a plain override of a key the method lacks, or an axis no config has, stays an error
     assert sweep_main([str(ft), str(ada), "method.lambda=0.1", "--root", str(root), "--plan"]) == 2
-    assert "key 'method.lambda': unknown key" in capsys.readouterr().err
+    assert "key 'method.lambda': not a parameter of finetune" in capsys.readouterr().err
     assert sweep_main([str(ft), "method.lambda=[0.1,1]", "--root", str(root), "--plan"]) == 2
     assert "not a parameter of the method of any config (finetune)" in capsys.readouterr().err
 

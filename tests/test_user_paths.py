@@ -221,3 +221,38 @@ def test_train_device_and_threads(tmp_path):
         r = run_main(cfg, "train.device=cuda:0", "--output", tmp_path / "gpu")
         assert r.returncode == 2 and r.stderr.strip().startswith("error: train.device: cuda:0, but torch sees no GPU")
         assert not (tmp_path / "gpu").exists()
+
+
+def test_a_killed_process_of_a_two_process_run_is_named_with_the_command_that_continues(tmp_path):
+    import signal
+
+    cfg = write_tiny_config(tmp_path, "finetune")
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), str(cfg), "train.epochs=300", "data.batch_size=2",
+                             "--nproc", "2", "--output", str(out), "--quiet"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+    def children(pid):
+        found = []
+        for stat in os.listdir("/proc"):
+            if stat.isdigit():
+                try:
+                    fields = open(f"/proc/{stat}/stat").read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[1]) == pid:
+                    found.append(int(stat))
+        return found
+
+    deadline = time.time() + 180
+    while not list((out / "checkpoints").glob("last_*.pt")) and time.time() < deadline:
+        time.sleep(0.2)
+    workers = [c for c in children(proc.pid) if "spawn_main" in open(f"/proc/{c}/cmdline").read()]
+    assert len(workers) == 2, workers
+    os.kill(max(workers), signal.SIGKILL)  # as the out-of-memory killer would
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGKILL and "Traceback" not in stderr
+    (line,) = [x for x in stderr.splitlines() if x.startswith("error:")]  # (multiprocessing's tracker may warn after)
+    assert "was killed by SIGKILL (as the out-of-memory killer does); the other processes were stopped" in line
+    command = line.split("continue the run with: ")[1].split()
+    assert command[:1] == ["adarand-run"] and command[-2:] == ["--nproc", "2"] and f"--resume {out}" in " ".join(command)
