@@ -7,6 +7,10 @@ __version__ = "0.1.0"
 __all__ = ["train", "__version__"]
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
 def __getattr__(name: str):
     # imported on first use, so that ``import adarand.core...`` and tools that import this file on
     # its own (pytest, which sees the repository root as a package folder) do not load the engine

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
             return 0
         results = train(args.configs, args.overrides, output=args.output, seed=args.seed, resume=args.resume,
-                        nproc=args.nproc, quiet=args.quiet)
+                        nproc=args.nproc, quiet=args.quiet, wording="command line")
     except (UserError, NonFiniteLoss, Interrupted, ProcessDied) as e:
         print(error_line(e), file=sys.stderr)
         return 2 if isinstance(e, UserError) else e.exit_code

@@ -22,7 +22,8 @@ class RunJob(submitit.helpers.Checkpointable):
         self.configs, self.overrides, self.seed, self.output, self.nproc = configs, overrides, seed, output, nproc
 
     def __call__(self) -> dict | None:
-        return train(self.configs, self.overrides, output=self.output, seed=self.seed, nproc=self.nproc, quiet=True)
+        return train(self.configs, self.overrides, output=self.output, seed=self.seed, nproc=self.nproc, quiet=True,
+                     wording="command line")
 
 
 def cluster_executor(args: argparse.Namespace, root: Path, name: str = "adarand") -> submitit.AutoExecutor:

@@ -100,9 +100,37 @@ def launch_settings(nproc: int, gpus: int | None = None) -> dict:
     return {"backend": None}
 
 
+# how the Python API's errors name what the caller passed (the command line's name it as typed)
+PYTHON_WORDING = (("command line: key", "overrides: key"), ("--output DIR", "output="), ("--output", "output="),
+                  ("--resume", "resume="), ("--nproc", "nproc="), ("--seed", "seed="))
+
+
+def in_python_words(e: UserError) -> UserError:
+    """The error, its message naming the arguments of :func:`train` instead of the command line's."""
+    text = str(e)
+    for cli, python in PYTHON_WORDING:
+        text = text.replace(cli, python)
+    e.args = (text,)
+    return e
+
+
 def train(config: str | Path | Sequence[str | Path], overrides: Mapping | Sequence[str] | None = None, *,
           output: str | Path | None = None, seed: int | None = None, resume: str | Path | None = None,
-          nproc: int = 1, quiet: bool = False, on_engines=None) -> dict | None:
+          nproc: int = 1, quiet: bool = False, on_engines=None, wording: str = "python") -> dict | None:
+    """Fine-tune as ``adarand-run`` does; see :func:`run`. ``wording``: how errors name the
+    arguments, ``"python"`` (``overrides: key ...``, ``output=``) or ``"command line"`` (as typed)."""
+    try:
+        return run(config, overrides, output=output, seed=seed, resume=resume, nproc=nproc, quiet=quiet,
+                   on_engines=on_engines)
+    except UserError as e:
+        if wording == "python":
+            raise in_python_words(e) from None
+        raise
+
+
+def run(config: str | Path | Sequence[str | Path], overrides: Mapping | Sequence[str] | None = None, *,
+        output: str | Path | None = None, seed: int | None = None, resume: str | Path | None = None,
+        nproc: int = 1, quiet: bool = False, on_engines=None) -> dict | None:
     """Fine-tune as ``adarand-run`` does, and return the results (what ``results.json`` holds), or
     None when the run stopped before its last epoch (``train.stop_after``).
 

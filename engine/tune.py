@@ -252,7 +252,8 @@ class Study:
         def attach_pruning(trainer, val_evaluator) -> None:
             val_evaluator.add_event_handler(Events.COMPLETED, PyTorchIgnitePruningHandler(trial, "accuracy", trainer))
 
-        return train(self.configs, overrides, output=run_dir, seed=self.seed, quiet=True, on_engines=attach_pruning)
+        return train(self.configs, overrides, output=run_dir, seed=self.seed, quiet=True, on_engines=attach_pruning,
+                     wording="command line")
 
     # --- the end ------------------------------------------------------------------------------
 

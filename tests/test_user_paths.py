@@ -256,3 +256,24 @@ def test_a_killed_process_of_a_two_process_run_is_named_with_the_command_that_co
     assert "was killed by SIGKILL (as the out-of-memory killer does); the other processes were stopped" in line
     command = line.split("continue the run with: ")[1].split()
     assert command[:1] == ["adarand-run"] and command[-2:] == ["--nproc", "2"] and f"--resume {out}" in " ".join(command)
+
+
+def test_the_python_api_speaks_of_its_own_arguments(tmp_path, capsys):
+    import logging
+
+    import adarand
+    from adarand.core.errors import UserError
+
+    assert "train" in dir(adarand)
+    cfg = write_tiny_config(tmp_path, "finetune")
+    with pytest.raises(UserError) as e:
+        adarand.train(cfg, {"train.epochs": "many"})
+    assert str(e.value).startswith("overrides: key 'train.epochs': expected an integer")
+    out = tmp_path / "run"
+    adarand.train(cfg, {"train.epochs": 1}, output=out, quiet=True)
+    with pytest.raises(UserError) as e:
+        adarand.train(cfg, {"train.epochs": 1, "optim.lr": 0.1}, output=out)
+    assert str(e.value).startswith(f"output=: {out} holds a run of another config") and "--output" not in str(e.value)
+    captured = capsys.readouterr()
+    assert "Parallel" not in captured.out + captured.err
+    assert logging.getLogger("ignite.distributed.launcher.Parallel").getEffectiveLevel() >= logging.WARNING
