@@ -17,13 +17,7 @@ import logging
 import os
 import sys
 
-from torch.multiprocessing import ProcessExitedException
-
-import yaml
-from adarand.core.errors import Interrupted, NonFiniteLoss, ProcessDied, UserError, os_error_message
-from adarand.engine.catalog import catalog
-from adarand.engine.config import load_config
-from adarand.engine.launch import error_line, train
+from adarand.core.errors import Interrupted, NonFiniteLoss, ProcessDied, UserError, error_line, os_error_message
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -59,16 +53,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for name in ("ignite", "ignite.distributed.launcher.Parallel"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # what each command needs is imported when it runs (``--help`` loads no torch)
     try:
         if args.list:
+            from adarand.engine.catalog import catalog
+
             print(catalog())
             return 0
         if args.print_config:
+            import yaml
+            from adarand.engine.config import load_config
+
             cfg = load_config(args.configs, args.overrides, seed=args.seed)
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
             return 0
-        results = train(args.configs, args.overrides, output=args.output, seed=args.seed, resume=args.resume,
-                        nproc=args.nproc, quiet=args.quiet, wording="command line")
+        return train_command(args)
     except (UserError, NonFiniteLoss, Interrupted, ProcessDied) as e:
         print(error_line(e), file=sys.stderr)
         return 2 if isinstance(e, UserError) else e.exit_code
@@ -80,6 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # before training started
         print("interrupted before training started; nothing to continue from", file=sys.stderr)
         return Interrupted.exit_code
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """The run itself; its summary line at the end."""
+    from torch.multiprocessing import ProcessExitedException
+
+    from adarand.engine.launch import train
+
+    try:
+        results = train(args.configs, args.overrides, output=args.output, seed=args.seed, resume=args.resume,
+                        nproc=args.nproc, quiet=args.quiet, wording="command line")
     except ProcessExitedException as e:  # a spawned process stopped on an error it printed
         if e.exit_code in (2, NonFiniteLoss.exit_code, Interrupted.exit_code):
             return e.exit_code

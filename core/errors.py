@@ -83,3 +83,12 @@ def error_summary(e: BaseException, empty: str = "") -> str:
     """``ClassName: the first line of its message`` (``empty`` when it has none), for one-line errors."""
     text = str(e)
     return f"{e.__class__.__name__}: {text.splitlines()[0] if text else empty}"
+
+
+def error_line(e: BaseException) -> str:
+    """The one line the command line prints for an error of the user's or of the run."""
+    if isinstance(e, Interrupted):
+        return str(e)
+    if isinstance(e, OSError):
+        return f"error: {os_error_message(e)}"
+    return f"error: {e}"

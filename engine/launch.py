@@ -25,7 +25,7 @@ from torch.multiprocessing import ProcessExitedException
 import yaml
 
 from ..core.config import Config, save_config
-from ..core.errors import Interrupted, NonFiniteLoss, ProcessDied, UserError, os_error_message
+from ..core.errors import Interrupted, NonFiniteLoss, ProcessDied, UserError, error_line, os_error_message
 from .checkpoints import CHECKPOINTS, copy_best_models, find_last_checkpoint, last_checkpoints
 from .config import load_config
 from .folder_lock import FolderLock
@@ -225,15 +225,6 @@ def run_worker(local_rank: int, cfg: Config, run_dir: Path, resume: Path | None,
         # interpreter exit, where they can abort the process ("terminate called without an active
         # exception", seen in CI). Collecting here frees them while the interpreter is whole.
         gc.collect()
-
-
-def error_line(e: BaseException) -> str:
-    """The one line the command line prints for an error of the user's or of the run."""
-    if isinstance(e, Interrupted):
-        return str(e)
-    if isinstance(e, OSError):
-        return f"error: {os_error_message(e)}"
-    return f"error: {e}"
 
 
 def write_config(cfg: Config, run_dir: Path) -> None:

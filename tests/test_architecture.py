@@ -73,7 +73,10 @@ def test_packages_depend_one_way():
 
 
 def test_no_project_import_inside_a_function():
-    inside = [(str(f.relative_to(REPO)), line) for f in sources() for _, line, nested in imported_packages(f) if nested]
+    """Except in run.py, the command line, which imports what a command needs when it runs it (so
+    that ``--help`` answers without loading torch)."""
+    inside = [(str(f.relative_to(REPO)), line) for f in sources() for _, line, nested in imported_packages(f)
+              if nested and package_of(f) != "run.py"]
     assert inside == []
 
 

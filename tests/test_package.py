@@ -78,9 +78,11 @@ def test_the_python_api_writes_the_command_lines_run_folder(tmp_path):
     assert results["method"] == "fnp" and results["epochs"] == 2
     saved = load_config(out / "config.yaml")
     assert saved.method.name == "fnp" and saved.method.params.lam == 0.5
-    with pytest.raises(ConfigError) as err:  # the command line's error, raised
+    with pytest.raises(ConfigError) as err:  # the command line's error, raised, naming the call's argument
         adarand.train(cfg, ["optim.lr=-1"], output=tmp_path / "bad")
-    assert str(err.value) == run_main(cfg, "optim.lr=-1", "--output", tmp_path / "bad").stderr.strip()[len("error: "):]
+    cli = run_main(cfg, "optim.lr=-1", "--output", tmp_path / "bad").stderr.strip()[len("error: "):]
+    assert cli.startswith("command line: key 'optim.lr'")
+    assert str(err.value) == cli.replace("command line: key", "overrides: key")
     assert not (tmp_path / "bad").exists()
     assert adarand.train(cfg, ["train.epochs=3", "train.stop_after=1"], output=tmp_path / "part", quiet=True) is None
 
