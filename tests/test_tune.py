@@ -143,3 +143,18 @@ def test_a_bad_search_space_or_a_missing_extra_stops_before_any_trial(tmp_path, 
 @pytest.fixture(autouse=True)
 def _quiet_optuna():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def test_a_worker_as_a_submitit_job_runs_trials_of_the_shared_study(tmp_path):
+    import submitit
+
+    cfg = write_tiny_config(tmp_path, "adarand")
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    root = tmp_path / "study"
+    argv = [str(cfg), "train.epochs=1", "--space", str(space), "--trials", "1", "--root", str(root), "--pruner", "none"]
+    executor = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="local")  # what --launcher slurm submits
+    executor.update_parameters(timeout_min=10)
+    job = executor.submit(tune.TuneWorker(argv, 0))
+    job.result()
+    check_trials_are_their_folders(root, 1)
