@@ -245,10 +245,8 @@ def write_selected_csv(selected: list[Selected], path: Path) -> None:
         w = csv.writer(f)
         w.writerow(["dataset", "method", "chosen", "points", "n", "val_mean", "val_std", "acc_mean", "acc_std"])
         for s in selected:
-            vm, vs = mean_std(s.row.val_accuracies)
-            m, sd = mean_std(s.row.accuracies)
             w.writerow([s.row.dataset, s.method, json.dumps(s.chosen, sort_keys=True), len(s.candidates), s.row.n,
-                        f"{vm:.4f}", "" if vs is None else f"{vs:.4f}", f"{m:.4f}", "" if sd is None else f"{sd:.4f}"])
+                        *csv_mean_std(s.row.val_accuracies), *csv_mean_std(s.row.accuracies)])
 
 
 def paired_markdown(pairs: list[Paired]) -> str:
@@ -291,11 +289,14 @@ def write_csv(rows: list[Row], path: Path) -> None:
         w.writerow(["dataset", "method", "n", "acc_mean", "acc_std", "val_mean", "val_std", "s_per_epoch", "peak_mib",
                     "memory_kind"])
         for r in sorted(rows, key=lambda r: (r.dataset, r.method)):
-            m, s = mean_std(r.accuracies)
-            vm, vs = mean_std(r.val_accuracies)
-            w.writerow([r.dataset, r.method, r.n, f"{m:.4f}", "" if s is None else f"{s:.4f}", f"{vm:.4f}",
-                        "" if vs is None else f"{vs:.4f}", f"{mean_std(r.epoch_times)[0]:.4f}", f"{max(r.memories):.1f}",
-                        r.memory_kind])
+            w.writerow([r.dataset, r.method, r.n, *csv_mean_std(r.accuracies), *csv_mean_std(r.val_accuracies),
+                        f"{mean_std(r.epoch_times)[0]:.4f}", f"{max(r.memories):.1f}", r.memory_kind])
+
+
+def csv_mean_std(values: list[float]) -> list[str]:
+    """[mean, sample std] as CSV cells (the std blank for one value)."""
+    m, s = mean_std(values)
+    return [f"{m:.4f}", "" if s is None else f"{s:.4f}"]
 
 
 def varied_keys(rows: list[Row]) -> list[str]:
