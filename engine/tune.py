@@ -120,11 +120,11 @@ class Study:
         self.url = args.storage or f"sqlite:///{self.root.resolve() / 'study.db'}"
         self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3, inherit_intermediate_values=True)
         engine = {"connect_args": {"timeout": 120}} if self.url.startswith("sqlite") else None
-        storage = optuna.storages.RDBStorage(self.url, engine_kwargs=engine, heartbeat_interval=30,
-                                             grace_period=args.grace_s, heartbeat_stale_trial_callback=self.retry)
         pruner = (optuna.pruners.MedianPruner(n_startup_trials=args.prune_startup, n_warmup_steps=args.prune_warmup)
                   if args.pruner == "median" else optuna.pruners.NopPruner())
-        with self.lock():
+        with self.lock():  # workers starting together: one creates the storage's tables, the others find them
+            storage = optuna.storages.RDBStorage(self.url, engine_kwargs=engine, heartbeat_interval=30,
+                                                 grace_period=args.grace_s, heartbeat_stale_trial_callback=self.retry)
             self.study = optuna.create_study(study_name=args.study, storage=storage, direction="maximize",
                                              pruner=pruner, load_if_exists=True)
             self.check_settings()
