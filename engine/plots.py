@@ -60,22 +60,27 @@ def by_dataset(rows: list[Row]) -> dict[str, list[Row]]:
     return out
 
 
-def diagnostics_curves(row: Row) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
-    """Per diagnostic: (epochs, mean over the row's runs, sample std (0 for one run), runs), over the
-    epochs every run has."""
+def epoch_curves(row: Row, names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
+    """Per column of ``epochs.csv`` in ``names``: (epochs, mean over the row's runs, sample std (0 for
+    one run), runs), over the epochs every run has; a column no run recorded is left out."""
     logs = [{r["epoch"]: r for r in read_epoch_log(Path(d) / EPOCH_LOG)} for d in row.run_dirs
             if (Path(d) / EPOCH_LOG).is_file()]
     if not logs:
         return {}
     epochs = sorted(set.intersection(*(set(log) for log in logs)))
     out = {}
-    for name, _ in DIAGNOSTICS:
+    for name in names:
         values = np.array([[log[e].get(name, math.nan) for e in epochs] for log in logs], dtype=np.float64)
         if np.isnan(values).all():
             continue
         std = values.std(axis=0, ddof=1) if len(logs) > 1 else np.zeros(len(epochs))
         out[name] = (np.array(epochs), values.mean(axis=0), std, len(logs))
     return out
+
+
+def diagnostics_curves(row: Row) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
+    """Figure 2's four diagnostics of the row (``epoch_curves``)."""
+    return epoch_curves(row, [name for name, _ in DIAGNOSTICS])
 
 
 def pca_2d(features: np.ndarray) -> np.ndarray:
@@ -255,17 +260,14 @@ def write_mean_runs(rows: list[Row], out: Path) -> list[Path]:
     written = []
     for dataset, mine in by_dataset(rows).items():
         for row in mine:
-            logs = [read_epoch_log(Path(d) / EPOCH_LOG) for d in row.run_dirs if (Path(d) / EPOCH_LOG).is_file()]
-            if not logs:
+            curves = epoch_curves(row, [name for name, _ in DIAGNOSTICS] + ["val_accuracy"])
+            if not curves:
                 continue
             folder = out / slug(dataset) / slug(row.method)
             writer = SummaryWriter(str(folder))
-            epochs = sorted(set.intersection(*({r["epoch"] for r in log} for log in logs)))
-            for name in [n for n, _ in DIAGNOSTICS] + ["val_accuracy"]:
-                for e in epochs:
-                    values = [next(r[name] for r in log if r["epoch"] == e) for log in logs]
-                    tag = f"mean/{name}" if name != "val_accuracy" else "mean/val_accuracy"
-                    writer.add_scalar(tag, float(np.mean(values)), e)
+            for name, (epochs, mean, _, _) in curves.items():
+                for e, m in zip(epochs, mean, strict=True):
+                    writer.add_scalar(f"mean/{name}", float(m), int(e))
             writer.close()
             written.append(folder)
     return written
