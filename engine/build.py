@@ -17,7 +17,7 @@ from ..core.console import progress_bars
 from ..core.distributed import shard_without_padding
 from ..core.errors import UserError
 from ..datasets import DataSplits, create_datasets
-from ..datasets.seeded import SeededDataset, SeededSampler, sample_seed
+from ..core.seeded import SeededDataset, SeededSampler, sample_seed
 from ..handlers.context import RunContext
 from ..handlers.registry import Regularizer, get_regularizer_class
 from ..models import Classifier, backbone_preprocessing, create_model
@@ -49,7 +49,7 @@ def setup_data(cfg: Config) -> tuple[DataSplits, Loaders]:
     pin = torch.cuda.is_available()
     # A seeded sampler even on one process: the order of epoch e depends only on (seed, e),
     # which is what makes --resume reproduce an uninterrupted run.
-    # Each image's augmentation is seeded by (seed, epoch, image) (datasets/seeded.py), and the
+    # Each image's augmentation is seeded by (seed, epoch, image) (core/seeded.py), and the
     # loader's own generator seeds its workers: the data never depend on the global RNG, so every
     # method sees the same batches at one seed.
     order = DistributedSampler(data.train, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -12,11 +13,13 @@ from torch.utils.data import DataLoader, RandomSampler
 from ..core.cache import load_or_compute_tensors
 from ..core.config import Config
 from ..core.console import progress_bars
-from ..datasets import DataSplits
-from ..datasets.seeded import SeededDataset, SeededSampler
-from ..models import Classifier, PretrainedInfo
+from ..core.seeded import SeededDataset, SeededSampler
 from .class_statistics import ClassStatistics, accumulate_statistics
 from .features import feature_loader, features_key
+
+if TYPE_CHECKING:  # types only: a command that only lists or validates loads neither models nor datasets
+    from ..datasets import DataSplits
+    from ..models import Classifier, PretrainedInfo
 
 
 @dataclass

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import timm
-
 from ..core.config import ModelConfig
 from ..core.errors import UserError
 from .classifier import Classifier, accept_grey, init_head
@@ -24,6 +22,8 @@ def unknown_arch(arch: str) -> str | None:
     if arch == "small_cnn":
         return None
     if arch.startswith("timm/"):
+        import timm  # loaded for timm models only (a second or more of start-up)
+
         name = arch[len("timm/"):]
         return None if timm.is_model(name) else f"timm {timm.__version__} has no model {name!r}"
     if arch in torchvision_names():

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 
-from timm.models import get_pretrained_cfg
-
 from ..core.config import STANDARD_PREPROCESSING, ModelConfig
 from .torchvision_models import imagenet_weights, torchvision_names
 
 
 def backbone_preprocessing(cfg: ModelConfig) -> dict:
     if cfg.arch.startswith("timm/"):
+        from timm.models import get_pretrained_cfg  # loaded for timm models only
+
         pcfg = get_pretrained_cfg(cfg.arch[len("timm/"):])
         if pcfg is None:
             return dict(STANDARD_PREPROCESSING)

@@ -9,13 +9,13 @@ with a settable input size (timm's ViTs) is set to ``data.image_size``.
 
 from __future__ import annotations
 
-import timm
-
 from ..core.errors import UserError
 from .classifier import Classifier, feature_width
 
 
 def create_timm(name: str, num_classes: int, image_size: int, from_hub: bool) -> Classifier:
+    import timm  # loaded when a timm model is built (a second or more of start-up for the others)
+
     if not timm.is_model(name):
         raise UserError(f"model.arch: timm/{name}: timm {timm.__version__} has no such model")
     embedding = "clip" in name

@@ -114,3 +114,20 @@ def test_the_registry_is_complete_once_handlers_is_imported():
 if __name__ == "__main__":
     for package, targets in sorted(graph().items(), key=lambda kv: (["run.py", *PACKAGES[::-1]].index(kv[0]))):
         print(f"{package:9s} -> {', '.join(sorted(targets, key=PACKAGES.index))}")
+
+
+def test_the_commands_that_train_nothing_load_only_what_they_need():
+    """``--help`` loads no torch; ``--list`` no models and no datasets (torchvision, timm); a config of
+    a torchvision backbone, printed, no timm (their times: ``benchmarks/startup.py``)."""
+    import subprocess
+
+    probe = ("import runpy, sys\nsys.argv = ['adarand-run', *sys.argv[1:]]\n"
+             "try:\n    runpy.run_path({run!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('torch', 'torchvision', 'timm', 'ignite') if m in sys.modules), file=sys.stderr)")
+    loaded = {}
+    for args in (["--help"], ["--list"], ["cars_adarand", "--print-config"]):
+        r = subprocess.run([sys.executable, "-c", probe.format(run=str(REPO / "run.py")), *args], capture_output=True,
+                           text=True, cwd=REPO, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        loaded[args[0]] = r.stderr.strip().splitlines()[-1]
+    assert loaded == {"--help": "[]", "--list": "['ignite', 'torch']", "cars_adarand": "['ignite', 'torch', 'torchvision']"}

@@ -91,7 +91,8 @@ def _torchrun(*args, env_extra=None):
 
 def _finish(proc, timeout=300):
     out, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, err[-3000:]
+    # each process's one-line error comes first (torchrun's traceback of the others follows it)
+    assert proc.returncode == 0, "\n".join(l for l in err.splitlines() if "error:" in l)[:2000] + "\n" + err[-2000:]
     return out
 
 

@@ -41,7 +41,7 @@ def test_the_data_do_not_depend_on_the_number_of_loader_workers(tmp_path):
 
 
 def test_the_global_rng_does_not_move_the_augmentations(tmp_path):
-    from adarand.datasets.seeded import SeededDataset
+    from adarand.core.seeded import SeededDataset
 
     cfg = load_config(write_tiny_config(tmp_path, "finetune"))
     from adarand.engine.build import setup_data
