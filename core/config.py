@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,6 +196,33 @@ class DiagnosticsConfig:
     test_features: int = field(default=1024, metadata={"range": ">= 0"})
 
 
+TRACKER_PACKAGES = {"mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}  # tracker: (module, extra)
+
+
+@dataclass(kw_only=True)
+class LoggingConfig:
+    # where the run's scalars and settings go, each on rank 0: tensorboard (the run folder's events),
+    # mlflow, wandb (through Ignite's MLflowLogger and WandBLogger)
+    trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = field(default_factory=lambda: ["tensorboard"])
+    # MLflow's tracking URI; null: $MLFLOW_TRACKING_URI, else the SQLite store <output_root>/mlflow.db
+    mlflow_uri: str | None = None
+    experiment: str = "adarand"  # the MLflow experiment and the W&B project
+    # W&B: offline (the run folder's wandb/, uploaded later by `wandb sync`) | online
+    wandb_mode: Literal["offline", "online"] = "offline"
+
+    def check(self):
+        if len(set(self.trackers)) != len(self.trackers):
+            return "trackers", f"a tracker is named twice in {self.trackers}"
+        for tracker in self.trackers:
+            module, extra = TRACKER_PACKAGES.get(tracker, (None, None))
+            if module is not None and importlib.util.find_spec(module) is None:
+                return "trackers", (f"{tracker} needs the package {module}, which is not installed: "
+                                    f"pip install 'adarand[{extra}]'")
+        if not self.experiment:
+            return "experiment", "expected a name"
+        return None
+
+
 @dataclass(kw_only=True)
 class MethodConfig:
     name: str = "finetune"
@@ -211,6 +239,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     seed: int = 0
     output_root: str = "runs"  # run folders go to output_root/<config name>-seed<seed>-<time>

@@ -1,5 +1,6 @@
 """Attaching a built run's handlers to its engines, in one place: the schedule, the regularizer,
-the training log, validation and model selection, checkpoints, TensorBoard and progress bars."""
+the training log, validation and model selection, checkpoints, the run's log (TensorBoard and the
+experiment trackers) and progress bars."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, ProgressBar, global_step_from_engine
-from ignite.handlers.tensorboard_logger import OutputHandler
 
 import yaml
 
@@ -19,8 +19,8 @@ from ..handlers.training_log import TrainingDiagnostics
 from .build import Run
 from .checkpoints import BEST_PREFIX, CHECKPOINTS, LAST_PREFIX, DurableSaver
 from .epoch_log import EPOCH_LOG, write_epoch_log
+from .run_log import RunLog
 from .state import ConfigState, RNGState, RunRecord
-from .tb_writer import RunTensorboardLogger
 
 
 def learning_rate_names(optimizer, others: dict) -> list[tuple[str, dict]]:
@@ -35,16 +35,18 @@ def learning_rate_names(optimizer, others: dict) -> list[tuple[str, dict]]:
 
 def attach_handlers(run: Run, run_dir: Path, record: RunRecord, purge_step: int = 0) -> dict:
     """Every handler of the run, in the order they fire within an event. ``purge_step``: the
-    iteration the run starts from; TensorBoard hides what an interrupted attempt logged after it."""
+    first iteration the run logs; TensorBoard hides what an interrupted attempt logged after it."""
     cfg, trainer, val_evaluator, loaders, data = run.cfg, run.trainer, run.val_evaluator, run.loaders, run.data
     net, optimizer, lr_scheduler, regularizer = run.net, run.optimizer, run.lr_scheduler, run.regularizer
     rank0 = idist.get_rank() == 0
-    tb = RunTensorboardLogger(str(run_dir), purge_step=purge_step) if rank0 else None
+    log = RunLog(cfg, run_dir, purge_step=purge_step) if rank0 else None
+    if log is not None and log.tb is not None:
+        log.tb.writer.add_text("config", "```yaml\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False) + "```", 0)
 
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: loaders.train.sampler.set_epoch(e.state.epoch))
     trainer.add_event_handler(Events.ITERATION_STARTED, lr_scheduler)
     regularizer.attach(trainer)
-    diagnostics = TrainingDiagnostics(tb.writer if tb else None, data.num_classes, cfg.train.log_every,
+    diagnostics = TrainingDiagnostics(log, data.num_classes, cfg.train.log_every,
                                       cfg.diagnostics.max_samples, cfg.diagnostics.chunk_size,
                                       len(loaders.train), enabled=cfg.diagnostics.enabled)
     diagnostics.attach(trainer)
@@ -92,17 +94,17 @@ def attach_handlers(run: Run, run_dir: Path, record: RunRecord, purge_step: int 
             if engine.state.epoch >= cfg.train.stop_after:
                 engine.terminate()
 
-    if tb is not None:
-        tb.writer.add_text("config", "```yaml\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False) + "```", 0)
+    if log is not None:
         named = learning_rate_names(optimizer, regularizer.optimizers())
 
         @trainer.on(Events.ITERATION_STARTED(every=cfg.train.log_every))
         def log_learning_rates(engine: Engine) -> None:
-            for tag, group in named:
-                tb.writer.add_scalar(tag, group["lr"], engine.state.iteration)
-        tb.attach(val_evaluator, OutputHandler(tag="val", metric_names=["accuracy", "loss"],
-                                               global_step_transform=global_step_from_engine(trainer)),
-                  Events.COMPLETED)
+            log.log({tag: group["lr"] for tag, group in named}, engine.state.iteration)
+
+        @val_evaluator.on(Events.COMPLETED)
+        def log_validation(evaluator: Engine) -> None:
+            log.log({f"val/{name}": float(evaluator.state.metrics[name]) for name in ("accuracy", "loss")},
+                    trainer.state.epoch)
     if rank0 and cfg.train.epoch_lines:
         @val_evaluator.on(Events.COMPLETED)
         def print_epoch_line(evaluator: Engine) -> None:
@@ -114,4 +116,4 @@ def attach_handlers(run: Run, run_dir: Path, record: RunRecord, purge_step: int 
     if rank0 and progress_bars(cfg.train.progress):
         ProgressBar(persist=False, desc="train").attach(trainer, metric_names="all")
         ProgressBar(persist=False, desc="val").attach(val_evaluator)
-    return {"to_save": to_save, "best": best, "saver": saver, "tb": tb, "diagnostics": diagnostics}
+    return {"to_save": to_save, "best": best, "saver": saver, "log": log, "diagnostics": diagnostics}

@@ -16,8 +16,8 @@ from ..core.config import Config
 from ..core.console import progress_bars
 from ..core.distributed import shard_without_padding
 from ..core.errors import UserError
-from ..datasets import DataSplits, create_datasets
 from ..core.seeded import SeededDataset, SeededSampler, sample_seed
+from ..datasets import DataSplits, create_datasets
 from ..handlers.context import RunContext
 from ..handlers.registry import Regularizer, get_regularizer_class
 from ..models import Classifier, backbone_preprocessing, create_model

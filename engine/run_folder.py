@@ -23,7 +23,8 @@ from .state import RESUMABLE_CHANGES, config_differences
 
 # how a run prints, where it computes and where its caches live: never part of an experiment
 DISPLAY_KEYS = ("train.progress", "train.epoch_lines", "train.log_every", "train.stop_after", "train.device",
-                "train.threads", "data.num_workers", "cache_dir", "output_root")
+                "train.threads", "data.num_workers", "cache_dir", "output_root",
+                "logging.trackers", "logging.mlflow_uri", "logging.experiment", "logging.wandb_mode")
 
 NEW, STARTED, FINISHED = "new", "started", "finished"
 

@@ -102,7 +102,8 @@ class RunRecord:
 
 # keys a resumed run may change: how long it trains, how it logs and reads its data, where caches live
 RESUMABLE_CHANGES = ("train.epochs", "train.stop_after", "train.progress", "train.epoch_lines", "train.log_every",
-                     "train.device", "train.threads", "data.num_workers", "cache_dir", "output_root")
+                     "train.device", "train.threads", "data.num_workers", "cache_dir", "output_root",
+                     "logging.trackers", "logging.mlflow_uri", "logging.experiment", "logging.wandb_mode")
 
 
 class ConfigState:

@@ -27,8 +27,7 @@ def hparams(cfg: Config) -> dict:
     return out
 
 
-def write_summary(writer, cfg: Config, results: dict, features: tuple[torch.Tensor, torch.Tensor] | None,
-                  classes: list[str]) -> None:
+def write_summary(writer, cfg: Config, features: tuple[torch.Tensor, torch.Tensor] | None, classes: list[str]) -> None:
     """The HParams row and the embedding of the last epoch's training features.
 
     The row is the run's session (its settings, then its end), written into the run's own folder so
@@ -37,12 +36,10 @@ def write_summary(writer, cfg: Config, results: dict, features: tuple[torch.Tens
     the other methods' parameters; without one it gathers the columns from every run and shows
     first those that differ (the method, the seed). Its metrics are the runs' scalars in name
     order, so the selected model's accuracies are tagged ``accuracy/best_val`` and ``accuracy/test``
-    and come first."""
+    (``RunLog.finish``) and come first."""
     _, session_start, session_end = hparams_summaries(hparams(cfg), {})
     writer.file_writer.add_summary(session_start)
     writer.file_writer.add_summary(session_end)
-    writer.add_scalar("accuracy/best_val", results["val_accuracy"], results["best_epoch"])
-    writer.add_scalar("accuracy/test", results["test_accuracy"], results["best_epoch"])
     if features is not None:
         feats, labels = features
         writer.add_embedding(feats.float(), metadata=[classes[int(y)] for y in labels], global_step=cfg.train.epochs,

@@ -34,7 +34,6 @@ from .checkpoints import (
 )
 from .evaluator import create_evaluator
 from .state import RESUMABLE_CHANGES, RunRecord, config_differences
-from .tb_summary import write_summary
 from .test_features import TEST_FEATURES, save_test_features, test_features
 
 log = logging.getLogger(__name__)
@@ -69,7 +68,8 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
     if on_ready is not None:
         on_ready()
     prepare_folder(run_dir)
-    purge_step = int(checkpoint["trainer"]["iteration"]) if checkpoint is not None else 0
+    # the first iteration the continued run logs: TensorBoard hides what an interrupted attempt logged from there on
+    purge_step = int(checkpoint["trainer"]["iteration"]) + 1 if checkpoint is not None else 0
     handlers = attach_handlers(run, run_dir, record, purge_step=purge_step)
     if on_engines is not None:
         on_engines(run.trainer, run.val_evaluator)
@@ -85,17 +85,16 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
             run.trainer.run(run.loaders.train, max_epochs=cfg.train.epochs)
         method_report = run.regularizer.report()  # before close(), which releases what it reports on
     except KeyboardInterrupt:
-        close_writer(handlers["tb"])
+        close_log(handlers["log"], "KILLED")
         raise Interrupted(interrupted_message(run, run_dir)) from None
     except BaseException:  # a stop from outside the run (a pruned trial) or an error: the events so far stay readable
-        close_writer(handlers["tb"])
+        close_log(handlers["log"], "FAILED")
         raise
     finally:
         run.regularizer.close()
-    tb = handlers["tb"]
+    log = handlers["log"]
     if run.trainer.state.epoch < cfg.train.epochs:
-        if tb is not None:
-            tb.close()
+        close_log(log)
         if idist.get_rank() == 0:
             print(f"stopped after epoch {run.trainer.state.epoch} of {cfg.train.epochs}; continue with: "
                   f"adarand-run {run_dir / 'config.yaml'} train.stop_after=null --resume {run_dir}")
@@ -111,17 +110,17 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
         kept = test_features(run.net, run.data.test, cfg.diagnostics.test_features, run.device, cfg.data.eval_batch,
                              t.amp, t.channels_last)
         save_test_features(run_dir / TEST_FEATURES, kept, run.data.classes)
-    if tb is not None:
-        write_summary(tb.writer, cfg, results, handlers["diagnostics"].last_features, run.data.classes)
-        tb.close()
+    if log is not None:
+        log.finish(results, handlers["diagnostics"].last_features, run.data.classes)
+        log.close()
     if idist.get_rank() == 0:
         write_json_atomic(run_dir / "results.json", results)
     return results
 
 
-def close_writer(tb) -> None:
-    if tb is not None:
-        tb.close()
+def close_log(log, status: str = "FINISHED") -> None:
+    if log is not None:
+        log.close(status)
 
 
 def interrupted_message(run: Run, run_dir: Path) -> str:

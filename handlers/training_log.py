@@ -45,7 +45,7 @@ class TrainingDiagnostics:
 
     def __init__(self, writer, num_classes: int, log_every: int, max_samples: int, chunk: int,
                  epoch_length: int, enabled: bool = True):
-        self.writer = writer  # a SummaryWriter on rank 0, None elsewhere
+        self.writer = writer  # the run's log on rank 0 (``log(scalars, step)``), None elsewhere
         self.num_classes = num_classes
         self.log_every = log_every
         self.max_samples = max_samples
@@ -124,8 +124,7 @@ class TrainingDiagnostics:
         self.check_finite(means, engine)
         engine.state.metrics.update({k: v for k, v in means.items() if k.startswith("loss")})
         if self.writer is not None:
-            for k, v in means.items():
-                self.writer.add_scalar(tensorboard_tag(k, per_epoch=False), v, engine.state.iteration)
+            self.writer.log({tensorboard_tag(k, per_epoch=False): v for k, v in means.items()}, engine.state.iteration)
 
     def write_epoch(self, engine: Engine) -> None:
         means = self._means(self._epoch, self._n_epoch)
@@ -142,5 +141,4 @@ class TrainingDiagnostics:
         self._feats, self._labels = [], []
         self.last_epoch = means
         if self.writer is not None:
-            for k, v in means.items():
-                self.writer.add_scalar(tensorboard_tag(k, per_epoch=True), v, engine.state.epoch)
+            self.writer.log({tensorboard_tag(k, per_epoch=True): v for k, v in means.items()}, engine.state.epoch)

@@ -137,7 +137,7 @@ def test_step_logs_are_logged_as_interval_and_epoch_means():
     from adarand.handlers.training_log import TrainingDiagnostics
 
     written = []
-    writer = SimpleNamespace(add_scalar=lambda tag, v, step: written.append((tag, step, v)))
+    writer = SimpleNamespace(log=lambda scalars, step: written.extend((tag, step, v) for tag, v in scalars.items()))
     diag = TrainingDiagnostics(writer, num_classes=2, log_every=2, max_samples=10, chunk=4, epoch_length=3,
                                enabled=False)
     engine = SimpleNamespace(state=SimpleNamespace(output=None, metrics={}, iteration=0, epoch=1))

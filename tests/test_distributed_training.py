@@ -92,7 +92,7 @@ def _torchrun(*args, env_extra=None):
 def _finish(proc, timeout=300):
     out, err = proc.communicate(timeout=timeout)
     # each process's one-line error comes first (torchrun's traceback of the others follows it)
-    assert proc.returncode == 0, "\n".join(l for l in err.splitlines() if "error:" in l)[:2000] + "\n" + err[-2000:]
+    assert proc.returncode == 0, "\n".join(line for line in err.splitlines() if "error:" in line)[:2000] + "\n" + err[-2000:]
     return out
 
 

@@ -1,0 +1,52 @@
+"""Where the run's scalars go: the TensorBoard events in the run folder and the experiment trackers
+that ``logging.trackers`` names (``trackers.py``). One object on rank 0; the training log, the
+validation and the learning rates write through it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..core.config import Config
+from .tb_summary import hparams, write_summary
+from .tb_writer import RunTensorboardLogger
+from .trackers import open_trackers
+
+
+class RunLog:
+    def __init__(self, cfg: Config, run_dir: Path, purge_step: int = 0):
+        """``purge_step``: the first iteration the run logs; TensorBoard hides what an interrupted
+        attempt logged after it."""
+        self.cfg = cfg
+        self.tb = RunTensorboardLogger(str(run_dir), purge_step=purge_step) if "tensorboard" in cfg.logging.trackers else None
+        self.trackers = open_trackers(cfg, run_dir, hparams(cfg))
+        self.run_dir = run_dir
+
+    def log(self, scalars: dict[str, float], step: int) -> None:
+        """Scalars by tag, all at ``step`` of their axis (an iteration, or an epoch)."""
+        if self.tb is not None:
+            for tag, value in scalars.items():
+                self.tb.writer.add_scalar(tag, value, step)
+        for tracker in self.trackers:
+            tracker.log(scalars, step)
+
+    def finish(self, results: dict, features: tuple[torch.Tensor, torch.Tensor] | None, classes: list[str]) -> None:
+        """The end of a finished run, before ``results.json`` is written: the selected model's
+        accuracies at its epoch, TensorBoard's HParams row and feature embedding, the trackers'
+        copies of the config and the results."""
+        self.log({"accuracy/best_val": results["val_accuracy"], "accuracy/test": results["test_accuracy"]},
+                 results["best_epoch"])
+        if self.tb is not None:
+            write_summary(self.tb.writer, self.cfg, features, classes)
+        for tracker in self.trackers:
+            tracker.finish(self.run_dir / "config.yaml", results)
+
+    def close(self, status: str = "FINISHED") -> None:
+        """``status``: how the attempt ended, for the trackers' runs: FINISHED (also a run stopped
+        to be continued), FAILED (an error) or KILLED (Ctrl-C)."""
+        if self.tb is not None:
+            self.tb.close()
+        for tracker in self.trackers:
+            tracker.close(status)
+        self.tb, self.trackers = None, []

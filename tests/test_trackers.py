@@ -1,0 +1,133 @@
+"""MLflow and W&B receive what TensorBoard receives (``logging.trackers``), read back from their
+offline stores: MLflow's SQLite database and W&B's offline run file."""
+
+import json
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import yaml
+from adarand import train
+from adarand.core.errors import ConfigError
+from adarand.engine.config import load_config
+from adarand.engine.tb_summary import hparams
+
+from conftest import write_tiny_config
+
+mlflow = pytest.importorskip("mlflow")
+
+
+def tensorboard_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    ea = EventAccumulator(str(run_dir))
+    ea.Reload()
+    return {tag: [(s.step, s.value) for s in ea.Scalars(tag)] for tag in ea.Tags()["scalars"]}
+
+
+def wandb_records(run_file: Path):
+    """The protobuf records of a W&B offline run file: a 7-byte header, then LevelDB's log format
+    (32 KiB blocks of chunks, each with a 7-byte header: CRC, length, type; type 1 a whole record,
+    2/3/4 its first, middle and last parts)."""
+    from wandb.proto import wandb_internal_pb2
+
+    raw, pos, part, block = run_file.read_bytes(), 7, b"", 32768
+    assert raw[:4] == b":W&B"
+    while pos + 7 <= len(raw):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", raw[pos:pos + 7])
+        pos += 7
+        if kind == 0:  # zero padding up to the block's end
+            pos += (block - pos % block) % block
+            continue
+        part += raw[pos:pos + length]
+        pos += length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(part)
+            part = b""
+            yield record
+
+
+def wandb_scalars(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], dict, set[str]]:
+    """Each tag's (axis value, value) points, the run's config and its run ids, from the offline
+    files of the run folder (one per attempt, in the order they were written)."""
+    points, config, ids = {}, {}, set()
+    files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    for record in (r for f in files for r in wandb_records(f)):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            ids.add(record.run.run_id)
+            config.update({i.key: json.loads(i.value_json) for i in record.run.config.update})
+        elif kind == "config":
+            config.update({i.key: json.loads(i.value_json) for i in record.config.update})
+        elif kind == "history":
+            row = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
+            axis = "epoch" if "epoch" in row else "iteration"
+            for tag, value in row.items():
+                if "/" in tag:
+                    points.setdefault(tag, []).append((row[axis], value))
+    config.pop("_wandb", None)
+    return points, config, ids
+
+
+def test_mlflow_and_wandb_get_every_scalar_the_hyperparameters_and_continue_one_run_on_resume(tmp_path):
+    pytest.importorskip("wandb")
+    cfg = write_tiny_config(tmp_path, "adarand")
+    run_dir, store = tmp_path / "runs" / "adarand-lambda0.5" / "seed0", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = ["method.lambda=0.5", "train.epochs=2", "logging.trackers=[tensorboard, mlflow, wandb]",
+              f"logging.mlflow_uri={store}", "logging.experiment=tiny"]
+    assert train(cfg, common + ["train.stop_after=1"], output=run_dir, quiet=True) is None  # stopped after epoch 1
+    results = train(cfg, common, output=run_dir, quiet=True)  # continued to epoch 2
+
+    tb = tensorboard_scalars(run_dir)
+    assert {"loss/total", "prior/intra", "diagnostics/feature_entropy", "val/accuracy", "lr/backbone",
+            "accuracy/test"} <= set(tb)
+    assert [step for step, _ in tb["val/accuracy"]] == [1, 2]
+    settings = hparams(load_config([cfg], common))
+    assert settings["method.lambda"] == 0.5
+
+    client = mlflow.tracking.MlflowClient(store)
+    experiment = client.get_experiment_by_name("tiny")
+    (run,) = client.search_runs([experiment.experiment_id])  # the continued run logged into the first one's
+    assert run.info.run_name == "adarand-lambda0.5/seed0" and run.info.status == "FINISHED"
+    assert run.data.params == {k: str(v) for k, v in settings.items()}
+    assert set(run.data.metrics) == set(tb)
+    for tag, points in tb.items():
+        history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, tag))
+        assert [s for s, _ in history] == [s for s, _ in points], tag
+        assert [v for _, v in history] == pytest.approx([v for _, v in points], rel=1e-6), tag
+    artifacts = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / "artifacts")))
+    assert json.loads((artifacts / "results.json").read_text())["test_accuracy"] == results["test_accuracy"]
+    assert yaml.safe_load((artifacts / "config.yaml").read_text()) == yaml.safe_load((run_dir / "config.yaml").read_text())
+
+    wandb_points, wandb_config, ids = wandb_scalars(run_dir)
+    assert len(list(run_dir.glob("wandb/offline-run-*"))) == 2  # an offline folder per attempt ...
+    assert len(ids) == 1  # ... of one W&B run: the continued attempt resumed it
+    assert wandb_config == settings
+    assert set(wandb_points) == set(tb)
+    for tag, points in tb.items():
+        assert [s for s, _ in wandb_points[tag]] == [s for s, _ in points], tag
+        assert [v for _, v in wandb_points[tag]] == pytest.approx([v for _, v in points], rel=1e-6), tag
+
+
+def test_tensorboard_can_be_left_out_and_a_missing_tracker_package_is_one_line(tmp_path, monkeypatch):
+    cfg = write_tiny_config(tmp_path)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    results = train(cfg, ["train.epochs=1", "logging.trackers=[mlflow]", f"logging.mlflow_uri={store}"],
+                    output=tmp_path / "run", quiet=True)
+    assert not list((tmp_path / "run").glob("events.out.tfevents.*"))
+    client = mlflow.tracking.MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("adarand").experiment_id])
+    assert run.data.metrics["accuracy/test"] == pytest.approx(results["test_accuracy"])
+
+    with pytest.raises(ConfigError, match=r"key 'logging\.trackers': a tracker is named twice"):
+        load_config([cfg], ["logging.trackers=[mlflow, mlflow]"])
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if the extra were not installed
+    with pytest.raises(ConfigError) as e:
+        load_config([cfg], ["logging.trackers=[tensorboard, wandb]"])
+    assert str(e.value) == ("command line: key 'logging.trackers': wandb needs the package wandb, which is not installed: "
+                            "pip install 'adarand[wandb]'")
