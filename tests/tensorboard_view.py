@@ -305,12 +305,17 @@ def screenshot_tensorboard(logdir: str | Path, out: str | Path, chromium: str | 
     binary = find_chromium(chromium)
     if binary is None:
         return ["no Chromium: install one (apt install chromium) or pass --chromium PATH"]
-    out.mkdir(parents=True, exist_ok=True)
     with tensorboard(logdir) as url, browser_page(binary) as page:
-        return (view_diagnostics(page, url, out / "diagnostics.png")
-                + view_axis_labels(page, url, out / "scalars.png")
-                + view_hparams(page, url, out / "hparams.png", runs)
-                + view_projector(page, url, out / "projector.png", runs))
+        return every_view(page, url, out, runs)
+
+
+def every_view(page, url: str, out: Path, runs: list[dict]) -> list[str]:
+    """The four screenshots in OUT, and the problems found on them."""
+    out.mkdir(parents=True, exist_ok=True)
+    return (view_diagnostics(page, url, out / "diagnostics.png")
+            + view_axis_labels(page, url, out / "scalars.png")
+            + view_hparams(page, url, out / "hparams.png", runs)
+            + view_projector(page, url, out / "projector.png", runs))
 
 
 def main(argv=None) -> int:

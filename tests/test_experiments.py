@@ -108,3 +108,38 @@ def test_output_with_another_experiment_or_a_finished_run_is_refused_up_front(tm
     r = run_main(cfg, "train.epochs=1", "--output", out)  # the same run, finished: refused, nothing claims to continue
     assert r.returncode == 2 and "continuing" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith(f"error: {out}: the run has finished, nothing left to train")
+
+
+def test_ctrl_c_in_a_sweep_says_what_finished_and_the_command_that_continues_it(tmp_path, capsys):
+    """Ctrl-C (SIGINT to the terminal's process group: the sweep and its run) once the first of two
+    runs has written its results: one line, no traceback, and the command that continues."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    cfg = write_tiny_config(tmp_path)
+    root = tmp_path / "sweep"
+    args = [str(cfg), "train.epochs=1", "--seeds", "0", "1", "--root", str(root)]
+    sweep = subprocess.Popen([sys.executable, "-c", "import sys; from adarand.engine.sweep import main; "
+                              "sys.exit(main(sys.argv[1:]))", *args], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    first = root / "finetune-epochs1" / "seed0" / "results.json"
+    deadline = time.monotonic() + 300
+    while not first.exists() and sweep.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert first.exists(), sweep.communicate()[1][-2000:]
+    os.killpg(sweep.pid, signal.SIGINT)
+    out, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "[sweep] interrupted: 1 of 2 runs finished; the same command continues the sweep (finished runs are "
+        f"skipped, a stopped one continues): adarand-sweep {' '.join(args)}")
+    assert not (root / "finetune-epochs1" / "seed1" / "results.json").exists()
+    assert sweep_main(args) == 0  # the command it names: the finished run is skipped, the other runs
+    assert "1 done, " in capsys.readouterr().out
+    assert (root / "finetune-epochs1" / "seed1" / "results.json").exists()
