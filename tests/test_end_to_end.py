@@ -106,16 +106,17 @@ def pytest_approx(x):
 
 
 def test_resume_gives_the_same_numbers(tmp_path, cache_dir):
-    common = [DEMO, "train.epochs=3", "optim.milestones=[2]", f"cache_dir={cache_dir}", "train.progress=false"]
+    common = [DEMO, "train.epochs=3", "optim.milestones=[2]", "train.log_every=1", f"cache_dir={cache_dir}",
+              "train.progress=false"]
     full, part = tmp_path / "full", tmp_path / "part"
-    r = run_cli(*common, "--output", full)
+    r = run_main(*common, "--output", full)
     assert r.returncode == 0, r.stderr[-3000:]
-    r = run_cli(*common, "train.stop_after=1", "--output", part)
+    r = run_main(*common, "train.stop_after=1", "--output", part)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "stopped after epoch 1" in r.stdout and not (part / "results.json").exists()
     # the command it prints: the run's resolved config, no stop, --resume
     assert f"adarand-run {part / 'config.yaml'} train.stop_after=null --resume {part}" in r.stdout
-    r = run_cli(part / "config.yaml", "train.stop_after=null", "--resume", part)
+    r = run_main(part / "config.yaml", "train.stop_after=null", "--resume", part)
     assert r.returncode == 0, r.stderr[-3000:]
     a = json.loads((full / "results.json").read_text())
     b = json.loads((part / "results.json").read_text())
@@ -130,8 +131,11 @@ def test_resume_gives_the_same_numbers(tmp_path, cache_dir):
         assert torch.equal(last_a["regularizer"][k], last_b["regularizer"][k]), k
     assert last_b["trainer"]["iteration"] == last_a["trainer"]["iteration"] > 0
     assert len(last_b["record"]["epoch_times"]) == 3
-    # the per-epoch curves of the resumed run continue where the first segment stopped
+    # every curve of the resumed run continues where the first segment stopped: the same points
     ta, tb = scalars(full), scalars(part)
+    assert set(ta) == set(tb)
+    for tag in ta:
+        assert [s for s, _ in ta[tag]] == [s for s, _ in tb[tag]], tag
     assert [v for _, v in ta["val/accuracy"]] == [v for _, v in tb["val/accuracy"]]
     # a finished run has nothing left to resume
     r = run_main(*common, "--resume", part)

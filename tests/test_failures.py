@@ -47,7 +47,7 @@ def test_ctrl_c_gives_one_line_exit_130_and_a_run_that_continues(tmp_path):
               "register_optimizer_step_post_hook(hook)\n"
               "from adarand import run\n"
               "sys.exit(run.main(sys.argv[1:]))\n")
-    proc = subprocess.Popen([sys.executable, "-c", driver, str(cfg), "train.epochs=60", "--output", str(out)],
+    proc = subprocess.Popen([sys.executable, "-c", driver, str(cfg), "train.epochs=3", "--output", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     stdout, stderr = proc.communicate(timeout=300)
@@ -87,7 +87,7 @@ def test_a_full_disk_and_corrupt_checkpoints_give_one_line_and_the_run_continues
     cfg = write_tiny_config(tmp_path, "finetune")
     out = tmp_path / "run"
     common = [str(cfg), "train.epochs=3", "--output", str(out)]
-    assert run_cli(*common, "train.stop_after=1").returncode == 0
+    assert run_main(*common, "train.stop_after=1").returncode == 0
     (first,) = list((out / "checkpoints").glob("last_*.pt"))
     saved = first.read_bytes()
 
@@ -101,7 +101,7 @@ def test_a_full_disk_and_corrupt_checkpoints_give_one_line_and_the_run_continues
     assert not list(out.rglob("*.tmp"))
 
     # the same command continues; then the newest of two last checkpoints is corrupt
-    assert run_cli(*common, "train.stop_after=2").returncode == 0
+    assert run_main(*common, "train.stop_after=2").returncode == 0
     (second,) = list((out / "checkpoints").glob("last_*.pt"))
     first.write_bytes(saved)
     for corrupt in (second.read_bytes()[: second.stat().st_size // 2], b"not a checkpoint"):
@@ -111,7 +111,7 @@ def test_a_full_disk_and_corrupt_checkpoints_give_one_line_and_the_run_continues
         line = r.stderr.strip().splitlines()[-1]
         assert line.startswith(f"error: {second}: not a readable checkpoint (")
         assert line.endswith(f"the earlier checkpoint {first} exists: continue from it with --resume {first}")
-    r = run_cli(str(cfg), "train.epochs=3", "--resume", first)
+    r = run_main(str(cfg), "train.epochs=3", "--resume", first)
     assert r.returncode == 0, r.stderr[-2000:]
     (final,) = list((out / "checkpoints").glob("last_*.pt"))  # the corrupt one is gone too
     assert final.name == "last_checkpoint_12.pt" and "model" in torch.load(final, weights_only=True)
