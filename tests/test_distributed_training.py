@@ -59,7 +59,7 @@ def test_two_processes_keep_priors_and_weights_identical(tmp_path):
 def test_command_line_with_two_processes(tmp_path):
     import json
 
-    from conftest import run_cli
+    from conftest import run_cli, run_main
 
     out = tmp_path / "run"
     cfg_file = write_tiny_config(tmp_path, "adarand", counts={0: 12, 1: 10, 2: 10})
@@ -70,7 +70,7 @@ def test_command_line_with_two_processes(tmp_path):
     assert res["world_size"] == 2
     # a checkpoint written by 2 processes continues in 1
     assert len(list((out / "checkpoints").glob("last_*.pt"))) == 1
-    r = run_cli(cfg_file, "train.epochs=3", "--resume", out)
+    r = run_main(cfg_file, "train.epochs=3", "--resume", out)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((out / "results.json").read_text())["world_size"] == 1
 
@@ -96,33 +96,32 @@ def _finish(proc, timeout=300):
     return out
 
 
-def test_torchrun_two_processes(tmp_path):
-    import json
-
-    from conftest import REPO
-
-    cfg_file = write_tiny_config(tmp_path, "adarand", counts={0: 12, 1: 10, 2: 10})
-    root = tmp_path / "runs"  # default run folder names: each process makes one, rank 0's is used
-    out = _finish(_torchrun("--standalone", "--nproc_per_node=2", REPO / "run.py", cfg_file, "train.epochs=1",
-                            f"output_root={root}"))
-    folders = list(root.iterdir())
-    assert len(folders) == 1  # one run folder for both processes
-    res = json.loads((folders[0] / "results.json").read_text())
-    assert res["world_size"] == 2 and out.count("test accuracy:") == 1
-
-
-def _free_port() -> int:
+def two_nodes(run: tuple, tmp_path, env: dict, tries: int = 3) -> list[str]:
+    """Two torchrun nodes of one process each on the loopback interface, on a port the first node's
+    store binds. A port found free can be taken by another program before it binds it: then the
+    pair is started again on another port (its stderr says so), up to ``tries`` times."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(tries):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        nodes = [_torchrun("--nnodes=2", f"--node_rank={n}", "--nproc_per_node=1", "--master_addr=127.0.0.1",
+                           f"--master_port={port}", *run, "--output", tmp_path / f"node{n}", env_extra=env)
+                 for n in (0, 1)]
+        done = [p.communicate(timeout=300) + (p.returncode,) for p in nodes]
+        if not any(code and "address already in use" in err.lower() for _, err, code in done):
+            for _, err, code in done:
+                assert code == 0, "\n".join(line for line in err.splitlines() if "error:" in line)[:2000] + err[-2000:]
+            return [out for out, _, _ in done]
+    raise AssertionError(f"no free port for the two nodes in {tries} tries")
 
 
 def test_two_nodes_train_exactly_as_one_node_with_two_processes(tmp_path):
     """Two torchrun "machines" (node ranks 0 and 1, one process each, local rank 0 on both) on the
     loopback interface: the same global ranks as one machine with two processes, so the same data
-    shards, seeds and reductions, and the same weights to the last bit; only global rank 0 writes."""
+    shards, seeds and reductions, and the same weights to the last bit; only global rank 0 writes.
+    The one machine's run has no --output: each process names a run folder, rank 0's is used."""
     import json
 
     from conftest import REPO
@@ -132,19 +131,17 @@ def test_two_nodes_train_exactly_as_one_node_with_two_processes(tmp_path):
     # torchrun gives each process one thread when a node has several; the same here, so that the
     # kernels sum in the same order in both layouts
     threads = {"OMP_NUM_THREADS": "1"}
-    one = _finish(_torchrun("--standalone", "--nproc_per_node=2", *run, "--output", tmp_path / "one", env_extra=threads))
-    port = _free_port()
-    nodes = [_torchrun("--nnodes=2", f"--node_rank={n}", "--nproc_per_node=1", "--master_addr=127.0.0.1",
-                       f"--master_port={port}", *run, "--output", tmp_path / f"node{n}", env_extra=threads)
-             for n in (0, 1)]
-    outs = [_finish(p) for p in nodes]
+    root = tmp_path / "runs"
+    one = _finish(_torchrun("--standalone", "--nproc_per_node=2", *run, f"output_root={root}", env_extra=threads))
+    (one_dir,) = list(root.iterdir())  # one run folder for both processes
+    outs = two_nodes(run, tmp_path, threads)
     assert one.count("test accuracy:") == 1 and outs[0].count("test accuracy:") == 1 and "test accuracy:" not in outs[1]
     assert not (tmp_path / "node1").exists()  # rank 1 (on node 1) wrote no run folder of its own
-    a = json.loads((tmp_path / "one" / "results.json").read_text())
+    a = json.loads((one_dir / "results.json").read_text())
     b = json.loads((tmp_path / "node0" / "results.json").read_text())
     assert a["world_size"] == b["world_size"] == 2
     assert (a["test_loss"], a["val_accuracy"], a["best_epoch"]) == (b["test_loss"], b["val_accuracy"], b["best_epoch"])
-    last = [sorted((tmp_path / d / "checkpoints").glob("last_*.pt")) for d in ("one", "node0")]
+    last = [sorted((d / "checkpoints").glob("last_*.pt")) for d in (one_dir, tmp_path / "node0")]
     ca, cb = (torch.load(files[-1], weights_only=False) for files in last)
     assert ca["model"].keys() == cb["model"].keys()
     for k in ca["model"]:
