@@ -30,6 +30,7 @@ from scipy import stats
 
 import yaml
 
+from ..core.errors import UserError
 from ..core.schema import to_plain
 from ..handlers.registry import get_regularizer_class
 from .state import flatten
@@ -127,8 +128,23 @@ def collect(roots: list[Path]) -> list[Row]:
                 add(key_of(tagged), f"{dataset} → {name}", method, tagged, float(extra["accuracy"]), res, seed,
                     res_file.parent)
     rows = list(groups.values())
+    for row in rows:
+        refuse_repeated_seeds(row)
     label_differences(rows)
     return rows
+
+
+def refuse_repeated_seeds(row: Row) -> None:
+    """One run per seed in an experiment: a seed found twice (a copied folder, or the same sweep
+    under two roots) would count twice in the mean and pair with one of its runs only. Raises
+    UserError naming the seed and both folders."""
+    first: dict[int, str] = {}
+    for seed, run_dir in zip(row.seeds, row.run_dirs, strict=True):
+        if seed in first:
+            raise UserError(f"seed {seed} of {row.dataset} {row.method} is in two run folders of the same "
+                            f"experiment: {first[seed]} and {run_dir}; a table counts each seed once, so remove "
+                            "one of them or pass the roots apart")
+        first.setdefault(seed, run_dir)
 
 
 def label_differences(rows: list[Row]) -> None:
@@ -338,7 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.over and not args.select:
         p.error("--over goes with --select val")
-    rows = collect([Path(r) for r in args.roots])
+    try:
+        rows = collect([Path(r) for r in args.roots])
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not rows:
         print(f"error: no results.json under {', '.join(args.roots)}", file=sys.stderr)
         return 2

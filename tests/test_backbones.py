@@ -6,6 +6,7 @@ import json
 import pytest
 import timm
 import torch
+from ignite.engine import Events
 
 from adarand.core.config import ModelConfig
 from adarand.core.errors import UserError
@@ -83,13 +84,30 @@ def vit_config(tmp_path, method, arch, extra=()):
 def test_methods_run_on_a_vit_and_a_clip_tower(tmp_path, arch, method):
     extra = ["method.bank_size=8"] if method == "dr_tune" else []
     results = run_training(0, vit_config(tmp_path, method, arch, extra), tmp_path / "run", None)
-    assert 0.0 <= results["test_accuracy"] <= 1.0
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert saved["method"] == method
+    assert saved["method"] == method and saved["test_accuracy"] == results["test_accuracy"]
+    # the selected model: the new head on the tower's features (its width), the rest the backbone
+    (best,) = (tmp_path / "run" / "checkpoints").glob("best_model_*.pt")
+    state = torch.load(best, weights_only=True)
+    d = 192 if arch == VIT else 512
+    assert state["head.weight"].shape == (3, d) and state["head.bias"].shape == (3,)
+    assert all(k.startswith("backbone.") for k in state if not k.startswith("head."))
     if method in ("adarand", "randreg_cp"):
-        d = 192 if arch == VIT else 512
         tensors = 3 if method == "adarand" else 2  # mu and sigma, and AdaRand's mu_bar
         assert saved["method_report"]["prior_state_mib"] == pytest.approx(tensors * 3 * d * 4 / 2**20)
+
+
+@pytest.mark.parametrize("arch", [VIT, CLIP])
+def test_a_few_steps_on_one_batch_lower_its_loss(tmp_path, arch):
+    """The tower trains: five steps of the real trainer on one fixed batch lower that batch's cross-entropy."""
+    from adarand.engine.build import build_run
+
+    run = build_run(vit_config(tmp_path, "finetune", arch, ["optim.lr=0.01"]))
+    batch = next(iter(run.loaders.train))
+    losses = []
+    run.trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output.losses["ce"])))
+    run.trainer.run([batch] * 5, max_epochs=1)
+    assert len(losses) == 5 and losses[-1] < 0.9 * losses[0], losses
 
 
 @pytest.mark.parametrize("method,match", [("delta", "delta needs the backbone's stage layout"),

@@ -35,8 +35,27 @@ def test_use_ratio_keeps_a_fixed_stratified_fraction():
     assert Counter(k for _, k in kept) == {0: 20, 1: 10}
     train2, val2 = reduce_and_split(s, 0.5, 0.1, seed=3)
     assert (train2, val2) == (train, val)
-    # the reduced set is a subset of the full one, and the full set's split is unaffected by the run seed
-    assert set(kept) <= set(s)
+    # smaller fractions are subsets of larger ones (a learning curve adds images, never swaps them)
+    subsets = [set(sum(reduce_and_split(s, r, 0.0, seed=3), [])) for r in (0.25, 0.5, 0.75, 1.0)]
+    assert [len(k) for k in subsets] == [15, 30, 45, 60]
+    assert subsets[0] < subsets[1] < subsets[2] < subsets[3] == set(s)
+
+
+def test_split_seed_fixes_the_split_whatever_the_run_seed(tmp_path):
+    from adarand.engine.build import build_run
+    from adarand.engine.config import load_config
+
+    from conftest import write_tiny_config
+
+    cfg = write_tiny_config(tmp_path, counts={0: 12, 1: 10, 2: 8})
+
+    def split(*overrides, seed):
+        data = build_run(load_config(cfg, ["data.use_ratio=0.5", *overrides], seed=seed)).data
+        return sorted(data.train.samples), sorted(data.val.samples)
+
+    fixed = split("data.split_seed=4", seed=0)
+    assert split("data.split_seed=4", seed=7) == fixed  # another run seed: the same images in each split
+    assert split("data.split_seed=5", seed=0) != fixed  # another split seed: another split
 
 
 def test_folder_dataset_and_transforms(tmp_path):

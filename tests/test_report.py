@@ -23,9 +23,9 @@ def test_table_mean_std_by_hand(tmp_path, capsys):
     base = REPO / "yaml/base/digits_small_cnn.yaml"
     ft, ada = REPO / "yaml/methods/finetune.yaml", REPO / "yaml/methods/adarand.yaml"
     for i, acc in enumerate([0.80, 0.82, 0.87]):
-        fake_run(tmp_path / "a" / f"ft{i}", [base, ft], [], acc, 1.0 + i, 100 + i)
+        fake_run(tmp_path / "a" / f"ft{i}", [base, ft], [f"seed={i}"], acc, 1.0 + i, 100 + i)
     for i, acc in enumerate([0.90, 0.91]):  # made elsewhere: another folder
-        fake_run(tmp_path / "b" / f"ada{i}", [base, ada], ["method.lambda=0.5"], acc, 2.0, 300)
+        fake_run(tmp_path / "b" / f"ada{i}", [base, ada], ["method.lambda=0.5", f"seed={i}"], acc, 2.0, 300)
     fake_run(tmp_path / "b" / "ada_default", [base, ada], [], 0.75, 2.0, 300)
     out_csv = tmp_path / "t.csv"
     assert table_main([str(tmp_path / "a"), str(tmp_path / "b"), "--csv", str(out_csv)]) == 0
@@ -121,3 +121,20 @@ def test_select_on_validation_reports_the_best_validation_point_not_the_best_tes
     assert table_main([str(tmp_path), "--select", "val"]) == 0
     line = next(row for row in capsys.readouterr().out.split("Selected on validation")[1].splitlines() if "| adarand |" in row)
     assert "| method.lambda=0.3 | 3 | 2 | 94.00 ± 1.41 | 81.00 ± 1.41 |" in line
+
+
+def test_a_seed_found_twice_in_one_experiment_is_refused_naming_both_folders(tmp_path, capsys):
+    """The same sweep under two roots (or a copied run folder): seed 1 twice would count twice in
+    the mean and pair with one of its runs only."""
+    base = REPO / "yaml/base/digits_small_cnn.yaml"
+    ft, ada = REPO / "yaml/methods/finetune.yaml", REPO / "yaml/methods/adarand.yaml"
+    for root in ("first", "copy"):
+        for seed, acc in ((0, 0.80), (1, 0.84)):
+            fake_run(tmp_path / root / f"ada{seed}", [base, ada], [f"seed={seed}"], acc, 1.0, 100)
+    fake_run(tmp_path / "first" / "ft0", [base, ft], ["seed=0"], 0.78, 1.0, 100)
+    assert table_main([str(tmp_path / "first"), str(tmp_path / "copy"), "--paired", "finetune"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: seed 0 of sklearn_digits 10% [small_cnn] adarand is in two run "
+                                               f"folders of the same experiment: {tmp_path / 'first' / 'ada0'} and "
+                                               f"{tmp_path / 'copy' / 'ada0'};")
+    assert table_main([str(tmp_path / "first"), "--paired", "finetune"]) == 0  # one root: each seed once
