@@ -28,6 +28,20 @@ def shard_without_padding(dataset, rank: int | None = None, world: int | None = 
     return Subset(dataset, list(range(rank, len(dataset), world)))
 
 
+def gather_rows(t: torch.Tensor) -> torch.Tensor:
+    """Every process's rows of ``t`` (N_r, ...), concatenated in rank order, on every process. The
+    processes may hold different numbers of rows: each is padded to the largest for the collective
+    and the padding dropped."""
+    world = idist.get_world_size()
+    if world == 1:
+        return t
+    counts = idist.all_gather(torch.tensor([t.shape[0]], device=t.device)).tolist()
+    most = max(counts)
+    padded = torch.cat([t, t.new_zeros((most - t.shape[0], *t.shape[1:]))])
+    rows = idist.all_gather(padded)
+    return torch.cat([rows[r * most: r * most + counts[r]] for r in range(world)])
+
+
 def rank0_first(compute: Callable[[], T]) -> T:
     """``compute()`` on rank 0, then, after a barrier, on the other processes: what it writes to a
     shared disk (a cache) is built once, by rank 0, and found there by the rest. One process: just

@@ -1,6 +1,13 @@
 """The training log: per-iteration scalars summed on the device, written every ``log_every``
 iterations and every epoch, with the epoch's feature entropy and mutual information.
 
+With several processes every figure is the run's, not one process's: the interval and epoch means
+are over every process's iterations (one all-reduce of the sums when they are written, so that a
+non-finite loss on any process stops all of them at the same iteration), and the entropy and
+mutual information are over features gathered from every process, each keeping its share of
+``max_samples``. Each process's iteration values are its own batch's (``grad_norm_batch_mean`` is
+the mean over processes of each one's batch-mean gradient norm).
+
 TensorBoard groups, each on one axis:
 
 * per iteration (means over ``log_every`` iterations; x = iteration): ``loss/<term>`` and
@@ -17,6 +24,7 @@ import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 
+from ..core.distributed import gather_rows
 from ..core.errors import NonFiniteLoss
 from .diagnostics import batch_mean_grad_norm_sq, entropy_and_mutual_info, feature_norm_sq, head_grad_norm_sq
 
@@ -51,7 +59,10 @@ class TrainingDiagnostics:
         self.max_samples = max_samples
         self.chunk = chunk
         self.enabled = enabled
-        self.per_batch = max(1, math.ceil(max_samples / max(1, epoch_length)))
+        world, rank = idist.get_world_size(), idist.get_rank()
+        # this process's share of max_samples (the shares add up to it), a few rows of each batch
+        self.kept_here = max_samples // world + (1 if rank < max_samples % world else 0)
+        self.per_batch = max(1, math.ceil(self.kept_here / max(1, epoch_length)))
         self._interval: dict[str, torch.Tensor] = {}
         self._epoch: dict[str, torch.Tensor] = {}
         self._n_interval = 0
@@ -98,15 +109,21 @@ class TrainingDiagnostics:
         self._add(self._epoch, names, vector)
         self._n_interval += 1
         self._n_epoch += 1
-        if self.enabled and sum(f.shape[0] for f in self._feats) < self.max_samples:
-            self._feats.append(step.features.detach()[: self.per_batch].float())
-            self._labels.append(step.y[: self.per_batch])
+        kept = sum(f.shape[0] for f in self._feats)
+        if self.enabled and kept < self.kept_here:
+            take = min(self.per_batch, self.kept_here - kept)
+            self._feats.append(step.features.detach()[:take].float())
+            self._labels.append(step.y[:take])
 
     @staticmethod
     def _means(store: dict, n: int) -> dict[str, float]:
+        """The means over every process's iterations (the processes log the same scalars)."""
         if not store:
             return {}
-        values = (store["sum"] / max(n, 1)).cpu().tolist()  # the one host sync
+        total = torch.cat([store["sum"], store["sum"].new_tensor([n])])
+        if idist.get_world_size() > 1:
+            total = idist.all_reduce(total)
+        values = (total[:-1] / total[-1].clamp(min=1)).cpu().tolist()  # the one host sync
         return dict(zip(store["names"], values, strict=True))
 
     def check_finite(self, means: dict[str, float], engine: Engine) -> None:
@@ -131,10 +148,7 @@ class TrainingDiagnostics:
         self._epoch, self._n_epoch = {}, 0
         self.check_finite(means, engine)
         if self.enabled and self._feats:
-            feats, labels = torch.cat(self._feats), torch.cat(self._labels)
-            if idist.get_world_size() > 1:
-                feats, labels = idist.all_gather(feats), idist.all_gather(labels)
-            feats, labels = feats[: self.max_samples], labels[: self.max_samples]
+            feats, labels = gather_rows(torch.cat(self._feats)), gather_rows(torch.cat(self._labels))
             h, mi = entropy_and_mutual_info(feats, labels, self.num_classes, self.chunk)
             means["feature_entropy"], means["mutual_info"] = h, mi
             self.last_features = (feats.cpu(), labels.cpu())
