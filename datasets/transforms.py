@@ -16,9 +16,9 @@ from ..core.config import DataConfig
 
 
 def on_pil_images(cfg: DataConfig) -> bool:
-    """Whether the images reach the transforms as PIL images (``decoder: pil`` without the resized
-    cache, which holds tensors)."""
-    return cfg.decoder == "pil" and cfg.cache != "resized"
+    """Whether the images reach the transforms as PIL images (``decoder: pil``, also from the resized
+    cache, whose copies go back to PIL images)."""
+    return cfg.decoder == "pil"
 
 
 def train_transform(cfg: DataConfig):

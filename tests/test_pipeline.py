@@ -96,3 +96,23 @@ def test_a_run_with_the_resized_cache_and_a_compiled_model(tmp_path):
     assert list((tmp_path / "cache" / "resized").glob("*.u8"))
     state = torch.load(next((tmp_path / "compiled" / "checkpoints").glob("best_*.pt")), weights_only=True)
     assert not any("_orig_mod" in k for k in state)  # the plain model's weights
+
+
+@pytest.mark.parametrize("decoder", ["torchvision", "pil"])
+def test_a_cache_that_resizes_nothing_trains_exactly_as_the_images(tmp_path, decoder):
+    """With cache_short_side at least the largest image side the cache holds the decoded images
+    themselves: a seeded run gives the same results.json figures and the same weights with it and
+    without it."""
+    from adarand import train
+
+    cfg = write_tiny_config(tmp_path, "adarand")
+    common = ["train.epochs=2", f"data.decoder={decoder}", "data.cache_short_side=16"]  # the images are 12 x 12
+    runs = {cache: train(cfg, [*common, f"data.cache={cache}"], output=tmp_path / cache, quiet=True)
+            for cache in ("none", "resized")}
+    assert list((tmp_path / "cache" / "resized").glob("*")), "the resized run read its images from the cache"
+    for key in ("best_epoch", "val_accuracy", "val_loss", "test_accuracy", "test_loss"):
+        assert runs["resized"][key] == runs["none"][key], key
+    weights = [torch.load(next((tmp_path / c / "checkpoints").glob("last_*.pt")), weights_only=True)["model"]
+               for c in ("none", "resized")]
+    for k in weights[0]:
+        assert torch.equal(weights[0][k], weights[1][k]), k
