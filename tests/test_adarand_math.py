@@ -62,6 +62,17 @@ def test_prior_loss_value_and_gradient(form, intra, inter):
             assert float(mu.grad[i, j]) == pytest.approx(fd, abs=1e-6)
 
 
+@pytest.mark.parametrize("form", ["paper", "official"])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_prior_loss_with_few_classes(form, k):
+    """Two classes have one pair each way; one class has none (l_inter = 0)."""
+    g = torch.Generator().manual_seed(k)
+    mu, mu_bar = torch.randn(k, 3, generator=g, dtype=torch.float64), torch.randn(k, 3, generator=g, dtype=torch.float64)
+    loss, _, l_inter = prior_loss(mu, mu_bar, True, True, form)
+    assert float(loss) == pytest.approx(naive_prior_loss(mu.tolist(), mu_bar.tolist(), True, True, form), rel=1e-10)
+    assert (float(l_inter) == 0.0) == (k == 1)
+
+
 def test_prior_loss_ablations_change_only_their_term():
     mu = torch.randn(5, 4, dtype=torch.float64)
     mu_bar = torch.randn(5, 4, dtype=torch.float64)

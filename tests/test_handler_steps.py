@@ -138,8 +138,12 @@ def test_adarand_steps_move_mu_bar_by_the_ema_and_mu_by_adam_on_the_prior_object
 def test_co_tuning_adds_lambda_times_the_soft_source_label_cross_entropy(tmp_path):
     source, _ = create_model(ModelConfig(arch="small_cnn", width=4), num_classes=7)
     torch.save(source.state_dict(), tmp_path / "source.pt")
-    lam = 1.7
-    run = build(tmp_path, "co_tuning", [f"model.pretrained={tmp_path / 'source.pt'}", f"method.lambda={lam}"])
+    lam, mult = 1.7, 0.3
+    run = build(tmp_path, "co_tuning", [f"model.pretrained={tmp_path / 'source.pt'}", f"method.lambda={lam}",
+                                        f"method.source_lr_mult={mult}"])
+    (group,) = [g for g in run.optimizer.param_groups if g.get("name") == "source_head"]  # trained at lr x mult
+    assert group["lr"] == pytest.approx(run.cfg.optim.lr * mult)
+    assert {id(p) for p in group["params"]} == {id(p) for p in run.regularizer.source_head.parameters()}
     steps = record_steps(run, 2)
     for s in steps:
         w, b = s["state"]["source_head"]["weight"].double(), s["state"]["source_head"]["bias"].double()
@@ -189,10 +193,11 @@ def naive_calibrated_bank(state: dict, head_weight: torch.Tensor, batch_norm: fl
 
 
 def test_dr_tune_is_one_cross_entropy_over_batch_and_calibrated_bank_and_enqueues_the_batch(tmp_path):
-    bank, rotate_every = 8, 2
+    # a bank of more rows than feature dimensions (a unique rotation), refreshed at steps 0 and 3 of 4
+    bank, rotate_every = 24, 3
     run = build(tmp_path, "dr_tune", [f"method.bank_size={bank}", f"method.rotate_every={rotate_every}"])
     pretrained = copy.deepcopy(run.net.backbone).eval()
-    steps = record_steps(run, 3, own_ce=True)
+    steps = record_steps(run, 4, own_ce=True)
     for t, s in enumerate(steps):
         state, feats = s["state"], s["features"].double()
         batch_norm = float(feats.norm(dim=1).mean())
@@ -296,6 +301,7 @@ def test_daft_converts_each_batchnorm_to_the_mean_and_unbiased_variance_of_its_i
     for h in hooks:
         h.remove()
     assert torch.count_nonzero(run.net.head.weight) == 0  # the head starts at zero
+    assert run.regularizer.report() == {"bn_layers_converted": len(bns)}
     for name, m in bns.items():
         batches = seen[name]
         assert len(batches) == len(run.ctx.augmented_loader())
