@@ -166,6 +166,14 @@ def test_bss_adds_lambda_times_the_k_smallest_squared_singular_values(tmp_path):
         assert float(s["losses"]["bss"]) == pytest.approx(lam * float((np.sort(singular)[:k] ** 2).sum()), rel=1e-4)
 
 
+def naive_rotation(p: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """The rotation R (det +1) minimising ||(p - mean p) R - (d - mean d)||, by numpy's SVD."""
+    u, _, vh = np.linalg.svd((p - p.mean(0)).T @ (d - d.mean(0)))
+    if np.linalg.det(u @ vh) < 0:
+        u[:, -1] *= -1
+    return u @ vh
+
+
 def naive_calibrated_bank(state: dict, head_weight: torch.Tensor, batch_norm: float, rotate: bool) -> torch.Tensor:
     """DR-Tune's bank as its docstring defines it, in float64 with numpy's SVD and loops over classes."""
     p = state["bank_p"].double().numpy()
@@ -173,10 +181,7 @@ def naive_calibrated_bank(state: dict, head_weight: torch.Tensor, batch_norm: fl
     p = p / np.linalg.norm(p, axis=1, keepdims=True)
     d = d / np.linalg.norm(d, axis=1, keepdims=True)
     if rotate:  # orthogonal Procrustes on the centred banks, reflection fixed
-        u, _, vh = np.linalg.svd((p - p.mean(0)).T @ (d - d.mean(0)))
-        if np.linalg.det(u @ vh) < 0:
-            u[:, -1] *= -1
-        rotation = u @ vh
+        rotation = naive_rotation(p, d)
     else:
         rotation = state["rotation"].double().numpy()
     rotated = p @ rotation
@@ -193,8 +198,8 @@ def naive_calibrated_bank(state: dict, head_weight: torch.Tensor, batch_norm: fl
 
 
 def test_dr_tune_is_one_cross_entropy_over_batch_and_calibrated_bank_and_enqueues_the_batch(tmp_path):
-    # a bank of more rows than feature dimensions (a unique rotation), refreshed at steps 0 and 3 of 4
-    bank, rotate_every = 24, 3
+    # a bank of more rows than feature dimensions (a unique rotation), refreshed at steps 0 and 2 of 4
+    bank, rotate_every = 24, 2
     run = build(tmp_path, "dr_tune", [f"method.bank_size={bank}", f"method.rotate_every={rotate_every}"])
     pretrained = copy.deepcopy(run.net.backbone).eval()
     steps = record_steps(run, 4, own_ce=True)
@@ -207,6 +212,13 @@ def test_dr_tune_is_one_cross_entropy_over_batch_and_calibrated_bank_and_enqueue
         labels = torch.cat([s["y"], state["bank_y"]])
         ce = -sum(float(logits[i, y] - torch.logsumexp(logits[i], 0)) for i, y in enumerate(labels.tolist())) / len(labels)
         assert float(s["losses"]["ce"]) == pytest.approx(ce, rel=1e-5), t
+        # the rotation: Procrustes of the normalised banks on its schedule, else the one before
+        if t % rotate_every == 0:
+            p = F.normalize(state["bank_p"].double(), dim=1).numpy()
+            d = F.normalize(state["bank_d"].double(), dim=1).numpy()
+            assert np.allclose(s["after"]["rotation"].double().numpy(), naive_rotation(p, d), atol=1e-4), t
+        else:
+            assert torch.equal(s["after"]["rotation"], state["rotation"]), t
         # the batch went into the bank at the pointer: the pretrained features, the step's detached ones, the labels
         at = (state["ptr"] + torch.arange(len(s["y"]))) % bank
         after = s["after"]
@@ -219,6 +231,7 @@ def test_dr_tune_is_one_cross_entropy_over_batch_and_calibrated_bank_and_enqueue
         kept[at] = False
         assert torch.equal(after["bank_p"][kept], state["bank_p"][kept])  # the rest of the FIFO unchanged
         assert after["ptr"] == (state["ptr"] + len(s["y"])) % bank
+    assert not torch.equal(steps[2]["after"]["rotation"], steps[0]["after"]["rotation"])  # the refresh moved it
 
 
 def test_l2sp_is_half_lambda_times_the_squared_distance_to_the_start_and_the_head_norm(tmp_path):
