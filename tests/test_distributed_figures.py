@@ -49,10 +49,19 @@ def _log_an_epoch(local_rank, out_dir, nan_on_rank, max_samples=64):
     torch.save(out, out_dir / f"log{rank}_of{world}_{max_samples}.pt")
 
 
-def test_two_processes_log_the_epoch_figures_of_one_process_on_the_same_data(tmp_path):
+def _log_three_epochs(local_rank, out_dir):
+    """The three cases of the training log, one after another in the same processes."""
+    for nan_on_rank, max_samples in ((1, 64), (None, 64), (None, 10)):
+        _log_an_epoch(local_rank, out_dir, nan_on_rank, max_samples)
+        if nan_on_rank is not None:
+            (out_dir / f"log{idist.get_rank()}_of{idist.get_world_size()}_{max_samples}.pt").rename(
+                out_dir / f"nan{idist.get_rank()}.pt")
+
+
+def test_two_processes_log_what_one_logs_and_stop_together_on_a_non_finite_loss(tmp_path):
     _log_an_epoch(0, tmp_path, nan_on_rank=None)
     with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
-        parallel.run(_log_an_epoch, tmp_path, None)
+        parallel.run(_log_three_epochs, tmp_path)
     one = torch.load(tmp_path / "log0_of1_64.pt")["epoch"]
     for rank in (0, 1):
         two = torch.load(tmp_path / f"log{rank}_of2_64.pt")["epoch"]
@@ -61,8 +70,6 @@ def test_two_processes_log_the_epoch_figures_of_one_process_on_the_same_data(tmp
             assert two[name] == pytest.approx(one[name], rel=1e-5), (rank, name)
 
     # fewer samples than the epoch has: each process keeps its share (5 of 10), all of them gathered
-    with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
-        parallel.run(_log_an_epoch, tmp_path, None, 10)
     g = torch.Generator().manual_seed(0)
     halves = [[], []]
     for _ in range(ITERATIONS):  # the same draws as _log_an_epoch: each global batch's two halves
@@ -75,11 +82,8 @@ def test_two_processes_log_the_epoch_figures_of_one_process_on_the_same_data(tmp
     origin = [next(r for r in (0, 1) if any(torch.equal(row, h) for h in halves[r])) for row in kept]
     assert len(kept) == 10 and origin == [0] * 5 + [1] * 5
 
-
-def test_a_non_finite_loss_on_one_process_stops_every_process_at_the_same_iteration(tmp_path):
-    with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
-        parallel.run(_log_an_epoch, tmp_path, 1)
-    assert [torch.load(tmp_path / f"log{r}_of2_64.pt") for r in (0, 1)] == [{"stopped_at": 2}, {"stopped_at": 2}]
+    # a non-finite loss on rank 1 only: both processes stop at that logging interval
+    assert [torch.load(tmp_path / f"nan{r}.pt") for r in (0, 1)] == [{"stopped_at": 2}, {"stopped_at": 2}]
 
 
 def _evaluate(local_rank, cfg_file, weights, out_dir):
