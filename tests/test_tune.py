@@ -49,7 +49,7 @@ def test_a_study_of_four_trials_continues_after_a_kill(tmp_path, cache_dir, caps
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
     root = tmp_path / "study"
-    argv = ["demo_adarand", "train.epochs=2", f"cache_dir={cache_dir}", "--space", str(space), "--trials", "4",
+    argv = ["demo_adarand", "train.epochs=1", "data.use_ratio=0.3", f"cache_dir={cache_dir}", "--space", str(space), "--trials", "4",
             "--root", str(root), "--pruner", "none", "--sampler-seed", "1"]
     proc = subprocess.Popen([sys.executable, "-m", "adarand.engine.tune", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -73,7 +73,7 @@ def test_a_study_of_four_trials_continues_after_a_kill(tmp_path, cache_dir, caps
     assert f"[tune] best: trial {best.number}, val accuracy {100 * best.value:.2f} %" in out
     command = out.split("its final table over seeds: ")[1].split(" && ")[0]
     assert f"method.lambda={best.params['method.lambda']!r}" in command and "--seeds 0 1 2" in command
-    assert command.startswith("adarand-sweep demo_adarand train.epochs=2")
+    assert command.startswith("adarand-sweep demo_adarand train.epochs=1 data.use_ratio=0.3")
     # the study refuses to go on with other settings
     assert tune.main([*argv[:1], "train.epochs=3", *argv[2:]]) == 2
     assert "was started with other settings: overrides" in capsys.readouterr().err
@@ -86,7 +86,7 @@ def test_two_workers_share_one_sqlite_study_without_running_a_trial_twice(tmp_pa
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
     root = tmp_path / "study"
-    argv = [str(cfg), "train.epochs=2", "--space", str(space), "--trials", "4", "--root", str(root), "--pruner", "none"]
+    argv = [str(cfg), "train.epochs=1", "--space", str(space), "--trials", "4", "--root", str(root), "--pruner", "none"]
     # one worker a local process (--workers starts those), the other a submitit job (what --launcher slurm submits)
     local = subprocess.Popen([sys.executable, "-m", "adarand.engine.tune", *argv, "--worker-index", "1"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
