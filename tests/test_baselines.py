@@ -420,20 +420,33 @@ def test_lp_probe_matches_sklearn_logistic_regression():
 
 
 # -- reports --------------------------------------------------------------------------------------
-HELD = {  # what each method holds beside the model, as results.json reports it
-    "l2sp": ["start_weights_mib"],
-    "delta": ["frozen_model_mib", "attention_mib"],
-    "dr_tune": ["frozen_model_mib", "bank_mib"],
-    "co_tuning": ["relationship_mib", "source_head_mib"],
-    "randreg_global": ["prior_state_mib"],
-    "randreg_cp": ["prior_state_mib"],
-    "adarand": ["prior_state_mib"],
-}
+MIB = 2 ** 20
+K, D, SOURCE = 3, 16, 7  # the tiny config's classes and feature width, the source model's classes
 
 
-@pytest.mark.parametrize("method", sorted(HELD))
+def held(backbone) -> dict[str, dict[str, float]]:
+    """What each method holds beside the model, in MiB, worked out from the tiny model's tensors:
+    float32 weights and features (4 bytes), int64 labels and counters (8 bytes)."""
+    params = sum(p.numel() for p in backbone.parameters()) * 4 / MIB
+    frozen = sum(t.numel() * t.element_size() for t in [*backbone.parameters(), *backbone.buffers()]) / MIB
+    return {
+        "l2sp": {"start_weights_mib": params},
+        "delta": {"frozen_model_mib": frozen},  # and one weight per channel of each stage's last convolution
+        "dr_tune": {"frozen_model_mib": frozen, "bank_mib": (2 * 8 * D * 4 + 8 * 8 + D * D * 4) / MIB},
+        "co_tuning": {"relationship_mib": K * SOURCE * 4 / MIB, "source_head_mib": (SOURCE * D + SOURCE) * 4 / MIB},
+        "randreg_global": {"prior_state_mib": 2 * D * 4 / MIB},  # mu and sigma, one row
+        "randreg_cp": {"prior_state_mib": 2 * K * D * 4 / MIB},
+        "adarand": {"prior_state_mib": 3 * K * D * 4 / MIB},  # and mu_bar
+    }
+
+
+HELD = ["adarand", "co_tuning", "delta", "dr_tune", "l2sp", "randreg_cp", "randreg_global"]
+
+
+@pytest.mark.parametrize("method", HELD)
 def test_results_report_what_the_method_held(tmp_path, method):
-    """report() is read before close() releases what it reports on: every size is non-zero."""
+    """report() is read before close() releases what it reports on: each size is the one its
+    tensors have."""
     from adarand.core.config import ModelConfig
     from adarand.engine.training import run_training
     from adarand.models import create_model
@@ -447,8 +460,14 @@ def test_results_report_what_the_method_held(tmp_path, method):
     results = run_training(0, cfg, tmp_path / "run", None)
     report = json.loads((tmp_path / "run" / "results.json").read_text())["method_report"]
     assert report == json.loads(json.dumps(results["method_report"]))
-    for key in HELD[method]:
-        assert report[key] > 0, (key, report)
+    backbone = create_model(ModelConfig(arch="small_cnn", width=4), num_classes=K)[0].backbone
+    for key, mib in held(backbone)[method].items():
+        assert report[key] == pytest.approx(mib, rel=1e-9), (key, report)
+    if method == "delta":
+        ranges = report["attention_range"]
+        assert report["attention_mib"] > 0 and set(ranges) and all(0 < lo <= hi < 1 for lo, hi in ranges.values())
+    if method in ("randreg_cp", "randreg_global", "adarand"):
+        assert report["prior"] in ("class", "global") and report["prior_cache_hit"] is False  # a fresh cache
 
 
 def test_results_report_through_the_command_line(tmp_path):
