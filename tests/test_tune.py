@@ -49,8 +49,8 @@ def test_a_study_of_four_trials_continues_after_a_kill(tmp_path, cache_dir, caps
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
     root = tmp_path / "study"
-    argv = ["demo_adarand", "train.epochs=1", "data.use_ratio=0.3", f"cache_dir={cache_dir}", "--space", str(space), "--trials", "4",
-            "--root", str(root), "--pruner", "none", "--sampler-seed", "1"]
+    argv = ["demo_adarand", "train.epochs=1", "data.use_ratio=0.3", f"cache_dir={cache_dir}", "--space", str(space),
+            "--trials", "4", "--root", str(root), "--pruner", "none", "--sampler-seed", "1"]
     proc = subprocess.Popen([sys.executable, "-m", "adarand.engine.tune", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 180
