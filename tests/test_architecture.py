@@ -121,13 +121,14 @@ def test_the_commands_that_train_nothing_load_only_what_they_need():
     a torchvision backbone, printed, no timm (their times: ``benchmarks/startup.py``)."""
     import subprocess
 
-    probe = ("import runpy, sys\nsys.argv = ['adarand-run', *sys.argv[1:]]\n"
-             "try:\n    runpy.run_path({run!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
-             "print(sorted(m for m in ('torch', 'torchvision', 'timm', 'ignite') if m in sys.modules), file=sys.stderr)")
-    loaded = {}
-    for args in (["--help"], ["--list"], ["cars_adarand", "--print-config"]):
-        r = subprocess.run([sys.executable, "-c", probe.format(run=str(REPO / "run.py")), *args], capture_output=True,
-                           text=True, cwd=REPO, timeout=120)
-        assert r.returncode == 0, r.stderr[-2000:]
-        loaded[args[0]] = r.stderr.strip().splitlines()[-1]
-    assert loaded == {"--help": "[]", "--list": "['ignite', 'torch']", "cars_adarand": "['ignite', 'torch', 'torchvision']"}
+    # one fresh interpreter, the commands one after another: what each adds to what the one before loaded
+    probe = ("import contextlib, io, runpy, sys\n"
+             "for args in (['--help'], ['--list'], ['cars_adarand', '--print-config']):\n"
+             "    sys.argv = ['adarand-run', *args]\n"
+             "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+             "        runpy.run_path({run!r}, run_name='__main__')\n"
+             "    print(sorted(m for m in ('torch', 'torchvision', 'timm', 'ignite') if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", probe.format(run=str(REPO / "run.py"))], capture_output=True, text=True,
+                       cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.splitlines() == ["[]", "['ignite', 'torch']", "['ignite', 'torch', 'torchvision']"]

@@ -82,7 +82,7 @@ def vit_config(tmp_path, method, arch, extra=()):
 @pytest.mark.parametrize("arch", [VIT, CLIP])
 @pytest.mark.parametrize("method", RUNS_ON_ANY_BACKBONE)
 def test_methods_run_on_a_vit_and_a_clip_tower(tmp_path, arch, method):
-    extra = ["method.bank_size=8"] if method == "dr_tune" else []
+    extra = {"dr_tune": ["method.bank_size=8"], "lp_ft": ["method.probe_max_iter=20"]}.get(method, [])
     results = run_training(0, vit_config(tmp_path, method, arch, extra), tmp_path / "run", None)
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["method"] == method and saved["test_accuracy"] == results["test_accuracy"]

@@ -63,14 +63,14 @@ def test_command_line_with_two_processes(tmp_path):
 
     out = tmp_path / "run"
     cfg_file = write_tiny_config(tmp_path, "adarand", counts={0: 12, 1: 10, 2: 10})
-    r = run_cli(cfg_file, "train.epochs=2", "--nproc", "2", "--output", out)
+    r = run_cli(cfg_file, "train.epochs=1", "--nproc", "2", "--output", out)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("test accuracy:") == 1  # printed by rank 0 only
     res = json.loads((out / "results.json").read_text())
     assert res["world_size"] == 2
     # a checkpoint written by 2 processes continues in 1
     assert len(list((out / "checkpoints").glob("last_*.pt"))) == 1
-    r = run_main(cfg_file, "train.epochs=3", "--resume", out)
+    r = run_main(cfg_file, "train.epochs=2", "--resume", out)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((out / "results.json").read_text())["world_size"] == 1
 

@@ -23,14 +23,12 @@ def test_a_dataset_with_one_class_is_refused_before_training(tmp_path):
 
 
 def test_ctrl_c_gives_one_line_exit_130_and_a_run_that_continues(tmp_path):
-    import os
     import signal
     import subprocess
     import sys
 
     import torch
 
-    from conftest import REPO
 
     out = tmp_path / "run"
     cfg = write_tiny_config(tmp_path, "adarand")
@@ -59,8 +57,7 @@ def test_ctrl_c_gives_one_line_exit_130_and_a_run_that_continues(tmp_path):
     (last,) = list((out / "checkpoints").glob("last_*.pt"))
     assert "trainer" in torch.load(last, weights_only=True)  # the last checkpoint is intact
     command = line.split("continue from the end of epoch ")[1].split(" with: ")[1].split()
-    r = subprocess.run([sys.executable, str(REPO / "run.py"), *command[1:]], capture_output=True, text=True,
-                       timeout=600, env=dict(os.environ))
+    r = run_main(*command[1:])
     assert r.returncode == 0, r.stderr[-2000:]
     assert (out / "results.json").exists()
 
