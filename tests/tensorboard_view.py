@@ -99,34 +99,60 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def tensorboard(logdir: Path):
+def tensorboard(logdir: Path, tries: int = 3):
     """A TensorBoard server on LOGDIR, on a free local port, with every event file read before it
-    answers (one blocking load, no reloads); yields its address."""
-    port = free_port()
-    log = tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
-                             "--host", "127.0.0.1", "--port", str(port), "--load_fast", "false",
-                             "--reload_task", "blocking", "--reload_interval", "0"],
-                            stdout=log, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+    answers (one blocking load, no reloads); yields its address. A port found free can be taken
+    before TensorBoard binds it: then it starts again on another, up to ``tries`` times."""
+    for attempt in range(tries):
+        port = free_port()
+        log = tempfile.TemporaryFile("w+")
+        proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
+                                 "--host", "127.0.0.1", "--port", str(port), "--load_fast", "false",
+                                 "--reload_task", "blocking", "--reload_interval", "0"],
+                                stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            url = wait_until_up(proc, port, log)
+        except PortTaken:
+            log.close()
+            if attempt == tries - 1:
+                raise RuntimeError(f"tensorboard found no free port in {tries} tries") from None
+            continue
+        except BaseException:
+            proc.terminate()
+            proc.wait(timeout=30)
+            log.close()
+            raise
+        break
     try:
-        deadline = time.time() + WAIT_S
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"tensorboard exited with {proc.returncode}: {tail(log)}")
-            try:
-                LOOPBACK.open(url + "/data/plugins_listing", timeout=5).read()
-                break
-            except OSError as e:
-                if time.time() > deadline:
-                    raise RuntimeError(f"tensorboard did not answer on {url} within {WAIT_S} s ({e}); "
-                                       f"its output: {tail(log)}") from None
-                time.sleep(0.5)
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+class PortTaken(Exception):
+    pass
+
+
+def wait_until_up(proc, port: int, log) -> str:
+    """The server's address once it answers; PortTaken if it exited because the port was in use."""
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + WAIT_S
+    while True:
+        if proc.poll() is not None:
+            output = tail(log)
+            if "already in use" in output.lower():
+                raise PortTaken(port)
+            raise RuntimeError(f"tensorboard exited with {proc.returncode}: {output}")
+        try:
+            LOOPBACK.open(url + "/data/plugins_listing", timeout=5).read()
+            return url
+        except OSError as e:
+            if time.time() > deadline:
+                raise RuntimeError(f"tensorboard did not answer on {url} within {WAIT_S} s ({e}); "
+                                   f"its output: {tail(log)}") from None
+            time.sleep(0.5)
 
 
 def tail(log) -> str:
