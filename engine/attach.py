@@ -41,7 +41,7 @@ def attach_handlers(run: Run, run_dir: Path, record: RunRecord, purge_step: int 
     rank0 = idist.get_rank() == 0
     log = RunLog(cfg, run_dir, purge_step=purge_step) if rank0 else None
     if log is not None and log.tb is not None:
-        log.tb.writer.add_text("config", "```yaml\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False) + "```", 0)
+        log.tb.add_text("config", "```yaml\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False) + "```", 0)
 
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: loaders.train.sampler.set_epoch(e.state.epoch))
     trainer.add_event_handler(Events.ITERATION_STARTED, lr_scheduler)

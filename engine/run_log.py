@@ -10,7 +10,7 @@ import torch
 
 from ..core.config import Config
 from .tb_summary import hparams, write_summary
-from .tb_writer import RunTensorboardLogger
+from .tb_writer import AxisLabelledWriter
 from .trackers import open_trackers
 
 
@@ -19,7 +19,8 @@ class RunLog:
         """``purge_step``: the first iteration the run logs; TensorBoard hides what an interrupted
         attempt logged after it."""
         self.cfg = cfg
-        self.tb = RunTensorboardLogger(str(run_dir), purge_step=purge_step) if "tensorboard" in cfg.logging.trackers else None
+        tensorboard = "tensorboard" in cfg.logging.trackers
+        self.tb = AxisLabelledWriter(log_dir=str(run_dir), purge_step=purge_step) if tensorboard else None
         self.trackers = open_trackers(cfg, run_dir, hparams(cfg))
         self.run_dir = run_dir
 
@@ -27,7 +28,7 @@ class RunLog:
         """Scalars by tag, all at ``step`` of their axis (an iteration, or an epoch)."""
         if self.tb is not None:
             for tag, value in scalars.items():
-                self.tb.writer.add_scalar(tag, value, step)
+                self.tb.add_scalar(tag, value, step)
         for tracker in self.trackers:
             tracker.log(scalars, step)
 
@@ -38,7 +39,7 @@ class RunLog:
         self.log({"accuracy/best_val": results["val_accuracy"], "accuracy/test": results["test_accuracy"]},
                  results["best_epoch"])
         if self.tb is not None:
-            write_summary(self.tb.writer, self.cfg, features, classes)
+            write_summary(self.tb, self.cfg, features, classes)
         for tracker in self.trackers:
             tracker.finish(self.run_dir / "config.yaml", results)
 

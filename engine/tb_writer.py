@@ -7,7 +7,6 @@ then what the curve is. TensorBoard keeps it with the tag and shows it beside th
 
 from __future__ import annotations
 
-from ignite.handlers.tensorboard_logger import TensorboardLogger
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import scalar
 
@@ -65,11 +64,3 @@ class AxisLabelledWriter(SummaryWriter):
         summary.value[0].metadata.summary_description = description
         self.file_writer.add_summary(summary, global_step, walltime)
 
-
-class RunTensorboardLogger(TensorboardLogger):
-    """Ignite's TensorboardLogger, writing through an AxisLabelledWriter (always torch's writer,
-    also where tensorboardX is installed)."""
-
-    def __init__(self, log_dir: str, purge_step: int = 0):
-        # in place of Ignite's __init__, which only makes the writer
-        self.writer = AxisLabelledWriter(log_dir=log_dir, purge_step=purge_step)

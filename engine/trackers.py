@@ -66,12 +66,13 @@ class MLflowTracker:
             location = Path(uri.removeprefix("sqlite:///")).parent / "mlflow-artifacts" if local else None
             mlflow.create_experiment(cfg.logging.experiment, artifact_location=location.as_uri() if local else None)
         mlflow.set_experiment(cfg.logging.experiment)
-        if known and known.get("uri") == uri and known.get("experiment") == cfg.logging.experiment:
-            mlflow.start_run(run_id=known["run_id"])  # a continued run: Ignite's logger takes the active run
-            self.logger = MLflowLogger()
+        continued = known and known.get("uri") == uri and known.get("experiment") == cfg.logging.experiment
+        if continued:
+            mlflow.start_run(run_id=known["run_id"])
         else:
             mlflow.start_run(run_name=run_name(run_dir), tags={"run_dir": str(run_dir)})
-            self.logger = MLflowLogger()
+        self.logger = MLflowLogger()  # Ignite's logger takes the active run
+        if not continued:
             self.logger.log_params(params)
         self.ids = {"uri": uri, "experiment": cfg.logging.experiment, "run_id": self.logger.active_run.info.run_id}
 

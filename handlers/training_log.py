@@ -56,7 +56,6 @@ class TrainingDiagnostics:
         self.writer = writer  # the run's log on rank 0 (``log(scalars, step)``), None elsewhere
         self.num_classes = num_classes
         self.log_every = log_every
-        self.max_samples = max_samples
         self.chunk = chunk
         self.enabled = enabled
         world, rank = idist.get_world_size(), idist.get_rank()
