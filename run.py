@@ -43,15 +43,17 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
 
 
 def summary(results: dict) -> str:
-    return (f"done: {results['method']}, test accuracy: {100 * results['test_accuracy']:.2f} % (best validation "
-            f"epoch {results['best_epoch']}, val accuracy {100 * results['val_accuracy']:.2f} %), wall time "
+    from adarand.core.console import result_words
+
+    return (f"done: {results['method']}, test {result_words(results, 'test')} (best validation "
+            f"epoch {results['best_epoch']}, val {result_words(results, 'val')}), wall time "
             f"{results['wall_time_s']:.0f} s, run folder {results['run_dir']} (tensorboard --logdir {results['run_dir']})")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser, args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("ignite", "ignite.distributed.launcher.Parallel"):
+    for name in ("ignite", "ignite.distributed.launcher.Parallel", "faster_coco_eval"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # what each command needs is imported when it runs (``--help`` loads no torch)
     try:

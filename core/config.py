@@ -42,8 +42,11 @@ class ExtraTestConfig:
 
 @dataclass(kw_only=True)
 class DataConfig:
+    # folder ... sklearn_digits: classification; coco, voc_instances: detection (task: detection);
+    # synthetic_shapes: the detection demo's shapes (COCO format), or with shapes_task: source the
+    # classification task its extractor was pretrained on
     name: Literal["folder", "list", "stanford_cars", "aircraft", "birds", "dtd", "flowers", "pets",
-                  "sklearn_digits"] = "folder"
+                  "sklearn_digits", "coco", "voc_instances", "synthetic_shapes"] = "folder"
     root: str | None = None  # dataset folder (``~`` is expanded, relative paths are taken from the working dir)
     # name: list: files of "path,label" lines (datasets/list_file.py); val_list is optional
     train_list: str | None = None
@@ -69,6 +72,7 @@ class DataConfig:
     eval_batch_size: int | None = field(default=None, metadata={"range": ">= 1"})  # default: batch_size
     num_workers: int = field(default=4, metadata={"range": ">= 0"})
     digits_task: Literal["source", "target"] = "target"  # only for name: sklearn_digits
+    shapes_task: Literal["source", "target"] = "target"  # only for name: synthetic_shapes
     extra_test: list[ExtraTestConfig] = field(default_factory=list)
     skip_bad_images: bool = False  # leave unreadable images out (with a warning) instead of stopping
     # torchvision: JPEG by libjpeg-turbo (other formats by PIL) and transforms v2 on uint8 tensors;
@@ -224,6 +228,27 @@ class LoggingConfig:
 
 
 @dataclass(kw_only=True)
+class DetectionConfig:
+    """``task: detection``: the detector on the backbone, and the image-level label y of each
+    training image that the regularizers' class-conditional priors use (SPEC §8b)."""
+
+    masks: bool = True  # Mask R-CNN; false: Faster R-CNN (boxes only, no mask AP)
+    # y of an image: the class of its largest instance by mask area, or the class with most instances
+    # (ties: the larger total area, then the lower class index)
+    image_label: Literal["largest", "majority"] = "largest"
+    single_class_only: bool = False  # train and validate on the images whose instances share one class
+    min_size: int = field(default=800, metadata={"range": ">= 1"})  # the detector's resizing (shorter side)
+    max_size: int = field(default=1333, metadata={"range": ">= 1"})  # (longer side at most)
+    trainable_stages: int = field(default=3, metadata={"range": ">= 0"})  # the last stages trained; the rest frozen
+    fpn_channels: int = field(default=256, metadata={"range": ">= 1"})
+    box_head_width: int = field(default=1024, metadata={"range": ">= 1"})
+    mask_head_width: int = field(default=256, metadata={"range": ">= 1"})
+    # one anchor size per FPN level (pixels); null: 8 x the level's stride (32 ... 512 on a ResNet)
+    anchor_sizes: list[int] | None = field(default=None, metadata={"range": ">= 1"})
+    detections_per_image: int = field(default=100, metadata={"range": ">= 1"})
+
+
+@dataclass(kw_only=True)
 class MethodConfig:
     name: str = "finetune"
     # the method's parameters: the mapping the files give, until the method's own dataclass is
@@ -241,6 +266,9 @@ class Config:
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
+    # classification: (logits, features) models, accuracy; detection: Mask R-CNN, bbox and mask AP
+    task: Literal["classification", "detection"] = "classification"
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
     seed: int = 0
     output_root: str = "runs"  # run folders go to output_root/<config name>-seed<seed>-<time>
     cache_dir: str = "~/.cache/adarand"  # prior statistics and demo data

@@ -1,5 +1,6 @@
 """Errors that are the user's to fix: printed as one line, no traceback, non-zero exit."""
 
+import math
 import reprlib
 
 _SHORT = reprlib.Repr()
@@ -45,13 +46,16 @@ class NonFiniteLoss(Exception):
 
 class NonFiniteEvaluation(NonFiniteLoss):
     """An evaluation (validation after an epoch, or the test of the selected model) gave a NaN or
-    infinite loss: a model that computes such numbers is no result. Exit code 3, no results.json."""
+    infinite figure: a model that computes such numbers is no result. Exit code 3, no results.json."""
 
-    def __init__(self, split: str, epoch: int, loss: float, accuracy: float):
+    def __init__(self, split: str, epoch: int, metrics: dict[str, float]):
         self.iteration, self.epoch = 0, epoch
-        Exception.__init__(self, f"the {split} loss is not finite after epoch {epoch}: {loss} (accuracy "
-                                 f"{100 * accuracy:.2f} %); the model's outputs overflowed. Lower the learning rate "
-                                 "or the regularization weight; the run stops without results")
+        bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+        rest = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k not in bad)
+        Exception.__init__(self, f"the {split} {' and '.join(bad)} {'is' if len(bad) == 1 else 'are'} not finite after "
+                                 f"epoch {epoch}: {', '.join(str(v) for v in bad.values())} ({rest}); the model's "
+                                 "outputs overflowed. Lower the learning rate or the regularization weight; the run "
+                                 "stops without results")
 
 
 class ProcessDied(Exception):

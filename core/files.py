@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -121,3 +122,25 @@ def remove_temp_files(folder: Path, name: str = "", min_age_s: float = 0.0) -> l
     for p in found:
         p.unlink(missing_ok=True)
     return found
+
+
+def build_folder_once(out: Path, write: Callable[[Path], None]) -> Path:
+    """``out``, written by ``write(folder)`` into a temporary sibling folder and renamed into place
+    unless it already exists: a process that stops half-way leaves nothing at ``out``, and of two
+    processes writing at once the first complete copy is kept."""
+    if out.is_dir():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    try:
+        write(tmp)
+        try:
+            tmp.rename(out)
+        except OSError:  # another process finished first: keep its complete copy
+            if not out.is_dir():
+                raise
+            shutil.rmtree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

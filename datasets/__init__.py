@@ -7,10 +7,11 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.config import STANDARD_PREPROCESSING, DataConfig
+from ..core.config import STANDARD_PREPROCESSING, DataConfig, DetectionConfig
 from ..core.distributed import rank0_first
 from ..core.errors import UserError
 from .cub import load_cub
+from .detection_data import create_detection_datasets
 from .folder import load_image_folder, scan_class_folders
 from .image_list import ImageList
 from .list_file import load_lists
@@ -19,6 +20,7 @@ from .scan import find_bad_images
 from .sklearn_digits import materialize_digits
 from .splits import reduce_and_split
 from .stanford_cars import load_stanford_cars
+from .synthetic_shapes import materialize_shapes
 from .torchvision_sets import SPECS, load_torchvision_dataset
 from .transforms import eval_transform, train_transform
 
@@ -50,6 +52,8 @@ def dataset_root(cfg: DataConfig, cache_dir: str) -> Path:
     root = config_path(cfg.root, cache_dir)
     if cfg.name == "sklearn_digits":
         root = materialize_digits(root, cfg.digits_task)
+    if cfg.name == "synthetic_shapes" and cfg.shapes_task == "source":  # the classification task
+        root = materialize_shapes(root, "source")
     return root.resolve()
 
 
@@ -85,8 +89,13 @@ def check_classes(train: list, test: list, classes: list[str], root: Path, key: 
                       f"is over {len(classes) - len(untested)} of {len(classes)} classes", stacklevel=2)
 
 
-def create_datasets(cfg: DataConfig, cache_dir: str, progress: bool = False) -> DataSplits:
+def create_datasets(cfg: DataConfig, cache_dir: str, progress: bool = False,
+                    detection: DetectionConfig | None = None) -> DataSplits:
+    """The splits of ``cfg``: images and labels; with ``detection`` (``task: detection``), images and
+    their instances (``detection_data.py``)."""
     root = dataset_root(cfg, cache_dir)
+    if detection is not None:
+        return create_detection_datasets(cfg, detection, root, cache_dir, progress, check_images)
     val_given = None
     if cfg.name == "list":
         train_all, test, val_given, classes = load_lists(
@@ -96,6 +105,8 @@ def create_datasets(cfg: DataConfig, cache_dir: str, progress: bool = False) -> 
         train_all, test, classes = load_stanford_cars(root)
     elif cfg.name == "birds":
         train_all, test, classes = load_cub(root)
+    elif cfg.name in ("coco", "voc_instances"):
+        raise UserError(f"data.name: {cfg.name} holds instance annotations, for task: detection")
     elif cfg.name in SPECS:
         train_all, test, classes = load_torchvision_dataset(cfg.name, root)
     else:

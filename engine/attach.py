@@ -59,18 +59,23 @@ def attach_handlers(run: Run, run_dir: Path, record: RunRecord, purge_step: int 
         record.tick()
         val_evaluator.run(loaders.val)
 
+    task = run.task
+
+    def validation_metrics(evaluator: Engine) -> dict[str, float]:
+        return {name: float(evaluator.state.metrics[name]) for name in task.metrics}
+
     @val_evaluator.on(Events.COMPLETED)
     def select(evaluator: Engine) -> None:
-        metrics = evaluator.state.metrics
-        if not math.isfinite(float(metrics["loss"])):  # a model that overflows is no result to select
-            raise NonFiniteEvaluation("validation", trainer.state.epoch, float(metrics["loss"]), float(metrics["accuracy"]))
-        record.observe(trainer.state.epoch, float(metrics["accuracy"]), float(metrics["loss"]))
-        record.add_epoch(trainer.state.epoch, diagnostics.last_epoch, float(metrics["accuracy"]), float(metrics["loss"]))
+        metrics = validation_metrics(evaluator)
+        if not all(math.isfinite(v) for v in metrics.values()):  # a model that overflows is no result to select
+            raise NonFiniteEvaluation("validation", trainer.state.epoch, metrics)
+        record.observe(trainer.state.epoch, metrics, task.selection_key(metrics))
+        record.add_epoch(trainer.state.epoch, diagnostics.last_epoch, metrics)
         if rank0:
             write_epoch_log(run_dir / EPOCH_LOG, record.history)
 
-    # Model selection: the best validation accuracy, ties broken by the lower validation loss
-    # (RunRecord.observe). The score is the count of such improvements, so the Checkpoint saves
+    # Model selection: the task's (classification: the best validation accuracy, ties broken by the
+    # lower validation loss; detection: bbox AP, then mask AP; RunRecord.observe). The score is the count of such improvements, so the Checkpoint saves
     # exactly when the record finds a new best.
     saver = DurableSaver(run_dir / CHECKPOINTS)  # writes on rank 0 only; a file goes once its successor is durable
     best = Checkpoint({"model": net}, saver, filename_prefix=BEST_PREFIX, n_saved=1,
@@ -103,14 +108,13 @@ def attach_handlers(run: Run, run_dir: Path, record: RunRecord, purge_step: int 
 
         @val_evaluator.on(Events.COMPLETED)
         def log_validation(evaluator: Engine) -> None:
-            log.log({f"val/{name}": float(evaluator.state.metrics[name]) for name in ("accuracy", "loss")},
+            log.log({f"val/{name}": value for name, value in validation_metrics(evaluator).items()},
                     trainer.state.epoch)
     if rank0 and cfg.train.epoch_lines:
         @val_evaluator.on(Events.COMPLETED)
         def print_epoch_line(evaluator: Engine) -> None:
-            m = evaluator.state.metrics
-            print_line(epoch_line(trainer.state.epoch, cfg.train.epochs, diagnostics.last_epoch, float(m["accuracy"]),
-                                  float(m["loss"]), record.best_val_accuracy, record.best_epoch,
+            print_line(epoch_line(trainer.state.epoch, cfg.train.epochs, diagnostics.last_epoch,
+                                  task.summary(validation_metrics(evaluator)), task.best(record.best_val), record.best_epoch,
                                   float(trainer.state.times.get(Events.EPOCH_COMPLETED.name) or 0.0),
                                   float(evaluator.state.times[Events.COMPLETED.name] or 0.0)))
     if rank0 and progress_bars(cfg.train.progress):

@@ -20,9 +20,9 @@ from ..core.seeded import SeededDataset, SeededSampler, sample_seed
 from ..datasets import DataSplits, create_datasets
 from ..handlers.context import RunContext
 from ..handlers.registry import Regularizer, get_regularizer_class
-from ..models import Classifier, backbone_preprocessing, create_model
-from .evaluator import create_evaluator
+from ..models import Classifier, backbone_preprocessing
 from .optim import create_lr_scheduler, create_optimizer
+from .tasks import Task, get_task
 from .trainer import create_trainer
 
 
@@ -35,13 +35,14 @@ class Loaders:
 
 
 def setup_data(cfg: Config) -> tuple[DataSplits, Loaders]:
-    data = create_datasets(cfg.data, cfg.cache_dir, progress=progress_bars(cfg.train.progress) and idist.get_rank() == 0)
+    data = create_datasets(cfg.data, cfg.cache_dir, progress=progress_bars(cfg.train.progress) and idist.get_rank() == 0,
+                           detection=cfg.detection if cfg.task == "detection" else None)
     d = cfg.data
     world, rank = idist.get_world_size(), idist.get_rank()
     if len(data.train) < d.batch_size * world:
         raise UserError(f"data: the training split has {len(data.train)} images, fewer than one global batch "
                         f"(batch_size {d.batch_size} x {world} processes)")
-    if data.num_classes < 2:
+    if data.num_classes < 2 and cfg.task == "classification":
         raise UserError(f"data.root: {data.root} has {data.num_classes} class ({', '.join(data.classes)}); "
                         "classification needs at least two")
     if len(data.val) == 0:
@@ -55,12 +56,13 @@ def setup_data(cfg: Config) -> tuple[DataSplits, Loaders]:
     order = DistributedSampler(data.train, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
     train = DataLoader(SeededDataset(data.train), batch_size=d.batch_size, sampler=SeededSampler(order, cfg.seed),
                        num_workers=d.num_workers, drop_last=True, pin_memory=pin,
-                       generator=torch.Generator().manual_seed(cfg.seed))
+                       generator=torch.Generator().manual_seed(cfg.seed), collate_fn=getattr(data.train, "collate", None))
     def eval_loader(ds):
         # each process a disjoint shard without padding, so the reduced metrics count every image once;
         # own generator: evaluating does not move the global RNG that training draws from
         return DataLoader(shard_without_padding(ds, rank, world), batch_size=d.eval_batch, shuffle=False,
-                          num_workers=d.num_workers, pin_memory=pin, generator=torch.Generator().manual_seed(0))
+                          num_workers=d.num_workers, pin_memory=pin, generator=torch.Generator().manual_seed(0),
+                          collate_fn=getattr(ds, "collate", None))
 
     return data, Loaders(train=train, val=eval_loader(data.val), test=eval_loader(data.test),
                          extra_test={name: eval_loader(ds) for name, (ds, _) in data.extra_test.items()})
@@ -88,9 +90,8 @@ def run_device(setting: str) -> torch.device:
     return torch.device(setting)
 
 
-def setup_model(cfg: Config, data: DataSplits):
-    net, info = create_model(cfg.model, data.num_classes, in_channels=1 if cfg.data.grayscale else 3,
-                             image_size=cfg.data.image_size)
+def setup_model(cfg: Config, data: DataSplits, task: Task):
+    net, info = task.create_model(cfg, data)
     device = run_device(cfg.train.device)
     net = net.to(device)
     if cfg.train.channels_last:
@@ -119,6 +120,7 @@ class Run:
     """The parts of a run, built but not yet attached to each other."""
 
     cfg: Config
+    task: Task
     data: DataSplits
     loaders: Loaders
     net: Classifier
@@ -139,8 +141,9 @@ def build_run(cfg: Config) -> Run:
     # the transforms follow the backbone wherever the config leaves them unset (the resolved values
     # are what the run's config.yaml records)
     cfg.data = cfg.data.with_preprocessing(backbone_preprocessing(cfg.model))
+    task = get_task(cfg)
     data, loaders = setup_data(cfg)
-    net, model, pretrained, device = setup_model(cfg, data)
+    net, model, pretrained, device = setup_model(cfg, data, task)
     generator = torch.Generator(device=device).manual_seed(regularizer_seed(cfg.seed, idist.get_rank()))
     ctx = RunContext(cfg=cfg, model=model, net=net, device=device, data=data, epoch_length=len(loaders.train),
                      pretrained=pretrained, generator=generator)
@@ -149,7 +152,7 @@ def build_run(cfg: Config) -> Run:
     optimizer = create_optimizer(cfg.optim, net, regularizer.parameter_groups(), fused=cfg.train.amp == "fp16")
     lr_scheduler = create_lr_scheduler(cfg.optim, optimizer, len(loaders.train), cfg.train.epochs)
     t = cfg.train
-    trainer = create_trainer(model, optimizer, device, amp=t.amp, channels_last=t.channels_last)
-    return Run(cfg=cfg, data=data, loaders=loaders, net=net, model=model, device=device, ctx=ctx,
+    trainer = create_trainer(model, optimizer, device, amp=t.amp, channels_last=t.channels_last, forward=task.forward)
+    return Run(cfg=cfg, task=task, data=data, loaders=loaders, net=net, model=model, device=device, ctx=ctx,
                regularizer=regularizer, optimizer=optimizer, lr_scheduler=lr_scheduler, trainer=trainer,
-               val_evaluator=create_evaluator(model, device, t.amp, t.channels_last))
+               val_evaluator=task.create_evaluator(model, device, t.amp, t.channels_last))

@@ -3,11 +3,12 @@ parameters built by the method registry."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from ..core.config import Config, read_config
 from ..core.errors import ConfigError
-from ..handlers.registry import build_params
+from ..handlers.registry import build_params, task_problem
 from ..models import unknown_arch
 
 
@@ -25,4 +26,38 @@ def load_config(path: str | Path | list, overrides: list[str] = (), seed: int | 
     problem = unknown_arch(cfg.model.arch)
     if problem:
         raise ConfigError(cfg.where("model.arch"), "model.arch", problem)
-    return resolve_method(cfg)
+    check_task(cfg)
+    cfg = resolve_method(cfg)
+    problem = task_problem(cfg.method.name, cfg.task)
+    if problem:
+        raise ConfigError(cfg.where("method.name"), "method.name", problem)
+    return cfg
+
+
+DETECTION_PACKAGES = ("torchmetrics", "pycocotools")
+
+
+def check_task(cfg: Config) -> None:
+    """The task's data, backbone and packages: detection reads instance annotations (data.name coco,
+    voc_instances or synthetic_shapes), builds on a ResNet or small_cnn, and needs the extra
+    ``detection``; classification reads no instance annotations."""
+    detection_data = cfg.data.name in ("coco", "voc_instances") or (cfg.data.name == "synthetic_shapes" and
+                                                                    cfg.data.shapes_task == "target")
+    if cfg.task == "classification":
+        if detection_data:
+            raise ConfigError(cfg.where("data.name"), "data.name", f"{cfg.data.name} holds instance annotations, for "
+                                                                   "task: detection")
+        return
+    if not detection_data:
+        raise ConfigError(cfg.where("data.name"), "data.name", f"task: detection reads instance annotations: coco, "
+                                                               f"voc_instances or synthetic_shapes (target), not {cfg.data.name}"
+                                                               + (" (shapes_task: source)" if cfg.data.name == "synthetic_shapes" else ""))
+    missing = [m for m in DETECTION_PACKAGES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(cfg.where("task"), "task", f"detection needs {' and '.join(missing)}, not installed: "
+                                                     "pip install 'adarand[detection]'")
+    from ..models.detection import detection_arch_problem
+
+    problem = detection_arch_problem(cfg.model.arch)
+    if problem:
+        raise ConfigError(cfg.where("model.arch"), "model.arch", problem)

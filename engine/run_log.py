@@ -14,6 +14,15 @@ from .tb_writer import AxisLabelledWriter
 from .trackers import open_trackers
 
 
+def final_scalars(results: dict) -> dict[str, float]:
+    """The selected model's figures at its epoch: ``accuracy/best_val`` and ``accuracy/test``
+    (classification); ``ap/best_val_bbox``, ``ap/test_bbox`` and the mask's (detection)."""
+    if results.get("task", "classification") == "classification":
+        return {"accuracy/best_val": results["val_accuracy"], "accuracy/test": results["test_accuracy"]}
+    return {f"ap/{split}_{kind}": results[f"{prefix}_{kind}_ap"] for kind in ("bbox", "mask")
+            for split, prefix in (("best_val", "val"), ("test", "test")) if f"{prefix}_{kind}_ap" in results}
+
+
 class RunLog:
     def __init__(self, cfg: Config, run_dir: Path, purge_step: int = 0):
         """``purge_step``: the first iteration the run logs; TensorBoard hides what an interrupted
@@ -36,8 +45,7 @@ class RunLog:
         """The end of a finished run, before ``results.json`` is written: the selected model's
         accuracies at its epoch, TensorBoard's HParams row and feature embedding, the trackers'
         copies of the config and the results."""
-        self.log({"accuracy/best_val": results["val_accuracy"], "accuracy/test": results["test_accuracy"]},
-                 results["best_epoch"])
+        self.log(final_scalars(results), results["best_epoch"])
         if self.tb is not None:
             write_summary(self.tb, self.cfg, features, classes)
         for tracker in self.trackers:

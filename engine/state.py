@@ -47,19 +47,28 @@ class RNGState:
 
 @dataclass
 class RunRecord:
-    """Best validation epoch so far (highest accuracy, ties broken by the lower loss), how many
-    times it improved, per-epoch training times, and the wall time of the run (summed over the
-    segments of a resumed run; setup before training is not counted)."""
+    """Best validation epoch so far (by the task's selection: for classification the highest
+    accuracy, ties broken by the lower loss; for detection the highest bbox AP, then mask AP), its
+    validation metrics, how many times it improved, per-epoch training times, and the wall time
+    of the run (summed over the segments of a resumed run; setup before training is not counted)."""
 
     best_epoch: int = 0
-    best_val_accuracy: float = -1.0
-    best_val_loss: float = float("inf")
+    best_val: dict[str, float] = field(default_factory=dict)  # the selected epoch's validation metrics
+    best_key: tuple[float, ...] | None = None  # its selection key (larger is better)
     improvements: int = 0
     epoch_times: list[float] = field(default_factory=list)
     wall_time: float = 0.0
     # a row per epoch: the training log's epoch means (losses, Figure 2's diagnostics) and validation
     history: list[dict] = field(default_factory=list)
     _last: float | None = field(default=None, repr=False)
+
+    @property
+    def best_val_accuracy(self) -> float:
+        return self.best_val.get("accuracy", -1.0)
+
+    @property
+    def best_val_loss(self) -> float:
+        return self.best_val.get("loss", float("inf"))
 
     def tick(self, count: bool = True) -> None:
         """Add the time since the last tick to ``wall_time`` (``count=False``: only restart the clock)."""
@@ -68,34 +77,34 @@ class RunRecord:
             self.wall_time += now - self._last
         self._last = now
 
-    def observe(self, epoch: int, accuracy: float, loss: float) -> bool:
-        """Record a validation result; True when it is a new best: a higher accuracy, or the same
-        accuracy with a lower loss (an earlier epoch wins only a tie in both)."""
-        better = accuracy > self.best_val_accuracy or (accuracy == self.best_val_accuracy and loss < self.best_val_loss)
+    def observe(self, epoch: int, metrics: dict[str, float], key: tuple[float, ...]) -> bool:
+        """Record a validation result; True when it is a new best: a ``key`` (the task's selection
+        metrics, larger is better) greater than the best's in the first place they differ (an
+        earlier epoch wins a tie in all of them)."""
+        better = self.best_key is None or tuple(key) > self.best_key
         if better:
-            self.best_epoch, self.best_val_accuracy, self.best_val_loss = epoch, accuracy, loss
+            self.best_epoch, self.best_val, self.best_key = epoch, {k: float(v) for k, v in metrics.items()}, tuple(key)
             self.improvements += 1
         return better
 
     def state_dict(self) -> dict:
-        return {"best_epoch": self.best_epoch, "best_val_accuracy": self.best_val_accuracy,
-                "best_val_loss": self.best_val_loss, "improvements": self.improvements,
+        return {"best_epoch": self.best_epoch, "best_val": dict(self.best_val),
+                "best_key": None if self.best_key is None else list(self.best_key), "improvements": self.improvements,
                 "epoch_times": list(self.epoch_times), "wall_time": self.wall_time,
                 "history": [dict(row) for row in self.history]}
 
     def load_state_dict(self, state: dict) -> None:
         self.best_epoch = int(state["best_epoch"])
-        self.best_val_accuracy = float(state["best_val_accuracy"])
-        self.best_val_loss = float(state["best_val_loss"])
+        self.best_val = {k: float(v) for k, v in state["best_val"].items()}
+        self.best_key = None if state["best_key"] is None else tuple(float(v) for v in state["best_key"])
         self.improvements = int(state["improvements"])
         self.epoch_times = [float(t) for t in state["epoch_times"]]
         self.wall_time = float(state["wall_time"])
         self.history = [dict(row) for row in state.get("history", [])]
 
-    def add_epoch(self, epoch: int, train: dict[str, float], val_accuracy: float, val_loss: float) -> dict:
-        """The epoch's row: its number, the training means, the validation accuracy and loss."""
-        row = {"epoch": epoch, **{k: float(v) for k, v in train.items()}, "val_accuracy": val_accuracy,
-               "val_loss": val_loss}
+    def add_epoch(self, epoch: int, train: dict[str, float], val: dict[str, float]) -> dict:
+        """The epoch's row: its number, the training means, the validation metrics (``val_<name>``)."""
+        row = {"epoch": epoch, **{k: float(v) for k, v in train.items()}, **{f"val_{k}": float(v) for k, v in val.items()}}
         self.history = [r for r in self.history if r["epoch"] < epoch] + [row]
         return row
 

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 from ..core.config import config_name, merged_files
+from ..core.console import result_words
 from ..core.errors import UserError
 from .cluster import RunJob, cluster_executor
 from .config import load_config
@@ -143,7 +144,7 @@ def finished_line(run: PlannedRun, k: int, n: int, elapsed: float, took: list[fl
     res = json.loads((run.out / "results.json").read_text())
     left = n - k
     eta = f"; {left} to go, about {minutes(sum(took) / len(took) * left)} left" if left else f"; all {n} finished"
-    return (f"[sweep] {k}/{n} {run.label}: test {100 * res['test_accuracy']:.2f} %, val {100 * res['val_accuracy']:.2f} % "
+    return (f"[sweep] {k}/{n} {run.label}: test {result_words(res, 'test')}; val {result_words(res, 'val')} "
             f"(epoch {res['best_epoch']}), {minutes(elapsed)}{eta}")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import scalar
 
-AXES = {"diagnostics": "epoch", "loss_per_epoch": "epoch", "epoch": "epoch", "val": "epoch", "accuracy": "epoch",
+AXES = {"diagnostics": "epoch", "loss_per_epoch": "epoch", "epoch": "epoch", "val": "epoch", "accuracy": "epoch", "ap": "epoch",
         "loss": "iteration", "prior": "iteration", "iteration": "iteration", "lr": "iteration"}
 
 MEANINGS = {
@@ -25,6 +25,10 @@ MEANINGS = {
                                "their labels.",
     "accuracy/best_val": "The selected model's validation accuracy (the best validation epoch), at its epoch.",
     "accuracy/test": "The selected model's test accuracy, at its epoch.",
+    "ap/best_val_bbox": "The selected model's validation bbox AP (COCO, IoU 0.50:0.95), at its epoch.",
+    "ap/test_bbox": "The selected model's test bbox AP (COCO, IoU 0.50:0.95), at its epoch.",
+    "ap/best_val_mask": "The selected model's validation mask AP (COCO, IoU 0.50:0.95), at its epoch.",
+    "ap/test_mask": "The selected model's test mask AP (COCO, IoU 0.50:0.95), at its epoch.",
 }
 GROUP_MEANINGS = {
     "loss": "A loss term, the mean over the last train.log_every iterations.",

@@ -101,11 +101,13 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
         return None
     best_file = run_dir / CHECKPOINTS / Path(handlers["best"].last_checkpoint).name
     test = test_selected_model(run, best_file)
-    if not math.isfinite(test["loss"]):
-        raise NonFiniteEvaluation("test", record.best_epoch, test["loss"], test["accuracy"])
+    scores = {name: test[name] for name in run.task.metrics}
+    if not all(math.isfinite(v) for v in scores.values()):
+        raise NonFiniteEvaluation("test", record.best_epoch, scores)
     record.tick()
     results = collect_results(run, record, test, method_report)
-    if idist.get_rank() == 0 and cfg.diagnostics.test_features > 0:  # the selected model is loaded
+    # the selected model's g(x) on test images, for Figure 3 (classification: a label per test image)
+    if idist.get_rank() == 0 and cfg.diagnostics.test_features > 0 and run.task.name == "classification":
         t = cfg.train
         kept = test_features(run.net, run.data.test, cfg.diagnostics.test_features, run.device, cfg.data.eval_batch,
                              t.amp, t.channels_last)
@@ -178,11 +180,12 @@ def test_selected_model(run: Run, best_file: Path) -> dict:
         state = broadcast_tensors(state, run.device)
     Checkpoint.load_objects(to_load={"model": run.net}, checkpoint=state)
     t = run.cfg.train
-    evaluator = create_evaluator(run.model, run.device, t.amp, t.channels_last)
+    evaluator = run.task.create_evaluator(run.model, run.device, t.amp, t.channels_last)
     if idist.get_rank() == 0 and progress_bars(t.progress):
         ProgressBar(persist=False, desc="test").attach(evaluator)
     evaluator.run(run.loaders.test)
-    out = {k: float(v) for k, v in evaluator.state.metrics.items()} | {"checkpoint": str(best_file), "extra_test": {}}
+    out = {k: float(evaluator.state.metrics[k]) for k in run.task.metrics} | {"checkpoint": str(best_file),
+                                                                              "extra_test": {}}
     for name, loader in run.loaders.extra_test.items():  # scored over the classes each set holds
         classes = run.data.extra_test[name][1]
         extra = create_evaluator(run.model, run.device, t.amp, t.channels_last, classes=classes)
@@ -193,14 +196,15 @@ def test_selected_model(run: Run, best_file: Path) -> dict:
 
 
 def collect_results(run: Run, record: RunRecord, test: dict, method_report: dict) -> dict:
-    """What results.json holds: the selected epoch, its validation and test figures, the run."""
+    """What results.json holds: the selected epoch, its validation and test figures (``val_<metric>``,
+    ``test_<metric>`` for each of the task's metrics; ``metric`` names the one that selects), the run."""
     cfg = run.cfg
     return {
         "best_epoch": record.best_epoch,
-        "val_accuracy": record.best_val_accuracy,
-        "val_loss": record.best_val_loss,
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
+        "task": run.task.name,
+        "metric": run.task.primary,
+        **{f"val_{name}": record.best_val[name] for name in run.task.metrics},
+        **{f"test_{name}": test[name] for name in run.task.metrics},
         "seed": cfg.seed,
         "method": cfg.method.name,
         "config": cfg.source,

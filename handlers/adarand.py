@@ -172,6 +172,7 @@ class RandReg(Regularizer):
     extractor's statistics (the run's shared, cached pass) and saved in checkpoints."""
 
     Params = RandRegParams
+    tasks = ("classification", "detection")
 
     def __init__(self, params: RandRegParams, ctx):
         super().__init__(params, ctx)

@@ -28,6 +28,7 @@ class BSSParams:
 
 @register("bss")
 class BSS(Regularizer):
+    tasks = ("classification", "detection")
     Params = BSSParams
 
     def attach(self, trainer: Engine) -> None:

@@ -20,16 +20,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..core.distributed import shard_without_padding
-from ..core.step import autocast
+from ..core.step import autocast, to_device
 
 
 def feature_loader(dataset, batch_size: int, num_workers: int) -> DataLoader:
-    """This process's shard of ``dataset`` in order. Its own generator: the pass never draws from
+    """This process's shard of ``dataset`` in order (batched by ``dataset.collate`` where it has
+    one: detection's images differ in size). Its own generator: the pass never draws from
     the global RNG (a run that reads a cache would otherwise continue with other random numbers
     than one that computed it)."""
     return DataLoader(shard_without_padding(dataset), batch_size=batch_size, shuffle=False,
                       num_workers=num_workers, pin_memory=torch.cuda.is_available(),
-                      generator=torch.Generator().manual_seed(0))
+                      generator=torch.Generator().manual_seed(0), collate_fn=getattr(dataset, "collate", None))
 
 
 @torch.no_grad()
@@ -43,7 +44,7 @@ def feature_pass(extractor: nn.Module, loader, device: torch.device, consume: Ca
     def step(engine, batch):
         x, y = batch
         with autocast(device, amp):
-            f = extractor(x.to(device, non_blocking=True))
+            f = extractor(to_device(x, device))
         consume(f.float(), y.to(device, non_blocking=True))
 
     engine = Engine(step)

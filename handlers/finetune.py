@@ -6,3 +6,5 @@ from .registry import Regularizer, register
 @register("finetune")
 class FineTune(Regularizer):
     """Adds nothing to the loss."""
+
+    tasks = ("classification", "detection")

@@ -37,6 +37,7 @@ class L2SPParams:
 @register("l2sp")
 class L2SP(Regularizer):
     Params = L2SPParams
+    tasks = ("classification", "detection")
 
     def __init__(self, params: L2SPParams, ctx):
         super().__init__(params, ctx)

@@ -15,7 +15,8 @@ A regularizer is an object that the run builds once, before the optimizer:
 * ``state_dict()`` / ``load_state_dict()`` — its state, saved in the training checkpoint;
 * ``report()`` — figures for results.json (memory of frozen models, banks, caches), read before
   ``close()``;
-* ``close()`` — releases frozen models and caches when the run ends.
+* ``close()`` — releases frozen models and caches when the run ends;
+* ``tasks`` — the tasks it runs on: ``("classification",)`` unless it declares detection too.
 
 A module registers its class with ``@register(name)``; ``@register(name, key=value)`` registers a
 preset whose name fixes parameters (``fnp`` is the random-feature class with ``prior: zero``).
@@ -55,6 +56,9 @@ class NoParams:
 
 class Regularizer:
     Params: type = NoParams
+    # the tasks it runs on (``task:``); a method that reads only ``step.features`` and ``step.y`` (and
+    # the backbone's parameters) runs on detection too, one that needs logits or a classifier does not
+    tasks: tuple[str, ...] = ("classification",)
 
     def __init__(self, params: Any, ctx: RunContext):
         self.params = params
@@ -171,6 +175,15 @@ def build_params(method: MethodConfig, where: Callable[[str], str]) -> tuple[Any
                                   f"{', ...' if len(others) > 6 else ''} (set here for another method: for {name}, "
                                   f"leave it out, e.g. start from a config of {name})")
     return build(entry.cls.Params, {**raw, **entry.fixed}, "method", where), tuple(entry.fixed)
+
+
+def task_problem(name: str, task: str) -> str | None:
+    """Why method ``name`` cannot run on ``task``, or None."""
+    if task in get_regularizer_class(name).tasks:
+        return None
+    able = [n for n in known_regularizers() if n in _REGISTRY and task in _REGISTRY[n].cls.tasks]
+    return (f"{name} does not run on task: {task} (it needs the classifier's logits or a classification model); "
+            f"the methods for {task}: {', '.join(able)}")
 
 
 def describe_method(name: str) -> str:

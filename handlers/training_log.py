@@ -83,8 +83,11 @@ class TrainingDiagnostics:
         out.update({k: v.detach().float() for k, v in step.logs.items()})
         if self.enabled:
             out["feature_norm"] = feature_norm_sq(step.features)
-            out["grad_norm"] = head_grad_norm_sq(step.logits, step.features, step.y)
-            out["grad_norm_batch_mean"] = batch_mean_grad_norm_sq(step.logits, step.features, step.y)
+            if step.logits is not None:
+                out["grad_norm"] = head_grad_norm_sq(step.logits, step.features, step.y)
+                out["grad_norm_batch_mean"] = batch_mean_grad_norm_sq(step.logits, step.features, step.y)
+            elif step.grad_probe is not None and step.grad_probe.value is not None:  # detection: at C5
+                out["grad_norm"] = step.grad_probe.value
         return out
 
     @staticmethod

@@ -16,12 +16,12 @@ HISTORY = [(1, 0.8, 0.9), (2, 1.0, 0.5), (3, 1.0, 0.3), (4, 1.0, 0.4), (5, 0.9, 
 
 def test_ties_in_accuracy_go_to_the_lower_loss():
     record = RunRecord()
-    news = [record.observe(*h) for h in HISTORY]
+    news = [record.observe(e, {"accuracy": a, "loss": lo}, (a, -lo)) for e, a, lo in HISTORY]
     assert news == [True, True, True, False, False]
     assert (record.best_epoch, record.best_val_accuracy, record.best_val_loss) == (3, 1.0, 0.3)
     assert record.improvements == 3
     # a tie in both keeps the earlier epoch
-    assert not record.observe(6, 1.0, 0.3) and record.best_epoch == 3
+    assert not record.observe(6, {"accuracy": 1.0, "loss": 0.3}, (1.0, -0.3)) and record.best_epoch == 3
     restored = RunRecord()
     restored.load_state_dict(record.state_dict())
     assert restored.state_dict() == record.state_dict()

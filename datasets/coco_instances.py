@@ -1,0 +1,72 @@
+"""COCO-format instance annotations: ``root/<split>/`` images and ``root/annotations/instances_<split>.json``
+for the splits ``train`` and ``test`` (and ``val``, if there is one).
+
+The JSON's ``images`` (id, file_name, height, width), ``annotations`` (image_id, category_id,
+bbox as [x, y, w, h], segmentation as polygons or RLE, iscrowd) and ``categories`` (id, name).
+Classes are the categories in order of their ids. Crowd annotations are left out (COCO's
+evaluation ignores them too). An annotation that cannot be read stops with one line naming the
+file and the annotation's id.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ..core.errors import UserError
+
+LAYOUT = "root/annotations/instances_<split>.json and root/<split>/<file_name> for the splits train and test (val optional)"
+
+
+def annotation_file(root: Path, split: str) -> Path:
+    return root / "annotations" / f"instances_{split}.json"
+
+
+def read_coco_split(root: Path, split: str, classes: list[str] | None = None) -> tuple[list[dict], list[str]]:
+    """(records, classes) of one split (``datasets/instances.py`` gives a record's form). ``classes``:
+    the training split's, which a later split must name alike."""
+    path = annotation_file(root, split)
+    if not path.is_file():
+        raise UserError(f"data.root: {path} not found (expected {LAYOUT})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        images, annotations, categories = data["images"], data["annotations"], data["categories"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: not a COCO instances file ({e.__class__.__name__}: {e}; expected images, "
+                        "annotations and categories)") from None
+    cats = sorted(categories, key=lambda c: c["id"])
+    names = [str(c["name"]) for c in cats]
+    if classes is not None and names != classes:
+        raise UserError(f"{path}: categories {names} differ from the training split's {classes}")
+    index = {c["id"]: k for k, c in enumerate(cats)}
+    records, by_id = [], {}
+    for img in images:
+        r = {"file": str(root / split / img["file_name"]), "height": int(img["height"]), "width": int(img["width"]),
+             "instances": []}
+        by_id[img["id"]] = r
+        records.append(r)
+    for ann in annotations:
+        where = f"{path}: annotation {ann.get('id')}"
+        if ann.get("image_id") not in by_id:
+            raise UserError(f"{where}: image_id {ann.get('image_id')!r} is not among the images")
+        if ann.get("category_id") not in index:
+            raise UserError(f"{where}: category_id {ann.get('category_id')!r} is not among the categories")
+        if ann.get("iscrowd", 0):
+            continue
+        box = ann.get("bbox")
+        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) and math.isfinite(v)
+                                                                 for v in box) and box[2] > 0 and box[3] > 0):
+            raise UserError(f"{where}: bbox {box!r} is not [x, y, width, height] with a positive width and height")
+        seg = ann.get("segmentation")
+        polygons_ok = isinstance(seg, list) and seg and all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
+                                                             for p in seg)
+        rle_ok = isinstance(seg, dict) and "counts" in seg and "size" in seg
+        if not (polygons_ok or rle_ok):
+            raise UserError(f"{where}: segmentation is neither polygons (lists of at least 3 x, y pairs) nor RLE "
+                            "(counts and size)")
+        x, y, w, h = (float(v) for v in box)
+        r = by_id[ann["image_id"]]
+        r["instances"].append({"label": index[ann["category_id"]], "box": [x, y, x + w, y + h],
+                               "area": float(ann.get("area") or w * h), "mask": {"coco": seg}})
+    return records, names
