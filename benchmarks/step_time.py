@@ -1,6 +1,6 @@
 """Time per training step: fine-tuning vs AdaRand, measured in one run (interleaved rounds).
 
-    python benchmarks/step_time.py [--rounds 7] [--steps 20] [--device cpu] [--no-cars] [--only vit]
+    python benchmarks/step_time.py [--rounds 7] [--steps 20] [--device cpu] [--no-cars] [--no-detection] [--only vit]
 
 Both trainers are the project's Ignite trainer with the per-iteration diagnostics attached, as in
 a real run; AdaRand adds its handlers (sampling, L_reg, EMA of class means, Adam step on mu).
@@ -8,7 +8,8 @@ Batches are synthetic tensors already in memory, so data loading does not blur t
 Prints the median time per step of each, and the median over rounds of the ratio of the two runs
 of one round (adjacent in time; the headline figure), then the ratio of the two fastest rounds (the
 usual estimate of the cost without interference from the rest of the machine), for the demo model
-(5x the rounds: its steps are short and noisy), a ResNet-18, a ViT-B/32 and a ResNet-50 at Cars scale. Under
+(5x the rounds: its steps are short and noisy), a ResNet-18, a ViT-B/32, a ResNet-50 at Cars scale and Mask
+R-CNN on a ResNet-50-FPN (task: detection; VOC's 20 classes, g(x) the pooled C5). Under
 each: AdaRand's handlers timed alone on a fixed step, and the same handlers' time inside the
 measured steps (more: between the network's large operations each small one costs more).
 """
@@ -24,14 +25,17 @@ from types import SimpleNamespace
 import torch
 from ignite.engine import Engine
 
-from adarand.core.config import ModelConfig
+from adarand.core.config import DetectionConfig, ModelConfig
 from adarand.core.step import StepState
+from adarand.engine.detection import detection_forward
+from adarand.engine.tasks import classification_forward
 from adarand.engine.trainer import create_trainer
 from adarand.handlers.adarand import AdaRand, AdaRandParams
 from adarand.handlers.class_statistics import ClassStatistics
 from adarand.handlers.context import RunContext
 from adarand.handlers.training_log import TrainingDiagnostics
 from adarand.models import create_model
+from adarand.models.detection import build_detector
 
 CASES = {
     # name: (arch, in_channels, image size, batch, classes, steps per round (None: --steps))
@@ -39,16 +43,27 @@ CASES = {
     "resnet18 (3x112x112, B=16, K=196)": ("resnet18", 3, 112, 16, 196, None),
     "vit_b_32 (3x128x128, B=16, K=196, d=768)": ("vit_b_32", 3, 128, 16, 196, 5),
 }
+DETECTION_GPU = ("maskrcnn resnet50-fpn VOC scale (800 px, B=4, K=20, d=2048)", ("resnet50", 3, 800, 4, 20, 10))
+DETECTION_CPU = ("maskrcnn resnet50-fpn (320 px, B=2, K=20, d=2048)", ("resnet50", 3, 320, 2, 20, 2))
 CARS_GPU = ("resnet50 Cars scale (3x224x224, B=64, K=196, d=2048)", ("resnet50", 3, 224, 64, 196, None))
 CARS_CPU = ("resnet50 Cars scale (3x112x112, B=64, K=196, d=2048)", ("resnet50", 3, 112, 64, 196, 2))
 
 
-def build(arch, channels, k, device, method, size=224):
+def build(arch, channels, k, device, method, size=224, detection=False):
     torch.manual_seed(0)
-    net, info = create_model(ModelConfig(arch=arch), num_classes=k, in_channels=channels, image_size=size)
+    net, info = create_model(ModelConfig(arch=arch), num_classes=k, in_channels=channels, image_size=min(size, 224))
+    if detection:  # BatchNorm statistics of random images, as pretrained ones would be, before they are frozen
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.momentum = None
+        mean, std = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+        with torch.no_grad():  # the images as the detector's transform hands them on: normalised
+            net.train().backbone((torch.rand(4, 3, size, size) - mean) / std)
+        net = build_detector(net, arch, k, DetectionConfig(min_size=size, max_size=size), [0.485, 0.456, 0.406],
+                             [0.229, 0.224, 0.225])
     net = net.to(device)
-    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
-    trainer = create_trainer(net, opt, device)
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=1e-3, momentum=0.9, nesterov=True)
+    trainer = create_trainer(net, opt, device, forward=detection_forward if detection else classification_forward)
     if method == "adarand":
         d = net.feature_dim
         feats = torch.randn(4 * k, d, dtype=torch.float64, device=device).abs()
@@ -71,6 +86,25 @@ def build(arch, channels, k, device, method, size=224):
     TrainingDiagnostics(None, k, log_every=10, max_samples=500, chunk=512, epoch_length=1000,
                         enabled=True).attach(trainer)
     return trainer, reg
+
+
+def detection_batches(b: int, size: int, k: int, steps: int, device, g: torch.Generator) -> list:
+    """Synthetic images of ``size`` pixels, each with three boxes and their masks (rectangles)."""
+    out = []
+    for _ in range(steps):
+        images, targets = [], []
+        for _ in range(b):
+            corner = torch.randint(0, size // 2, (3, 2), generator=g).float()
+            boxes = torch.cat([corner, corner + size // 4], 1)
+            masks = torch.zeros(3, size, size, dtype=torch.uint8)
+            for i, (x1, y1, x2, y2) in enumerate(boxes.long().tolist()):
+                masks[i, y1:y2, x1:x2] = 1
+            labels = torch.randint(1, k + 1, (3,), generator=g)
+            images.append(torch.rand(3, size, size, generator=g).to(device))
+            targets.append({"boxes": boxes.to(device), "labels": labels.to(device), "masks": masks.to(device),
+                            "image_label": (labels[0] - 1).to(device)})
+        out.append((images, targets))
+    return out
 
 
 def time_handlers(reg, names) -> dict[str, list]:
@@ -104,6 +138,8 @@ def time_steps(trainer: Engine, batches, device) -> float:
 def handler_work(trainer: Engine, reg: AdaRand, batch, device, repeats: int = 200) -> float:
     """Seconds per step of AdaRand's own work, timed alone on a fixed step (no network)."""
     x, y = batch
+    if isinstance(x, list):  # detection: the images and their targets
+        y = torch.stack([t["image_label"] for t in y])
     feats = torch.randn(y.shape[0], reg.mu.shape[1], device=device)
     step = StepState(x=x, y=y, logits=None, features=feats)
     trainer.state.step = trainer.state.output = step
@@ -130,12 +166,16 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-cars", action="store_true", help="skip the ResNet-50 case at Cars scale")
+    p.add_argument("--no-detection", action="store_true", help="skip the Mask R-CNN case")
     p.add_argument("--only", help="run only the cases whose name contains this text (e.g. vit)")
     args = p.parse_args()
     device = torch.device(args.device)
     cases = dict(CASES)
     if not args.no_cars:
         name, case = CARS_GPU if device.type == "cuda" else CARS_CPU
+        cases[name] = case
+    if not args.no_detection:
+        name, case = DETECTION_GPU if device.type == "cuda" else DETECTION_CPU
         cases[name] = case
     if args.only:
         cases = {name: case for name, case in cases.items() if args.only in name}
@@ -144,9 +184,13 @@ def main() -> None:
     print(f"{'model':56s} {'fine-tuning':>12s} {'AdaRand':>12s} {'extra':>8s} {'ratio':>7s}")
     for name, (arch, ch, size, b, k, steps) in cases.items():
         g = torch.Generator().manual_seed(0)
-        batches = [(torch.randn(b, ch, size, size, generator=g).to(device), torch.randint(0, k, (b,), generator=g).to(device))
-                   for _ in range(steps or args.steps)]
-        built = {m: build(arch, ch, k, device, m, size) for m in ("finetune", "adarand")}
+        detection = name.startswith("maskrcnn")
+        if detection:
+            batches = detection_batches(b, size, k, steps or args.steps, device, g)
+        else:
+            batches = [(torch.randn(b, ch, size, size, generator=g).to(device),
+                        torch.randint(0, k, (b,), generator=g).to(device)) for _ in range(steps or args.steps)]
+        built = {m: build(arch, ch, k, device, m, size, detection) for m in ("finetune", "adarand")}
         trainers = {m: t for m, (t, _) in built.items()}
         regs = {m: r for m, (_, r) in built.items()}
         for t in trainers.values():  # warm-up (and AdaRand's prior initialisation)

@@ -34,9 +34,9 @@ def print_line(text: str) -> None:
 
 
 def result_words(results: dict, split: str) -> str:
-    """A run's figures on ``split`` (val, test) from its results.json: ``accuracy 85.71 %`` or
-    ``bbox AP 30.12, mask AP 25.00`` (AP in points)."""
+    """A run's figures on ``split`` (val, test) from its results.json: ``accuracy: 85.71 %`` or
+    ``bbox AP: 30.12, mask AP: 25.00`` (AP in points)."""
     if results.get("task", "classification") == "classification":
-        return f"accuracy {100 * results[f'{split}_accuracy']:.2f} %"
-    return ", ".join(f"{kind} AP {100 * results[f'{split}_{kind}_ap']:.2f}" for kind in ("bbox", "mask")
+        return f"accuracy: {100 * results[f'{split}_accuracy']:.2f} %"
+    return ", ".join(f"{kind} AP: {100 * results[f'{split}_{kind}_ap']:.2f}" for kind in ("bbox", "mask")
                      if f"{split}_{kind}_ap" in results)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.config import STANDARD_PREPROCESSING, DataConfig, DetectionConfig
 from ..core.distributed import rank0_first
 from ..core.errors import UserError
 from .cub import load_cub
+from .data_splits import DataSplits
 from .detection_data import create_detection_datasets
 from .folder import load_image_folder, scan_class_folders
 from .image_list import ImageList
@@ -23,22 +23,6 @@ from .stanford_cars import load_stanford_cars
 from .synthetic_shapes import materialize_shapes
 from .torchvision_sets import SPECS, load_torchvision_dataset
 from .transforms import eval_transform, train_transform
-
-
-@dataclass
-class DataSplits:
-    train: ImageList  # train transform
-    train_eval: ImageList  # the same samples with the eval transform (prior statistics)
-    val: ImageList
-    test: ImageList
-    classes: list[str]
-    root: str
-    # further test sets by name: (images with the eval transform, the training classes they hold)
-    extra_test: dict[str, tuple[ImageList, list[int]]] = field(default_factory=dict)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
 
 def config_path(value: str, cache_dir: str) -> Path:

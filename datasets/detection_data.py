@@ -9,6 +9,7 @@ from pathlib import Path
 from ..core.config import DataConfig, DetectionConfig
 from ..core.errors import UserError
 from .coco_instances import annotation_file, read_coco_split
+from .data_splits import DataSplits
 from .instances import ImageLabels, InstanceDataset, detection_transforms, with_image_labels
 from .splits import reduce_and_split
 from .synthetic_shapes import materialize_shapes
@@ -37,8 +38,6 @@ def split_pool(records: list[dict], cfg: DataConfig) -> tuple[list[dict], list[d
 def create_detection_datasets(cfg: DataConfig, det: DetectionConfig, root: Path, cache_dir: str, progress: bool,
                               check_images):
     """The DataSplits of a detection run (``check_images``: the image scan of ``datasets``)."""
-    from . import DataSplits
-
     if cfg.name == "synthetic_shapes":
         root = materialize_shapes(root, "target")
     if not root.is_dir():

@@ -91,7 +91,7 @@ def write_target(folder: Path, rng: np.random.Generator) -> None:
         (folder / split).mkdir()
         images, annotations = [], []
         for k, shape in enumerate(TARGET_CLASSES):
-            for i in range(n):
+            for _ in range(n):
                 image_id = len(images) + 1
                 img = background(rng, SIZE)
                 canvas = ImageDraw.Draw(img)

@@ -75,8 +75,8 @@ def attach_handlers(run: Run, run_dir: Path, record: RunRecord, purge_step: int 
             write_epoch_log(run_dir / EPOCH_LOG, record.history)
 
     # Model selection: the task's (classification: the best validation accuracy, ties broken by the
-    # lower validation loss; detection: bbox AP, then mask AP; RunRecord.observe). The score is the count of such improvements, so the Checkpoint saves
-    # exactly when the record finds a new best.
+    # lower validation loss; detection: bbox AP, then mask AP; RunRecord.observe). The score is the
+    # count of such improvements, so the Checkpoint saves exactly when the record finds a new best.
     saver = DurableSaver(run_dir / CHECKPOINTS)  # writes on rank 0 only; a file goes once its successor is durable
     best = Checkpoint({"model": net}, saver, filename_prefix=BEST_PREFIX, n_saved=1,
                       score_function=lambda _: record.improvements,

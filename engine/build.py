@@ -21,8 +21,9 @@ from ..datasets import DataSplits, create_datasets
 from ..handlers.context import RunContext
 from ..handlers.registry import Regularizer, get_regularizer_class
 from ..models import Classifier, backbone_preprocessing
+from .detection import get_task
 from .optim import create_lr_scheduler, create_optimizer
-from .tasks import Task, get_task
+from .tasks import Task
 from .trainer import create_trainer
 
 

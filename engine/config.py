@@ -9,7 +9,7 @@ from pathlib import Path
 from ..core.config import Config, read_config
 from ..core.errors import ConfigError
 from ..handlers.registry import build_params, task_problem
-from ..models import unknown_arch
+from ..models import detection_arch_problem, unknown_arch
 
 
 def resolve_method(cfg: Config) -> Config:
@@ -49,15 +49,13 @@ def check_task(cfg: Config) -> None:
                                                                    "task: detection")
         return
     if not detection_data:
-        raise ConfigError(cfg.where("data.name"), "data.name", f"task: detection reads instance annotations: coco, "
-                                                               f"voc_instances or synthetic_shapes (target), not {cfg.data.name}"
-                                                               + (" (shapes_task: source)" if cfg.data.name == "synthetic_shapes" else ""))
+        shown = cfg.data.name + (" with shapes_task: source" if cfg.data.name == "synthetic_shapes" else "")
+        raise ConfigError(cfg.where("data.name"), "data.name", "task: detection reads instance annotations: coco, "
+                                                               f"voc_instances or synthetic_shapes (target), not {shown}")
     missing = [m for m in DETECTION_PACKAGES if importlib.util.find_spec(m) is None]
     if missing:
         raise ConfigError(cfg.where("task"), "task", f"detection needs {' and '.join(missing)}, not installed: "
                                                      "pip install 'adarand[detection]'")
-    from ..models.detection import detection_arch_problem
-
     problem = detection_arch_problem(cfg.model.arch)
     if problem:
         raise ConfigError(cfg.where("model.arch"), "model.arch", problem)

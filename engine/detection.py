@@ -19,7 +19,9 @@ from ignite.metrics.metric import reinit__is_reduced
 
 from ..core.config import Config
 from ..core.step import StepState, autocast, to_device
-from .tasks import Task
+from ..models import create_model
+from ..models.detection import build_detector
+from .tasks import CLASSIFICATION, Task
 
 AP_NAMES = {"ap": "map", "ap50": "map_50", "ap75": "map_75"}  # ours -> torchmetrics' suffix
 
@@ -47,7 +49,7 @@ class AveragePrecision(Metric):
     """bbox AP (and mask AP) of an epoch's detections, as an Ignite metric over torchmetrics'
     ``MeanAveragePrecision``. ``compute`` gives ``{bbox_ap, bbox_ap50, bbox_ap75[, mask_ap, ...]}``."""
 
-    def __init__(self, masks: bool, device=torch.device("cpu")):
+    def __init__(self, masks: bool, device: str = "cpu"):
         from torchmetrics.detection import MeanAveragePrecision
 
         self.masks = masks
@@ -111,9 +113,6 @@ def create_detection_evaluator(model, device: torch.device, amp: str = "off", ch
 def detection_model(cfg: Config, data):
     """The detector on the backbone of ``model.arch``, its pretrained weights loaded as for
     classification (``model.pretrained``), then frozen BatchNorm, the FPN and Mask R-CNN's heads."""
-    from ..models import create_model
-    from ..models.detection import build_detector
-
     classifier, info = create_model(cfg.model, data.num_classes, image_size=max(64, cfg.detection.min_size // 4))
     return build_detector(classifier, cfg.model.arch, data.num_classes, cfg.detection, cfg.data.mean,
                           cfg.data.std), info
@@ -134,3 +133,8 @@ def detection_task(cfg: Config) -> Task:
                     model, device, amp, channels_last, masks),
                 summary=detection_summary, best=lambda m: f"bbox AP {100 * float(m['bbox_ap']):.2f}")
 
+
+
+def get_task(cfg: Config) -> Task:
+    """The task that ``cfg.task`` names."""
+    return detection_task(cfg) if cfg.task == "detection" else CLASSIFICATION

@@ -17,14 +17,16 @@ regularizers, the prior pass, checkpoints and resume, logging and the command li
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from ..core.config import Config
 from ..core.step import StepState, autocast, prepare_input
+from ..models import create_model
+from .evaluator import create_evaluator
 
 
 @dataclass(frozen=True)
@@ -62,15 +64,11 @@ def classification_forward(model, batch, device: torch.device, amp: str, channel
 
 
 def classification_model(cfg: Config, data):
-    from ..models import create_model
-
     return create_model(cfg.model, data.num_classes, in_channels=1 if cfg.data.grayscale else 3,
                         image_size=cfg.data.image_size)
 
 
 def classification_evaluator(model, device, amp="off", channels_last=False):
-    from .evaluator import create_evaluator
-
     return create_evaluator(model, device, amp, channels_last)
 
 
@@ -82,12 +80,3 @@ CLASSIFICATION = Task(name="classification", metrics=("accuracy", "loss"),
                       selection=(("accuracy", True), ("loss", False)), create_model=classification_model,
                       forward=classification_forward, create_evaluator=classification_evaluator,
                       summary=classification_summary, best=lambda m: f"{100 * float(m['accuracy']):.2f} %")
-
-
-def get_task(cfg: Config) -> Task:
-    """The task of ``cfg.task``; detection's code (torchmetrics, pycocotools) is loaded only for it."""
-    if cfg.task == "detection":
-        from .detection import detection_task
-
-        return detection_task(cfg)
-    return CLASSIFICATION

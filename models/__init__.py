@@ -13,7 +13,7 @@ from .timm_models import create_timm
 from .torchvision_models import create_torchvision, torchvision_names
 
 __all__ = ["Classifier", "PretrainedInfo", "backbone_preprocessing", "create_model", "init_head", "load_pretrained",
-           "unknown_arch"]
+           "unknown_arch", "detection_arch_problem"]
 
 
 def unknown_arch(arch: str) -> str | None:
@@ -29,6 +29,13 @@ def unknown_arch(arch: str) -> str | None:
     if arch in torchvision_names():
         return None
     return f"{arch!r} is neither a torchvision classification model, timm/<name>, nor small_cnn"
+
+
+def detection_arch_problem(arch: str) -> str | None:
+    """Why ``model.arch`` cannot be a detector's backbone (``task: detection``), or None."""
+    if arch == "small_cnn" or (arch.startswith(("resnet", "resnext", "wide_resnet")) and arch in torchvision_names()):
+        return None
+    return f"{arch!r}: the detector takes a torchvision ResNet (resnet18 ... resnet152, resnext, wide_resnet) or small_cnn"
 
 
 def create_model(cfg: ModelConfig, num_classes: int, in_channels: int = 3,

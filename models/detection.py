@@ -16,13 +16,12 @@ backbone / head groups work unchanged.
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
@@ -180,10 +179,3 @@ def build_detector(classifier: Classifier, arch: str, num_classes: int, cfg: Det
     backbone = ImageFeatures(model.transform, fpn_backbone.body)
     return Detector(backbone, fpn_backbone.fpn, model.rpn, model.roi_heads, shapes[-1][0], num_classes,
                     classifier.source_head, dict(classifier.stages))
-
-
-def detection_arch_problem(arch: str) -> str | None:
-    """Why ``model.arch`` cannot be a detector's backbone, or None."""
-    if arch == "small_cnn" or (arch.startswith("resne") and arch in torchvision.models.list_models()):
-        return None
-    return f"{arch!r}: the detector takes a torchvision ResNet (resnet18 ... resnet152, resnext) or small_cnn"

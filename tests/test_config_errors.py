@@ -119,8 +119,14 @@ def test_every_shipped_config_validates():
     methods = sorted((REPO / "yaml" / "methods").glob("*.yaml"))
     bases = [b for b in sorted((REPO / "yaml" / "base").glob("*.yaml")) if b.stem != "resnet50_imagenet"]
     assert len(methods) >= 9 and len(bases) >= 10
+    detection = {"finetune", "adarand", "adarand_no_intra", "adarand_no_inter", "fnp", "randreg_uniform",
+                 "randreg_normal", "randreg_global", "randreg_cp", "l2sp", "bss"}
     for b in bases:
         for m in methods:
+            if load_config(b).task == "detection" and m.stem not in detection:
+                with pytest.raises(ConfigError, match=f"{m.stem} does not run on task: detection"):
+                    load_config([b, m])
+                continue
             cfg = load_config([b, m])
             assert cfg.method.name == m.stem and cfg.name == f"{b.stem}-{m.stem}"
 

@@ -99,7 +99,7 @@ def test_a_log_file_gets_one_line_per_epoch_and_a_summary(tmp_path):
     assert f"best {100 * results['val_accuracy']:.2f} % (epoch {results['best_epoch']})" in epochs[-1]
     assert "loss " in epochs[0] and "(ce " in epochs[0]
     summary = r.stdout.strip().splitlines()[-1]
-    assert summary.startswith("done: finetune, test accuracy ") and f"run folder {tmp_path / 'run'}" in summary
+    assert summary.startswith("done: finetune, test accuracy: ") and f"run folder {tmp_path / 'run'}" in summary
     assert "wall time" in summary
     r = run_main(cfg, "train.epochs=2", "--quiet", "--output", tmp_path / "quiet")
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1].startswith("done: finetune")

@@ -1,0 +1,223 @@
+"""Detection (task: detection): the VOC and COCO readers, the image-level label, COCO AP on a
+hand-worked case, AdaRand's updates on detection features, methods refused on detection, and a
+resumed detection run against an uninterrupted one."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from adarand.core.errors import ConfigError, UserError
+from adarand.datasets.coco_instances import read_coco_split
+from adarand.datasets.instances import InstanceDataset, image_label
+from adarand.datasets.voc_instances import read_voc_split
+from adarand.engine.config import load_config
+from adarand.engine.detection import AveragePrecision
+from adarand.handlers.adarand import ema_class_means, prior_loss, prior_lr_factor
+
+from conftest import REPO, run_main
+
+PALETTE = [0, 0, 0] * 256
+
+
+def write_voc(root, objects: np.ndarray, classes: np.ndarray, image_id="2007_000001"):
+    for sub in ("ImageSets/Segmentation", "JPEGImages", "SegmentationObject", "SegmentationClass"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val"):
+        (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text(image_id + "\n")
+    Image.fromarray(np.zeros((*objects.shape, 3), np.uint8)).save(root / "JPEGImages" / f"{image_id}.jpg")
+    for arr, sub in ((objects, "SegmentationObject"), (classes, "SegmentationClass")):
+        img = Image.fromarray(arr.astype(np.uint8), mode="P")
+        img.putpalette(PALETTE)
+        img.save(root / sub / f"{image_id}.png")
+
+
+def test_voc_reader_instances_classes_by_majority_void_ignored_boxes(tmp_path):
+    objects = np.zeros((12, 16), np.uint8)
+    classes = np.zeros((12, 16), np.uint8)
+    objects[1:5, 2:8] = 1  # instance 1: 4 x 6 = 24 pixels
+    classes[1:5, 2:8] = 3
+    classes[1, 2:5] = 9  # 3 of its pixels say class 9: the majority (21) says 3
+    objects[6:11, 9:12] = 2  # instance 2: 5 x 3
+    classes[6:11, 9:12] = 255  # its class map is void except one column
+    classes[6:11, 11] = 7
+    objects[0, :] = 255  # a void border row, no instance
+    objects[5, 2:8] = 255
+    write_voc(tmp_path, objects, classes)
+    (record,) = read_voc_split(tmp_path, "train")
+    a, b = record["instances"]
+    assert (a["label"], a["area"], a["box"]) == (2, 24.0, [2.0, 1.0, 8.0, 5.0])  # class 3 is index 2
+    assert (b["label"], b["area"], b["box"]) == (6, 15.0, [9.0, 6.0, 12.0, 11.0])  # void votes left out
+    assert (record["height"], record["width"]) == (12, 16)
+    # the dataset's masks are the instances' pixels; labels 1-based for the detector
+    _, target = InstanceDataset([{**record, "label": 2}])[0]
+    assert target["labels"].tolist() == [3, 7]
+    assert target["masks"][0].bool().equal(torch.from_numpy(objects == 1))
+    assert target["masks"][1].sum() == 15
+
+
+def test_voc_reader_names_the_missing_files(tmp_path):
+    with pytest.raises(UserError, match=r"ImageSets/Segmentation/train.txt not found .*SegmentationObject"):
+        read_voc_split(tmp_path, "train")
+
+
+def write_coco(root, split, annotations, images=None):
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    (root / split).mkdir(exist_ok=True)
+    images = images or [{"id": 7, "file_name": "a.png", "height": 8, "width": 8}]
+    for img in images:
+        Image.fromarray(np.zeros((img["height"], img["width"], 3), np.uint8)).save(root / split / img["file_name"])
+    (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(
+        {"images": images, "annotations": annotations,
+         "categories": [{"id": 5, "name": "cat"}, {"id": 2, "name": "dog"}]}))
+
+
+def test_coco_reader_polygon_and_rle(tmp_path):
+    polygon = {"id": 1, "image_id": 7, "category_id": 5, "bbox": [1, 1, 4, 4], "iscrowd": 0,
+               "segmentation": [[1, 1, 5, 1, 5, 5, 1, 5]]}
+    # uncompressed RLE, column-major over an 8 x 8 image: 10 off, 3 on (column 1, rows 2-4), the rest off
+    rle = {"id": 2, "image_id": 7, "category_id": 2, "bbox": [1, 2, 1, 3], "iscrowd": 0, "area": 3,
+           "segmentation": {"size": [8, 8], "counts": [10, 3, 51]}}
+    crowd = {**rle, "id": 3, "iscrowd": 1}
+    write_coco(tmp_path, "train", [polygon, rle, crowd])
+    records, classes = read_coco_split(tmp_path, "train")
+    assert classes == ["dog", "cat"]  # in the order of the category ids
+    (r,) = records
+    assert [i["label"] for i in r["instances"]] == [1, 0]  # the crowd annotation is left out
+    assert r["instances"][0]["box"] == [1.0, 1.0, 5.0, 5.0]
+    _, target = InstanceDataset([{**r, "label": 1}])[0]
+    expected_rle = torch.zeros(8, 8, dtype=torch.bool)
+    expected_rle[2:5, 1] = True
+    assert target["masks"][1].bool().equal(expected_rle)
+    poly = target["masks"][0].bool()
+    assert poly[2:5, 2:5].all() and not poly[6:].any() and not poly[:, 6:].any()  # inside the square, nothing beyond
+
+
+def test_coco_reader_names_a_bad_annotation(tmp_path):
+    bad = {"id": 41, "image_id": 7, "category_id": 5, "bbox": [1, 1, 0, 4], "segmentation": [[1, 1, 5, 1, 5, 5]]}
+    write_coco(tmp_path, "train", [bad])
+    with pytest.raises(UserError, match=r"instances_train.json: annotation 41: bbox .* positive width"):
+        read_coco_split(tmp_path, "train")
+    write_coco(tmp_path, "train", [{**bad, "bbox": [1, 1, 2, 2], "category_id": 9}])
+    with pytest.raises(UserError, match="annotation 41: category_id 9"):
+        read_coco_split(tmp_path, "train")
+
+
+def test_image_label_rules():
+    def inst(label, area):
+        return {"label": label, "area": area}
+
+    insts = [inst(0, 10), inst(0, 10), inst(2, 50), inst(1, 5)]
+    assert image_label(insts, "largest") == 2
+    assert image_label(insts, "majority") == 0
+    # a tie in counts goes to the larger total area, then to the lower class index
+    assert image_label([inst(3, 10), inst(1, 4), inst(1, 5)] + [inst(3, 1)], "majority") == 3
+    assert image_label([inst(3, 5), inst(1, 5)], "majority") == 1
+    assert image_label([], "largest") is None
+
+
+def coco_ap(scores_tp: list[bool], n_gt: int) -> float:
+    """COCO's 101-point interpolated AP of detections sorted by score (True: a match)."""
+    tp = np.cumsum(scores_tp)
+    precision = tp / np.arange(1, len(scores_tp) + 1)
+    recall = tp / n_gt
+    for i in range(len(precision) - 2, -1, -1):  # precision made monotone from the right
+        precision[i] = max(precision[i], precision[i + 1])
+    points = []
+    for r in np.linspace(0, 1, 101):
+        above = np.nonzero(recall >= r - 1e-12)[0]
+        points.append(precision[above[0]] if len(above) else 0.0)
+    return float(np.mean(points))
+
+
+def test_average_precision_on_a_hand_worked_case():
+    """Two ground-truth boxes: a perfect match (score 0.9), its duplicate (0.8, a false positive),
+    and a box over the second at IoU 0.625 (0.7): a match at IoU thresholds 0.50-0.60 only."""
+    gt = {"boxes": torch.tensor([[0.0, 0, 10, 10], [20.0, 20, 30, 30]]), "labels": torch.tensor([1, 1])}
+    det = {"boxes": torch.tensor([[0.0, 0, 10, 10], [0.0, 0, 10, 10], [20.0, 20, 30, 26.25]]),
+           "scores": torch.tensor([0.9, 0.8, 0.7]), "labels": torch.tensor([1, 1, 1])}
+    metric = AveragePrecision(masks=False)
+    metric.update(([det], [gt]))
+    out = metric.compute()
+    matched, missed = coco_ap([True, False, True], 2), coco_ap([True, False, False], 2)
+    assert matched == pytest.approx((51 + 50 * 2 / 3) / 101) and missed == pytest.approx(51 / 101)
+    assert out["bbox_ap50"] == pytest.approx(matched, abs=1e-6)
+    assert out["bbox_ap75"] == pytest.approx(missed, abs=1e-6)
+    assert out["bbox_ap"] == pytest.approx((3 * matched + 7 * missed) / 10, abs=1e-6)
+    metric.reset()
+    metric.update(([{**det, "boxes": det["boxes"][:1], "scores": det["scores"][:1], "labels": det["labels"][:1]}],
+                   [{"boxes": gt["boxes"][:1], "labels": gt["labels"][:1]}]))
+    assert metric.compute()["bbox_ap"] == pytest.approx(1.0)
+
+
+def demo_detection_config(cache_dir, *extra):
+    return load_config(REPO / "yaml" / "demo_detection_adarand.yaml",
+                       [f"cache_dir={cache_dir}", "data.use_ratio=0.2", "train.progress=false", "train.epochs=2",
+                        "diagnostics.max_samples=20", *extra])
+
+
+def test_adarand_updates_on_detection_features_equal_the_formulas(cache_dir):
+    """One step of the detection trainer with AdaRand: mu_bar and mu after it are the EMA and the
+    Adam step of the classification code applied to the step's own features and labels."""
+    from ignite.engine import Events
+
+    from adarand.engine.build import build_run
+
+    run = build_run(demo_detection_config(cache_dir))
+    run.regularizer.prepare()
+    run.regularizer.attach(run.trainer)
+    reg = run.regularizer
+    mu0, mu_bar0 = reg.mu.detach().clone(), reg.mu_bar.clone()
+    seen = {}
+
+    @run.trainer.on(Events.ITERATION_COMPLETED)
+    def keep(engine):
+        seen["features"], seen["y"] = engine.state.output.features.detach().clone(), engine.state.output.y.clone()
+        engine.terminate()
+
+    run.trainer.run(run.loaders.train, max_epochs=1)
+    assert seen["features"].shape == (run.cfg.data.batch_size, run.net.feature_dim)
+    mu_bar = ema_class_means(mu_bar0, seen["features"], seen["y"], 0.5)
+    assert torch.allclose(reg.mu_bar, mu_bar, atol=1e-6)
+    mu = mu0.clone().requires_grad_(True)  # Adam's first step: mu - lr * g / (|g| + eps), elementwise
+    prior_loss(mu, mu_bar)[0].backward()
+    lr = run.cfg.method.params.prior_lr * prior_lr_factor("published", 0, run.ctx.total_iterations)
+    expected = mu0 - lr * mu.grad / (mu.grad.abs() + 1e-8)
+    assert torch.allclose(reg.mu.detach(), expected, atol=1e-6)
+    # the priors are the pretrained backbone's class means of g(x) over the training images
+    assert reg.mu.shape == (3, run.net.feature_dim) and torch.isfinite(reg.mu).all()
+
+
+@pytest.mark.parametrize("method", ["co_tuning", "delta", "dr_tune", "daft", "lp_ft"])
+def test_methods_that_need_a_classifier_stop_on_detection(method, cache_dir):
+    with pytest.raises(ConfigError, match=f"method.name': {method} does not run on task: detection.*adarand"):
+        demo_detection_config(cache_dir, f"method={{name: {method}}}")
+
+
+def test_detection_data_on_a_classification_task_is_refused(cache_dir):
+    with pytest.raises(ConfigError, match="data.name.: synthetic_shapes holds instance annotations, for task: detection"):
+        demo_detection_config(cache_dir, "task=classification")
+
+
+def test_a_resumed_detection_run_gives_the_uninterrupted_ap(tmp_path, cache_dir):
+    common = ["demo_detection_adarand", f"cache_dir={cache_dir}", "data.use_ratio=0.2", "train.epochs=2",
+              "train.progress=false", "diagnostics.max_samples=20"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    r = run_main(*common, "--output", whole)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "test bbox AP: " in r.stdout and "mask AP: " in r.stdout
+    r = run_main(*common, "train.stop_after=1", "--output", parts)
+    assert r.returncode == 0 and not (parts / "results.json").exists(), r.stderr[-3000:]
+    r = run_main(*common, "--resume", parts)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = (json.loads((d / "results.json").read_text()) for d in (whole, parts))
+    for key in ("val_bbox_ap", "val_mask_ap", "test_bbox_ap", "test_mask_ap", "test_bbox_ap50", "test_mask_ap75"):
+        assert a[key] == b[key] and math.isfinite(a[key]), key
+    assert a["task"] == "detection" and a["metric"] == "bbox_ap" and 0.0 <= a["test_bbox_ap"] <= 1.0
+    rows = [line.split(",") for line in (whole / "epochs.csv").read_text().splitlines()]
+    for column in ("loss_classifier", "loss_mask", "loss_reg", "feature_norm", "grad_norm", "feature_entropy",
+                   "mutual_info", "val_bbox_ap", "val_mask_ap"):
+        assert column in rows[0], column
