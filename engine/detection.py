@@ -49,11 +49,13 @@ class AveragePrecision(Metric):
     """bbox AP (and mask AP) of an epoch's detections, as an Ignite metric over torchmetrics'
     ``MeanAveragePrecision``. ``compute`` gives ``{bbox_ap, bbox_ap50, bbox_ap75[, mask_ap, ...]}``."""
 
-    def __init__(self, masks: bool, device: str = "cpu"):
+    def __init__(self, masks: bool, device: str = "cpu", per_class: bool = False):
         from torchmetrics.detection import MeanAveragePrecision
 
         self.masks = masks
-        self.map = MeanAveragePrecision(iou_type=("bbox", "segm") if masks else "bbox", backend=ap_backend())
+        self.per_class = per_class
+        self.map = MeanAveragePrecision(iou_type=("bbox", "segm") if masks else "bbox", backend=ap_backend(),
+                                        class_metrics=per_class)
         super().__init__(device=device)
 
     @reinit__is_reduced
@@ -66,7 +68,8 @@ class AveragePrecision(Metric):
         preds, gts = map_inputs(detections, targets, self.masks)
         self.map.update([to_device(p, "cpu") for p in preds], [to_device(g, "cpu") for g in gts])
 
-    def compute(self) -> dict[str, float]:
+    def compute(self) -> dict:
+        """The AP figures; with ``per_class`` also ``{kind}_ap_per_class``: {1-based label: AP}."""
         # several processes: torchmetrics gathers every process's detections and targets (its states)
         # over torch.distributed before computing
         result = self.map.compute()
@@ -74,9 +77,13 @@ class AveragePrecision(Metric):
         for kind, prefix in (("bbox", "bbox"), ("mask", "segm")):
             if kind == "mask" and not self.masks:
                 continue
+            name = (lambda theirs, prefix=prefix: f"{prefix}_{theirs}") if self.masks else (lambda theirs: theirs)
             for ours, theirs in AP_NAMES.items():
-                key = f"{prefix}_{theirs}" if self.masks else theirs
-                out[f"{kind}_{ours}"] = float(result[key])
+                out[f"{kind}_{ours}"] = float(result[name(theirs)])
+            if self.per_class:
+                labels = result["classes"].reshape(-1).tolist()
+                values = result[name("map_per_class")].reshape(-1).tolist()
+                out[f"{kind}_ap_per_class"] = dict(zip(labels, values, strict=True))
         return out
 
 
@@ -96,7 +103,7 @@ def detection_forward(model, batch, device: torch.device, amp: str, channels_las
 
 
 def create_detection_evaluator(model, device: torch.device, amp: str = "off", channels_last: bool = False,
-                               masks: bool = True) -> Engine:
+                               masks: bool = True, per_class: bool = False) -> Engine:
     @torch.no_grad()
     def eval_step(engine: Engine, batch):
         model.eval()
@@ -106,7 +113,7 @@ def create_detection_evaluator(model, device: torch.device, amp: str = "off", ch
         return detections, targets
 
     evaluator = Engine(eval_step)
-    AveragePrecision(masks).attach(evaluator, "average_precision")
+    AveragePrecision(masks, per_class=per_class).attach(evaluator, "average_precision")
     return evaluator
 
 

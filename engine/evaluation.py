@@ -35,6 +35,7 @@ from ..datasets.transforms import eval_transform
 from ..models import create_model
 from .checkpoints import BEST_PREFIX, CHECKPOINTS, last_checkpoints, read_checkpoint
 from .config import load_config
+from .detection import create_detection_evaluator, detection_model
 from .evaluator import create_evaluator
 
 
@@ -104,6 +105,43 @@ def evaluate(model: torch.nn.Module, dataset, num_classes: int, device: torch.de
             "images": int(cm.sum()), "per_class_accuracy": per_class, "confusion_matrix": cm.tolist()}, predictions
 
 
+def evaluate_detection(cfg: Config, args: argparse.Namespace, weights: Path) -> tuple[dict, list[str], str]:
+    """A detection run's model on a split of its dataset: COCO's AP (bbox and mask; IoU 0.50:0.95,
+    0.50, 0.75) and each class's AP, the classes, and a name for what is evaluated."""
+    if args.folder or args.list or args.predictions:
+        raise UserError("--folder, --list and --predictions are for classification runs; a detection run evaluates "
+                        "a split of its dataset (--split)")
+    data = create_datasets(cfg.data, cfg.cache_dir, detection=cfg.detection)
+    net, _ = detection_model(cfg, data)
+    try:
+        net.load_state_dict(model_weights(weights))
+    except RuntimeError as e:
+        raise UserError(f"{weights}: does not fit the run's model ({str(e).splitlines()[0]})") from None
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    split = {"test": data.test, "val": data.val, "train": data.train}[args.split]
+    if args.split == "train":  # without the training augmentation
+        split = type(split)(split.records, data.test.transform, cfg.detection.masks)
+    evaluator = create_detection_evaluator(net.to(device), device, masks=cfg.detection.masks, per_class=True)
+    evaluator.run(DataLoader(split, batch_size=args.batch_size or cfg.data.eval_batch, collate_fn=split.collate))
+    metrics = evaluator.state.metrics["average_precision"]
+    result = {k: v for k, v in metrics.items() if not k.endswith("per_class")} | {"images": len(split)}
+    for kind in ("bbox", "mask"):
+        if f"{kind}_ap_per_class" in metrics:  # by class name (labels are 1-based)
+            result[f"{kind}_ap_per_class"] = {data.classes[label - 1]: ap
+                                              for label, ap in metrics[f"{kind}_ap_per_class"].items()}
+    return result, data.classes, f"{args.split} split"
+
+
+def per_class_ap_table(result: dict) -> str:
+    """A line per class: its bbox AP (and mask AP), in points, worst bbox AP first (-1: no instance)."""
+    bbox, mask = result["bbox_ap_per_class"], result.get("mask_ap_per_class", {})
+    width = max(len("class"), *(len(name) for name in bbox))
+    lines = [f"  {'class':<{width}}  bbox AP" + ("  mask AP" if mask else "")]
+    for name in sorted(bbox, key=lambda n: (bbox[n], n)):
+        lines.append(f"  {name:<{width}}  {100 * bbox[name]:7.2f}" + (f"  {100 * mask[name]:7.2f}" if mask else ""))
+    return "\n".join(lines)
+
+
 def per_class_table(classes: list[str], result: dict) -> str:
     """A line per class: its name, images, correct predictions and accuracy (worst first)."""
     cm = result["confusion_matrix"]
@@ -142,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(run_dir / "config.yaml")
         # the architecture without its pretrained weights: the run's own weights replace them all
         cfg.model = dataclasses.replace(cfg.model, pretrained=None)
+        if cfg.task == "detection":
+            return report_detection(run_dir, weights, *evaluate_detection(cfg, args, weights), args)
         data_items, classes, what = samples_to_evaluate(cfg, args)
         net, _ = create_model(cfg.model, len(classes), in_channels=1 if cfg.data.grayscale else 3,
                               image_size=cfg.data.image_size)
@@ -168,6 +208,18 @@ def main(argv: list[str] | None = None) -> int:
     print("per class (worst first):\n" + per_class_table(classes, result))
     if args.predictions:
         print(f"predictions: {args.predictions}")
+    return 0
+
+
+def report_detection(run_dir: Path, weights: Path, result: dict, classes: list[str], what: str,
+                     args: argparse.Namespace) -> int:
+    out = Path(args.output) if args.output else run_dir / f"eval_{args.split}.json"
+    write_json_atomic(out, {"run": str(run_dir), "checkpoint": str(weights), "evaluated": what, "classes": classes,
+                            **result})
+    figures = ", ".join(f"{kind} AP {100 * result[f'{kind}_ap']:.2f} (AP50 {100 * result[f'{kind}_ap50']:.2f}, "
+                        f"AP75 {100 * result[f'{kind}_ap75']:.2f})" for kind in ("bbox", "mask") if f"{kind}_ap" in result)
+    print(f"{what}: {figures} on {result['images']} images; {out}")
+    print("per class (worst bbox AP first):\n" + per_class_ap_table(result))
     return 0
 
 

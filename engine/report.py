@@ -1,5 +1,7 @@
 """Tables from finished run folders: test accuracy mean ± std per method and dataset, time per
 epoch, peak memory (the shape of the paper's Tables 3, 4 and 5), and paired comparisons.
+Detection runs (``task: detection``) are scored by their test bbox AP (in points) in the same
+places, with mask AP beside it, in tables of their own.
 
     adarand-table runs/demo [more folders ...] [--paired finetune] [--markdown table.md] [--csv table.csv]
 
@@ -45,9 +47,14 @@ class Row:
     dataset: str
     method: str
     experiment: dict  # the flattened config, without IGNORED
-    accuracies: list[float] = dataclasses.field(default_factory=list)  # test accuracy (%), a run each
+    # the selecting metric (results.json's ``metric``): accuracy (%), or detection's bbox AP (points)
+    metric: str = "accuracy"
+    accuracies: list[float] = dataclasses.field(default_factory=list)  # test accuracy (%) / bbox AP, a run each
     val_accuracies: list[float] = dataclasses.field(default_factory=list)  # the selected epoch's (%)
     val_losses: list[float] = dataclasses.field(default_factory=list)
+    # the selection's second figure, higher is better: -validation loss, or the validation mask AP
+    val_tiebreaks: list[float] = dataclasses.field(default_factory=list)
+    mask_aps: list[float] = dataclasses.field(default_factory=list)  # detection: test mask AP (points)
     seeds: list[int] = dataclasses.field(default_factory=list)
     run_dirs: list[str] = dataclasses.field(default_factory=list)
     epoch_times: list[float] = dataclasses.field(default_factory=list)
@@ -101,10 +108,16 @@ def collect(roots: list[Path]) -> list[Row]:
     def add(key: tuple, dataset: str, method: str, experiment: dict, accuracy: float, res: dict, seed: int,
             run_dir: Path) -> None:
         kind = "gpu" if "peak_gpu_mib" in res else "rss"
-        row = groups.setdefault(key, Row(dataset, method, experiment, memory_kind=kind))
+        metric = res.get("metric", "accuracy")
+        row = groups.setdefault(key, Row(dataset, method, experiment, metric=metric, memory_kind=kind))
         row.accuracies.append(100.0 * accuracy)
-        row.val_accuracies.append(100.0 * float(res.get("val_accuracy", math.nan)))
+        row.val_accuracies.append(100.0 * float(res.get(f"val_{metric}", math.nan)))
         row.val_losses.append(float(res.get("val_loss", math.nan)))
+        if metric == "accuracy":
+            row.val_tiebreaks.append(-row.val_losses[-1] if math.isfinite(row.val_losses[-1]) else -math.inf)
+        else:
+            row.val_tiebreaks.append(100.0 * float(res.get("val_mask_ap", math.nan)))
+            row.mask_aps.append(100.0 * float(res.get("test_mask_ap", math.nan)))
         row.seeds.append(seed)
         row.run_dirs.append(str(run_dir))
         row.epoch_times.append(float(res["time_per_epoch_s"]))
@@ -122,7 +135,9 @@ def collect(roots: list[Path]) -> list[Row]:
             dataset = dataset_label(cfg.get("data", {}), cfg.get("model", {}))
             method = method_label(cfg.get("method", {}))
             seed = int(flat.get("seed", res.get("seed", 0)))
-            add(key_of(experiment), dataset, method, experiment, float(res["test_accuracy"]), res, seed, res_file.parent)
+            metric = res.get("metric", "accuracy")
+            add(key_of(experiment), dataset, method, experiment, float(res[f"test_{metric}"]), res, seed,
+                res_file.parent)
             for name, extra in res.get("extra_test", {}).items():  # further test sets: a dataset column each
                 tagged = {**experiment, "extra_test": name}
                 add(key_of(tagged), f"{dataset} → {name}", method, tagged, float(extra["accuracy"]), res, seed,
@@ -229,15 +244,15 @@ def selection_context(row: Row, over: list[str] | None) -> tuple:
 def select_on_validation(rows: list[Row], over: list[str] | None = None) -> list[Selected]:
     """Per dataset and method (every key but the searched ones fixed), the grid point with the best
     mean validation accuracy over its seeds; a tie goes to the lower mean validation loss, then to
-    the first point in label order. The test accuracy plays no part in the choice."""
+    the first point in label order. The test accuracy plays no part in the choice. (Detection: the
+    best mean validation bbox AP, a tie going to the higher mean validation mask AP.)"""
     groups: dict[tuple, list[Row]] = {}
     for r in sorted(rows, key=lambda r: (r.dataset, r.method)):
         groups.setdefault(selection_context(r, over), []).append(r)
     out = []
     for candidates in groups.values():
         def score(r: Row) -> tuple[float, float]:
-            loss = mean_std(r.val_losses)[0]
-            return mean_std(r.val_accuracies)[0], -(loss if math.isfinite(loss) else math.inf)
+            return mean_std(r.val_accuracies)[0], mean_std(r.val_tiebreaks)[0]
 
         best = max(candidates, key=score)  # max keeps the first of equal scores
         varying = [k for k in varied_keys(candidates) if searched(k, over)]
@@ -282,6 +297,28 @@ def fmt_acc(values: list[float]) -> str:
 
 
 def markdown(rows: list[Row]) -> str:
+    classification = [r for r in rows if r.metric == "accuracy"]
+    detection = [r for r in rows if r.metric != "accuracy"]
+    text = accuracy_markdown(classification) if classification else ""
+    if detection:
+        text += ("\n" if text else "") + detection_markdown(detection)
+    return text
+
+
+def detection_markdown(rows: list[Row]) -> str:
+    """Test bbox and mask AP (COCO, IoU 0.50:0.95, points), mean ± std over seeds."""
+    lines = ["Test bbox AP / mask AP (COCO AP at IoU 0.50:0.95, points), mean ± std over seeds", "",
+             "| dataset | method | n | bbox AP | mask AP | val bbox AP | s / epoch | peak memory (MiB) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r.dataset, r.method)):
+        mask = fmt_acc(r.mask_aps) if r.mask_aps and all(math.isfinite(v) for v in r.mask_aps) else "–"
+        lines.append(f"| {r.dataset} | {r.method} | {r.n} | {fmt_acc(r.accuracies)} | {mask} | "
+                     f"{fmt_acc(r.val_accuracies)} | {mean_std(r.epoch_times)[0]:.3f} | "
+                     f"{max(r.memories):,.0f} ({r.memory_kind}) |")
+    return "\n".join(lines) + "\n"
+
+
+def accuracy_markdown(rows: list[Row]) -> str:
     datasets = sorted({r.dataset for r in rows})
     methods = list(dict.fromkeys(r.method for r in sorted(rows, key=lambda r: r.method)))
     cell = {(r.dataset, r.method): r for r in rows}

@@ -45,6 +45,7 @@ from pathlib import Path
 import submitit
 from ignite.engine import Events
 
+from ..core.console import result_words
 from ..core.errors import Interrupted, NonFiniteLoss, UserError
 from .cluster import cluster_executor
 from .config import load_config
@@ -235,12 +236,13 @@ class Study:
         except Interrupted:
             self.retry(self.study, self.study.get_trials(deepcopy=False)[trial.number])
             raise
-        trial.set_user_attr("test_accuracy", results["test_accuracy"])
+        metric = results.get("metric", "accuracy")  # the selecting metric: accuracy, or detection's bbox AP
+        trial.set_user_attr("test_accuracy", results[f"test_{metric}"])
         trial.set_user_attr("best_epoch", results["best_epoch"])
-        print(f"[tune] trial {trial.number}: val {100 * results['val_accuracy']:.2f} %, test "
-              f"{100 * results['test_accuracy']:.2f} % ({describe(values)}), {minutes(time.time() - start)}; "
+        print(f"[tune] trial {trial.number}: val {result_words(results, 'val')}, test "
+              f"{result_words(results, 'test')} ({describe(values)}), {minutes(time.time() - start)}; "
               f"{self.started()} of {self.args.trials} trials started", flush=True)
-        return float(results["val_accuracy"])
+        return float(results[f"val_{metric}"])
 
     def train_trial(self, trial, run_dir: Path, overrides: list[str]) -> dict:
         """The trial's run in its folder: trained (or continued), or read back when it had finished."""
@@ -250,7 +252,8 @@ class Study:
         from optuna_integration import PyTorchIgnitePruningHandler
 
         def attach_pruning(trainer, val_evaluator) -> None:
-            val_evaluator.add_event_handler(Events.COMPLETED, PyTorchIgnitePruningHandler(trial, "accuracy", trainer))
+            metric = "bbox_ap" if cfg.task == "detection" else "accuracy"  # what selects the epoch
+            val_evaluator.add_event_handler(Events.COMPLETED, PyTorchIgnitePruningHandler(trial, metric, trainer))
 
         return train(self.configs, overrides, output=run_dir, seed=self.seed, quiet=True, on_engines=attach_pruning,
                      wording="command line")

@@ -2,9 +2,13 @@
 hand-worked case, AdaRand's updates on detection features, methods refused on detection, and a
 resumed detection run against an uninterrupted one."""
 
+import contextlib
+import io
 import json
 import math
+import subprocess
 
+import ignite.distributed as idist
 import numpy as np
 import pytest
 import torch
@@ -12,8 +16,9 @@ from PIL import Image
 
 from adarand.core.errors import ConfigError, UserError
 from adarand.datasets.coco_instances import read_coco_split
-from adarand.datasets.instances import InstanceDataset, image_label
+from adarand.datasets.instances import InstanceDataset, box_of_mask, detection_transforms, image_label
 from adarand.datasets.voc_instances import read_voc_split
+from adarand.engine import evaluation, report
 from adarand.engine.config import load_config
 from adarand.engine.detection import AveragePrecision
 from adarand.handlers.adarand import ema_class_means, prior_loss, prior_lr_factor
@@ -57,6 +62,30 @@ def test_voc_reader_instances_classes_by_majority_void_ignored_boxes(tmp_path):
     assert target["labels"].tolist() == [3, 7]
     assert target["masks"][0].bool().equal(torch.from_numpy(objects == 1))
     assert target["masks"][1].sum() == 15
+
+
+def test_the_training_flip_moves_image_boxes_and_masks_together(tmp_path):
+    objects = np.zeros((12, 16), np.uint8)
+    objects[2:6, 1:5] = 1
+    objects[7:11, 10:15] = 2
+    classes = np.where(objects > 0, objects + 2, 0).astype(np.uint8)
+    write_voc(tmp_path, objects, classes)
+    (record,) = read_voc_split(tmp_path, "train")
+    image = np.zeros((12, 16, 3), np.uint8)
+    image[2:6, 1:5] = 255  # the first instance's pixels are white in the image
+    Image.fromarray(image).save(record["file"].replace(".jpg", ".png"))
+    record = {**record, "file": record["file"].replace(".jpg", ".png"), "label": 2}
+    train, _ = detection_transforms(hflip=True)
+    flipped = 0
+    for seed in range(8):
+        torch.manual_seed(seed)
+        img, target = InstanceDataset([record], train)[0]
+        for box, mask in zip(target["boxes"].tolist(), target["masks"].numpy(), strict=True):
+            assert box == box_of_mask(mask)  # the boxes follow the masks
+        white = (img[0] > 0.5).numpy()
+        assert np.array_equal(white, target["masks"][0].numpy().astype(bool))  # the masks follow the image
+        flipped += target["boxes"][0, 0].item() == 16 - 5
+    assert 0 < flipped < 8  # a coin per image
 
 
 def test_voc_reader_names_the_missing_files(tmp_path):
@@ -153,6 +182,13 @@ def test_average_precision_on_a_hand_worked_case():
     assert metric.compute()["bbox_ap"] == pytest.approx(1.0)
 
 
+def run_main_module(main, *args) -> subprocess.CompletedProcess:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
 def demo_detection_config(cache_dir, *extra):
     return load_config(REPO / "yaml" / "demo_detection_adarand.yaml",
                        [f"cache_dir={cache_dir}", "data.use_ratio=0.2", "train.progress=false", "train.epochs=2",
@@ -217,7 +253,54 @@ def test_a_resumed_detection_run_gives_the_uninterrupted_ap(tmp_path, cache_dir)
     for key in ("val_bbox_ap", "val_mask_ap", "test_bbox_ap", "test_mask_ap", "test_bbox_ap50", "test_mask_ap75"):
         assert a[key] == b[key] and math.isfinite(a[key]), key
     assert a["task"] == "detection" and a["metric"] == "bbox_ap" and 0.0 <= a["test_bbox_ap"] <= 1.0
+    # adarand-eval scores the selected model as the run did; adarand-table reports AP
+    r = run_main_module(evaluation.main, str(whole))
+    assert r.returncode == 0, r.stderr
+    evaluated = json.loads((whole / "eval_test.json").read_text())
+    assert evaluated["bbox_ap"] == a["test_bbox_ap"] and evaluated["mask_ap"] == a["test_mask_ap"]
+    assert set(evaluated["bbox_ap_per_class"]) <= {"triangle", "disk", "diamond"}
+    r = run_main_module(report.main, str(whole))
+    assert r.returncode == 0, r.stderr
+    row = next(line for line in r.stdout.splitlines() if line.startswith("| synthetic_shapes"))
+    assert f"| {100 * a['test_bbox_ap']:.2f} | {100 * a['test_mask_ap']:.2f} | {100 * a['val_bbox_ap']:.2f} |" in row
     rows = [line.split(",") for line in (whole / "epochs.csv").read_text().splitlines()]
     for column in ("loss_classifier", "loss_mask", "loss_reg", "feature_norm", "grad_norm", "feature_entropy",
                    "mutual_info", "val_bbox_ap", "val_mask_ap"):
         assert column in rows[0], column
+
+
+def _priors_and_ap(local_rank, cache_dir, weights, out):
+    from adarand.engine.build import build_run
+
+    run = build_run(demo_detection_config(cache_dir))
+    run.net.load_state_dict(torch.load(weights, weights_only=True))
+    run.regularizer.prepare()
+    run.val_evaluator.run(run.loaders.test)
+    metrics = {k: float(run.val_evaluator.state.metrics[k]) for k in run.task.metrics}
+    torch.save({"mu": run.regularizer.mu.detach(), "metrics": metrics, "world": idist.get_world_size(),
+                "images": len(run.loaders.test.dataset)}, out.with_suffix(f".{local_rank}.pt"))
+
+
+def test_two_gloo_processes_agree_with_one_on_the_priors_and_the_ap(tmp_path, cache_dir):
+    """The priors (a pass over each process's shard, reduced) and the test AP (each process's
+    detections gathered before COCO's evaluation) of two processes equal one process's."""
+    from ignite.engine import Events
+
+    from adarand.engine.build import build_run
+
+    run = build_run(demo_detection_config(cache_dir))  # a model that has trained a few steps: AP above 0
+    run.trainer.add_event_handler(Events.ITERATION_COMPLETED(once=4), lambda e: e.terminate())
+    run.trainer.run(run.loaders.train, max_epochs=1)
+    weights = tmp_path / "weights.pt"
+    torch.save(run.net.state_dict(), weights)
+    _priors_and_ap(0, cache_dir, weights, tmp_path / "one")
+    with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
+        parallel.run(_priors_and_ap, cache_dir, weights, tmp_path / "two")
+    one = torch.load(tmp_path / "one.0.pt", weights_only=True)
+    ranks = [torch.load(tmp_path / f"two.{r}.pt", weights_only=True) for r in (0, 1)]
+    assert one["world"] == 1 and [r["world"] for r in ranks] == [2, 2]
+    assert ranks[0]["images"] + ranks[1]["images"] == one["images"]  # each its shard, no padding
+    for r in ranks:
+        assert torch.allclose(r["mu"], one["mu"], rtol=1e-5, atol=1e-6)
+        assert r["metrics"] == pytest.approx(one["metrics"], abs=1e-9)
+    assert one["metrics"]["bbox_ap50"] > 0.0
