@@ -263,6 +263,16 @@ def test_a_resumed_detection_run_gives_the_uninterrupted_ap(tmp_path, cache_dir)
     assert r.returncode == 0, r.stderr
     row = next(line for line in r.stdout.splitlines() if line.startswith("| synthetic_shapes"))
     assert f"| {100 * a['test_bbox_ap']:.2f} | {100 * a['test_mask_ap']:.2f} | {100 * a['val_bbox_ap']:.2f} |" in row
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(whole))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for tag in ("val/bbox_ap", "val/mask_ap", "val/bbox_ap50", "loss/mask", "loss/objectness", "loss/reg",
+                "diagnostics/feature_norm", "diagnostics/grad_norm", "diagnostics/feature_entropy",
+                "diagnostics/mutual_info", "ap/test_bbox", "ap/test_mask", "ap/best_val_bbox", "prior/ada"):
+        assert tag in tags, (tag, sorted(tags))
+    assert [e.value for e in events.Scalars("ap/test_bbox")] == pytest.approx([a["test_bbox_ap"]])
     rows = [line.split(",") for line in (whole / "epochs.csv").read_text().splitlines()]
     for column in ("loss_classifier", "loss_mask", "loss_reg", "feature_norm", "grad_norm", "feature_entropy",
                    "mutual_info", "val_bbox_ap", "val_mask_ap"):
