@@ -183,6 +183,7 @@ class Paired:
     method: str
     baseline: str
     differences: list[float]  # method - baseline, percentage points, seed by seed
+    metric: str = "accuracy"  # what the differences are of (detection: bbox AP)
 
     def summary(self) -> tuple[float, float | None, int, int, int, float | None]:
         """(mean, sd, wins, losses, ties, p of the paired t-test; None with fewer than two pairs or
@@ -211,7 +212,7 @@ def paired(rows: list[Row], baseline: str, context=None) -> list[Paired]:
         base_acc = dict(zip(base.seeds, base.accuracies, strict=True))
         diffs = [a - base_acc[s] for s, a in zip(r.seeds, r.accuracies, strict=True) if s in base_acc]
         if diffs:
-            out.append(Paired(r.dataset, r.method, baseline, diffs))
+            out.append(Paired(r.dataset, r.method, baseline, diffs, r.metric))
     return out
 
 
@@ -281,7 +282,8 @@ def write_selected_csv(selected: list[Selected], path: Path) -> None:
 
 
 def paired_markdown(pairs: list[Paired]) -> str:
-    lines = [f"Paired against {pairs[0].baseline} on the same seeds: test accuracy difference (points)", "",
+    what = " / ".join(sorted({"bbox AP" if pr.metric == "bbox_ap" else "accuracy" for pr in pairs}))
+    lines = [f"Paired against {pairs[0].baseline} on the same seeds: test {what} difference (points)", "",
              "| dataset | method | pairs | mean ± sd | wins / losses / ties | p (paired t) |", "|---|---|---|---|---|---|"]
     for pr in sorted(pairs, key=lambda pr: (pr.dataset, pr.method)):
         m, sd, w, lo, t, p = pr.summary()

@@ -314,3 +314,57 @@ def test_two_gloo_processes_agree_with_one_on_the_priors_and_the_ap(tmp_path, ca
         assert torch.allclose(r["mu"], one["mu"], rtol=1e-5, atol=1e-6)
         assert r["metrics"] == pytest.approx(one["metrics"], abs=1e-9)
     assert one["metrics"]["bbox_ap50"] > 0.0
+
+
+def test_a_corrupt_image_is_named_before_training(tmp_path):
+    from adarand.core.config import DataConfig, DetectionConfig
+    from adarand.datasets import create_datasets
+
+    ann = {"id": 1, "image_id": 7, "category_id": 5, "bbox": [1, 1, 4, 4], "segmentation": [[1, 1, 5, 1, 5, 5, 1, 5]]}
+    for split in ("train", "test"):
+        write_coco(tmp_path, split, [ann])
+    (tmp_path / "train" / "a.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match=r"data.root: 1 unreadable image\(s\): .*train/a.png"):
+        create_datasets(DataConfig(name="coco", root=str(tmp_path), num_workers=0), str(tmp_path / "cache"),
+                        detection=DetectionConfig())
+
+
+def test_without_masks_the_detector_is_faster_rcnn_scored_on_boxes(cache_dir):
+    from adarand.engine.build import build_run
+
+    run = build_run(demo_detection_config(cache_dir, "detection.masks=false"))
+    assert run.net.head["roi_heads"].mask_head is None and run.task.metrics == ("bbox_ap", "bbox_ap50", "bbox_ap75")
+    run.val_evaluator.run(run.loaders.val)
+    metrics = run.val_evaluator.state.metrics["average_precision"]
+    assert set(metrics) == {"bbox_ap", "bbox_ap50", "bbox_ap75"} and 0.0 <= metrics["bbox_ap"] <= 1.0
+    _, target = run.data.train[0]
+    assert "masks" not in target  # no mask is decoded
+
+
+def test_the_detector_loads_its_backbone_from_a_weights_file_strictly(tmp_path, cache_dir):
+    """A torchvision ResNet's weights file (classifier included) goes into the detector's backbone,
+    BatchNorm statistics included; a file that misses backbone tensors stops with one line."""
+    from types import SimpleNamespace
+
+    import torchvision
+
+    from adarand.engine.detection import detection_model
+
+    source = torchvision.models.resnet18(num_classes=1000)
+    with torch.no_grad():
+        source.bn1.running_var.uniform_(0.5, 2.0)
+    state = source.state_dict()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "r18.pt")
+    cfg = demo_detection_config(cache_dir, "model.arch=resnet18", f"model.pretrained={tmp_path / 'r18.pt'}",
+                                "detection.min_size=64", "detection.max_size=64")
+    net, info = detection_model(cfg, SimpleNamespace(num_classes=3))
+    body = net.backbone.body
+    assert torch.equal(body.layer3[1].conv2.weight, state["layer3.1.conv2.weight"])
+    assert torch.equal(body.bn1.running_var, state["bn1.running_var"]) and type(body.bn1).__name__ == "FrozenBatchNorm2d"
+    assert info.source_head is not None and info.source_head["weight"].shape == (1000, 512)  # fc set apart
+    assert not body.layer1[0].conv1.weight.requires_grad and body.layer2[0].conv1.weight.requires_grad  # 3 stages train
+    partial = {k: v for k, v in state.items() if not k.startswith("layer4.")}
+    torch.save(partial, tmp_path / "partial.pt")
+    cfg = demo_detection_config(cache_dir, "model.arch=resnet18", f"model.pretrained={tmp_path / 'partial.pt'}")
+    with pytest.raises(UserError, match="partial.pt: .* tensors matched; not found: layer4"):
+        detection_model(cfg, SimpleNamespace(num_classes=3))
