@@ -81,7 +81,8 @@ def fingerprint_module(module: nn.Module) -> str:
 def features_key(extractor: nn.Module, samples: list[tuple[str, int]], num_classes: int, transform, root: str,
                  amp: str = "off") -> str:
     """A key of everything a pass's features depend on: the extractor's weights, the dataset root,
-    the exact sample list, the transform, the precision."""
+    the exact sample list, the transform, the precision, and an extractor's own input transform
+    where it has one (the detector's resizing and normalisation)."""
     parts = {
         "amp": amp,
         "version": 1,
@@ -91,4 +92,6 @@ def features_key(extractor: nn.Module, samples: list[tuple[str, int]], num_class
         "num_classes": num_classes,
         "transform": repr(transform),
     }
+    if isinstance(getattr(extractor, "transform", None), nn.Module):
+        parts["input_transform"] = repr(extractor.transform)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]

@@ -225,6 +225,10 @@ def test_adarand_updates_on_detection_features_equal_the_formulas(cache_dir):
     assert torch.allclose(reg.mu.detach(), expected, atol=1e-6)
     # the priors are the pretrained backbone's class means of g(x) over the training images
     assert reg.mu.shape == (3, run.net.feature_dim) and torch.isfinite(reg.mu).all()
+    # their cache key follows the detector's resizing (g(x) depends on it; the weights do not say it)
+    key = run.ctx.features_key(run.net.backbone)
+    other = build_run(demo_detection_config(cache_dir, "detection.min_size=48"))
+    assert other.ctx.features_key(other.net.backbone) != key
 
 
 @pytest.mark.parametrize("method", ["co_tuning", "delta", "dr_tune", "daft", "lp_ft"])
