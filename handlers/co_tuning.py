@@ -13,7 +13,6 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
-import ignite.distributed as idist
 import torch
 import torch.nn.functional as F
 from ignite.engine import Engine
@@ -21,7 +20,7 @@ from torch import nn
 
 from ..core.errors import UserError
 from ..core.step import TrainEvents
-from .frozen import tensors_mib
+from .frozen import average_gradients_across_processes, tensors_mib
 from .registry import Regularizer, register
 
 
@@ -58,10 +57,7 @@ class CoTuning(Regularizer):
                             f"model.pretrained ({ctx.cfg.model.pretrained}) provides none")
         self.source_head = nn.Linear(head["weight"].shape[1], head["weight"].shape[0]).to(ctx.device)
         self.source_head.load_state_dict(head)
-        world = idist.get_world_size()
-        if world > 1:  # the source head is outside the data-parallel model: average its gradients here
-            for p in self.source_head.parameters():
-                p.register_hook(lambda g: idist.all_reduce(g.clone()) / world)
+        average_gradients_across_processes(self.source_head)
         self.relationship = torch.zeros(ctx.data.num_classes, head["weight"].shape[0], device=ctx.device)
 
     def parameter_groups(self) -> list[dict]:
