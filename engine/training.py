@@ -19,7 +19,7 @@ from ..core.config import Config
 from ..core.console import progress_bars
 from ..core.distributed import broadcast_tensors
 from ..core.errors import Interrupted, NonFiniteEvaluation, UserError
-from ..core.files import write_json_atomic
+from ..core.files import write_json_atomic, write_text_atomic
 from .attach import attach_handlers
 from .build import Run, build_run
 from .checkpoints import (
@@ -80,6 +80,9 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
         run.regularizer.prepare()  # on resume, what it builds comes from the checkpoint
     else:
         restore(checkpoint, resume, run, handlers, run_dir)
+    if idist.get_rank() == 0:
+        for name, text in run.regularizer.run_files().items():
+            write_text_atomic(run_dir / name, text)
     try:
         if run.trainer.state.epoch < cfg.train.epochs:
             run.trainer.run(run.loaders.train, max_epochs=cfg.train.epochs)

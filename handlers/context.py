@@ -65,27 +65,35 @@ class RunContext:
             self._class_stats, self.prior_cache_hit = self._statistics_of(self.net.backbone)
         return self._class_stats
 
-    def feature_loader(self) -> DataLoader:
-        """The training split with the eval transform, this process's shard, in order (for passes
-        of the pretrained extractor)."""
+    def feature_loader(self, dataset=None) -> DataLoader:
+        """The training split (or ``dataset``) with the eval transform, this process's shard, in
+        order (for passes of the pretrained extractor)."""
         d = self.cfg.data
-        return feature_loader(self.data.train_eval, d.eval_batch, d.num_workers)
+        return feature_loader(self.data.train_eval if dataset is None else dataset, d.eval_batch, d.num_workers)
 
-    def features_key(self, extractor: nn.Module) -> str:
-        """A key of everything ``extractor``'s features on the training split depend on."""
+    def features_key(self, extractor: nn.Module, dataset=None, num_classes: int | None = None) -> str:
+        """A key of everything ``extractor``'s features on the training split (or ``dataset``, of
+        ``num_classes`` classes) depend on."""
         data = self.data
-        return features_key(extractor, data.train_eval.samples, data.num_classes, data.train_eval.transform,
-                            data.root, self.cfg.train.amp)
+        dataset = data.train_eval if dataset is None else dataset
+        return features_key(extractor, dataset.samples, num_classes or data.num_classes, dataset.transform,
+                            data.root if dataset is data.train_eval else "", self.cfg.train.amp)
 
-    def _statistics_of(self, extractor: nn.Module) -> tuple[ClassStatistics, bool]:
-        cache_file = self.cache_dir / "priors" / f"{self.features_key(extractor)}.pt"
+    def statistics_over(self, extractor: nn.Module, dataset, num_classes: int, what: str
+                        ) -> tuple[ClassStatistics, bool]:
+        """Per-class statistics of ``extractor``'s outputs over ``dataset`` (``num_classes`` classes),
+        cached on disk like the priors' (UOT's source classes go through here)."""
+        cache_file = self.cache_dir / "priors" / f"{self.features_key(extractor, dataset, num_classes)}.pt"
 
         def compute() -> dict[str, torch.Tensor]:
-            return accumulate_statistics(extractor, self.feature_loader(), self.data.num_classes, self.device,
+            return accumulate_statistics(extractor, self.feature_loader(dataset), num_classes, self.device,
                                          progress=progress_bars(self.cfg.train.progress), amp=self.cfg.train.amp).state_dict()
 
-        k = self.data.num_classes
         d = self.net.feature_dim if extractor is self.net.backbone else None  # another extractor: its own width
+        k = num_classes
         expected = {"sums": ((k, d), torch.float64), "sumsq": ((k, d), torch.float64), "counts": ((k,), None)}
-        state, hit = load_or_compute_tensors(cache_file, compute, self.device, "prior statistics", expected)
+        state, hit = load_or_compute_tensors(cache_file, compute, self.device, what, expected)
         return ClassStatistics(state["sums"], state["sumsq"], state["counts"]), hit
+
+    def _statistics_of(self, extractor: nn.Module) -> tuple[ClassStatistics, bool]:
+        return self.statistics_over(extractor, self.data.train_eval, self.data.num_classes, "prior statistics")

@@ -14,7 +14,7 @@ A regularizer is an object that the run builds once, before the optimizer:
   epoch, and not on resume: what it builds is in ``state_dict()``;
 * ``state_dict()`` / ``load_state_dict()`` — its state, saved in the training checkpoint;
 * ``report()`` — figures for results.json (memory of frozen models, banks, caches), read before
-  ``close()``;
+  ``close()``; ``run_files()`` — text files for the run folder (UOT's chosen classes);
 * ``close()`` — releases frozen models and caches when the run ends;
 * ``tasks`` — the tasks it runs on: ``("classification",)`` unless it declares detection too.
 
@@ -84,6 +84,11 @@ class Regularizer:
         pass
 
     def report(self) -> dict:
+        return {}
+
+    def run_files(self) -> dict[str, str]:
+        """Text files for the run folder, by name (e.g. UOT's chosen source classes), written once
+        what ``prepare()`` (or a resume) set up is in place."""
         return {}
 
     def close(self) -> None:

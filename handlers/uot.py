@@ -1,0 +1,290 @@
+"""UOT: fine-tuning jointly on the pre-training classes that unbalanced optimal transport finds
+nearest to the target task (Liu et al., NeurIPS 2022; SPEC §8).
+
+Selection, once before training (cached under ``cache_dir/uot/``):
+
+    m_s, m_t   class means of the pretrained features g(x) of every source class s and every
+               target class t (the target's from the priors' pass; the source's from one cached
+               pass over the source images, evaluation transform)
+    M_st     = (1 - cos(m_s, m_t)) / p_m
+    T        = unbalanced Sinkhorn plan between marginals of ones (entropic reg eps, KL penalties
+               reg_source on the source side and reg_target on the target side; POT's
+               ``ot.unbalanced.sinkhorn_knopp_unbalanced``)
+    score_s  = sum_t T_st;  the ``select_classes`` source classes of highest score are kept
+
+Training: each step takes the target batch of B images and mu B images of the selected source
+classes (a second loader, ``source_ratio`` = mu), through the backbone in one forward pass; a new
+source head h_s (N(0, 0.01^2), bias 0) reads their features:
+
+    L = CE(target head, target rows) + lambda_u * CE(h_s, source rows)
+
+Only the target head is evaluated. The source stream's order and augmentations depend only on
+(run seed, source epoch, image), so its position (the source batches taken) is all a resumed run
+needs to continue it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ignite.distributed as idist
+import numpy as np
+import torch
+import torch.nn.functional as F
+from ignite.engine import Engine, Events
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from ..core.errors import UserError
+from ..core.files import write_json_atomic
+from ..core.seeded import SeededDataset, sample_seed
+from ..core.step import TrainEvents
+from ..datasets import check_images, config_path
+from ..datasets.folder import scan_class_folders
+from ..datasets.image_list import ImageList
+from ..datasets.list_file import class_order, labelled, read_list
+from ..datasets.sklearn_digits import materialize_digits
+from ..datasets.transforms import eval_transform, train_transform
+from ..models import init_head
+from .frozen import average_gradients_across_processes, module_mib, tensors_mib
+from .registry import Regularizer, register
+
+IGNORED = -100  # the label of the source rows in the batch: F.cross_entropy leaves them out
+
+# ---------------------------------------------------------------------------------------------
+# The formulas
+
+
+def cosine_cost(source_means: np.ndarray, target_means: np.ndarray, p_m: float) -> np.ndarray:
+    """M_st = (1 - cos(m_s, m_t)) / p_m, shape (S, T)."""
+    s = source_means / np.linalg.norm(source_means, axis=1, keepdims=True)
+    t = target_means / np.linalg.norm(target_means, axis=1, keepdims=True)
+    return (1.0 - s @ t.T) / p_m
+
+
+def unbalanced_plan(cost: np.ndarray, eps: float, reg_source: float, reg_target: float) -> np.ndarray:
+    """The entropic unbalanced OT plan between marginals of ones (POT)."""
+    import ot
+
+    a, b = np.ones(cost.shape[0]), np.ones(cost.shape[1])
+    return ot.unbalanced.sinkhorn_knopp_unbalanced(a, b, cost, eps, (reg_source, reg_target), numItermax=10_000,
+                                                   stopThr=1e-9)
+
+
+def select_source_classes(source_means: np.ndarray, target_means: np.ndarray, k: int, p_m: float, eps: float,
+                          reg_source: float, reg_target: float) -> tuple[np.ndarray, np.ndarray]:
+    """(the k source classes of highest score sum_t T_st, highest first; every class's score)."""
+    scores = unbalanced_plan(cosine_cost(source_means, target_means, p_m), eps, reg_source, reg_target).sum(1)
+    order = sorted(range(len(scores)), key=lambda s: (-scores[s], s))
+    return np.array(order[:k]), scores
+
+
+def joint_loss(target_logits: torch.Tensor, target_labels: torch.Tensor, source_logits: torch.Tensor,
+               source_labels: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(CE over the target rows, lambda_u * CE over the source rows)."""
+    return F.cross_entropy(target_logits, target_labels), lam * F.cross_entropy(source_logits, source_labels)
+
+
+# ---------------------------------------------------------------------------------------------
+# The source stream
+
+
+class SourceStream(Sampler):
+    """An endless stream of ``(index, augmentation seed)`` over ``n`` source images for one process:
+    source epoch e is a permutation drawn from (seed, e), dealt out to the processes in turn, and
+    the stream starts ``start`` items into this process's share."""
+
+    def __init__(self, n: int, seed: int, start: int = 0, rank: int = 0, world: int = 1):
+        self.n, self.seed, self.start, self.rank, self.world = n, seed, start, rank, world
+
+    def __iter__(self):
+        per_epoch = len(range(self.rank, self.n, self.world))
+        epoch, skip = divmod(self.start, per_epoch)
+        while True:
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(sample_seed(self.seed, epoch, -2)))
+            for index in order[self.rank::self.world].tolist()[skip:]:
+                yield index, sample_seed(self.seed, epoch, index)
+            epoch, skip = epoch + 1, 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The handler
+
+
+@dataclass(kw_only=True)
+class UOTParams:
+    source_root: str | None = None  # root/<class>/<image> (an ImageNet train folder); sklearn_digits:source for the demo's
+    source_list: str | None = None  # or a file of path,label lines
+    select_classes: int = field(default=100, metadata={"range": ">= 1"})
+    lam: float = field(default=1.0, metadata={"key": "lambda", "range": ">= 0"})  # lambda_u (published supervised script: 0.3)
+    source_ratio: float = field(default=1.0, metadata={"range": "> 0"})  # mu: mu x B source images per step
+    p_m: float = field(default=0.1, metadata={"range": "> 0"})
+    eps: float = field(default=1.0, metadata={"range": "> 0"})
+    reg_source: float = field(default=1.0, metadata={"range": "> 0"})
+    reg_target: float = field(default=100.0, metadata={"range": "> 0"})
+
+    def check(self):
+        if importlib.util.find_spec("ot") is None:
+            return "name", "uot needs POT (Python Optimal Transport), not installed: pip install 'adarand[uot]'"
+        if (self.source_root is None) == (self.source_list is None):
+            return "source_root", ("uot needs the source (pre-training) data: set source_root (a class-folder tree such "
+                                   "as an ImageNet train folder) or source_list (a file of path,label lines), not both")
+        return None
+
+
+@register("uot")
+class UOT(Regularizer):
+    """UOT: the target task trained jointly with the source classes that unbalanced optimal
+    transport finds nearest, through one forward pass and a new source head."""
+
+    Params = UOTParams
+
+    def __init__(self, params: UOTParams, ctx):
+        super().__init__(params, ctx)
+        self.samples, self.source_names = self.read_source()
+        d = ctx.cfg.data
+        self.train_set = ImageList(self.samples, train_transform(d), d.grayscale, d.decoder)
+        self.eval_set = ImageList(self.samples, eval_transform(d), d.grayscale, d.decoder)
+        self.source_head = nn.Linear(ctx.net.feature_dim, params.select_classes).to(ctx.device)
+        init_head(self.source_head)
+        average_gradients_across_processes(self.source_head)
+        self.selected = torch.zeros(0, dtype=torch.long)  # source class indices, highest score first
+        self.scores = torch.zeros(0, dtype=torch.float64)
+        self.position = 0  # source batches taken (by each process)
+        self.cache_hit: bool | None = None
+        self._stream = None
+        self._labels: torch.Tensor | None = None
+
+    # --- the source data ---------------------------------------------------------------------
+
+    def read_source(self) -> tuple[list[tuple[str, int]], list[str]]:
+        """The source images and class names, scanned for unreadable files, sharing no file with the
+        target data; fewer classes than select_classes stops the run."""
+        p, cfg = self.params, self.ctx.cfg
+        if p.source_list is not None:
+            path = config_path(p.source_list, cfg.cache_dir)
+            rows = read_list(path, "method.source_list")
+            names = class_order({label for _, label in rows})
+            samples, key = labelled(rows, names, path, "method.source_list"), "method.source_list"
+        else:
+            key = "method.source_root"
+            if p.source_root == "sklearn_digits:source":  # the demo extractor's pre-training digits
+                folder = materialize_digits(config_path("{cache_dir}/digits", cfg.cache_dir), "source") / "train"
+            else:
+                folder = config_path(p.source_root, cfg.cache_dir)
+            samples, names = scan_class_folders(folder, key=key, layout="source_root/<class>/<image>")
+        if len(names) < p.select_classes:
+            raise UserError(f"{key}: {len(names)} source classes, fewer than method.select_classes "
+                            f"({p.select_classes})")
+        (samples,) = check_images([samples], cfg.data, cfg.cache_dir, False, key)
+        data = self.ctx.data
+        target = {str(Path(f).resolve()) for ds in (data.train, data.val, data.test) for f, _ in ds.samples}
+        shared = sorted(f for f, _ in samples if str(Path(f).resolve()) in target)
+        if shared:
+            raise UserError(f"{key}: {len(shared)} source image(s) are also target images (e.g. {shared[0]}); the source "
+                            "data must be the pre-training data, apart from the target task's")
+        return samples, names
+
+    # --- selection ---------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        ctx, p = self.ctx, self.params
+        extractor = ctx.net.backbone
+        target = ctx.class_statistics().mean.cpu().numpy()
+        key = hashlib.sha256(json.dumps({
+            "source": ctx.features_key(extractor, self.eval_set, len(self.source_names)),
+            "target": ctx.features_key(extractor), "p_m": p.p_m, "eps": p.eps, "reg_source": p.reg_source,
+            "reg_target": p.reg_target, "version": 1}, sort_keys=True).encode()).hexdigest()[:32]
+        cache_file = ctx.cache_dir / "uot" / f"{key}.json"
+        scores = None
+        if cache_file.is_file():
+            cached = json.loads(cache_file.read_text())
+            scores = np.array(cached["scores"]) if len(cached.get("scores", [])) == len(self.source_names) else None
+        self.cache_hit = scores is not None
+        if scores is None:
+            stats, _ = ctx.statistics_over(extractor, self.eval_set, len(self.source_names), "source class means")
+            _, scores = select_source_classes(stats.mean.cpu().numpy(), target, p.select_classes, p.p_m, p.eps,
+                                              p.reg_source, p.reg_target)
+            if idist.get_rank() == 0:
+                write_json_atomic(cache_file, {"scores": scores.tolist(), "classes": self.source_names})
+        order = sorted(range(len(scores)), key=lambda s: (-scores[s], s))
+        self.selected = torch.tensor(order[:p.select_classes])
+        self.scores = torch.as_tensor(scores, dtype=torch.float64)
+
+    def selected_names(self) -> list[str]:
+        return [self.source_names[s] for s in self.selected.tolist()]
+
+    # --- training ----------------------------------------------------------------------------
+
+    def source_loader(self) -> DataLoader:
+        """The selected classes' images, labelled 0 .. select_classes - 1 in the order of selection,
+        as an endless stream from the current position."""
+        relabel = {s: i for i, s in enumerate(self.selected.tolist())}
+        kept = [(f, relabel[label]) for f, label in self.samples if label in relabel]
+        d, cfg = self.ctx.cfg.data, self.ctx.cfg
+        dataset = ImageList(kept, train_transform(d), d.grayscale, d.decoder)
+        batch = max(1, round(self.params.source_ratio * d.batch_size))
+        stream = SourceStream(len(kept), sample_seed(cfg.seed, -3, 0), self.position * batch, idist.get_rank(),
+                              idist.get_world_size())
+        return DataLoader(SeededDataset(dataset), batch_size=batch, sampler=stream, num_workers=d.num_workers,
+                          generator=torch.Generator().manual_seed(cfg.seed))
+
+    def parameter_groups(self) -> list[dict]:
+        o = self.ctx.cfg.optim
+        return [{"params": list(self.source_head.parameters()), "lr": o.lr * o.head_lr_mult, "name": "source_head"}]
+
+    def attach(self, trainer: Engine) -> None:
+        trainer.add_event_handler(Events.ITERATION_STARTED, self.add_source_batch)
+        trainer.add_event_handler(TrainEvents.COMPUTE_LOSS, self.add_loss)
+
+    def add_source_batch(self, engine: Engine) -> None:
+        """The source images join the target batch (one forward pass); their labels are IGNORED in
+        the target's cross-entropy and kept for the source head's."""
+        if self._stream is None:
+            self._stream = iter(self.source_loader())
+        xs, ys = next(self._stream)
+        self.position += 1
+        x, y = engine.state.batch
+        engine.state.batch = (torch.cat([x, xs]), torch.cat([y, torch.full(ys.shape, IGNORED, dtype=y.dtype)]))
+        self._labels = ys
+
+    def add_loss(self, engine: Engine) -> None:
+        """CE_target is the trainer's (source rows ignored); lambda_u CE_source added; the step's
+        features, logits and labels become the target rows' for everything after."""
+        step = engine.state.step
+        b = step.y.shape[0] - self._labels.shape[0]
+        source_logits = self.source_head(step.features[b:])
+        step.losses["uot_source"] = self.params.lam * F.cross_entropy(source_logits, self._labels.to(step.y.device))
+        step.x, step.y, step.logits, step.features = step.x[:b], step.y[:b], step.logits[:b], step.features[:b]
+
+    # --- state -------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {"selected": self.selected.clone(), "scores": self.scores.clone(), "position": self.position,
+                "source_head": self.source_head.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.selected, self.scores = state["selected"].cpu(), state["scores"].cpu()
+        self.position = int(state["position"])
+        self.source_head.load_state_dict(state["source_head"])
+        self._stream = None  # rebuilt from the position at the next step
+
+    def run_files(self) -> dict[str, str]:
+        lines = [f"{name}\t{float(self.scores[s]):.6g}" for name, s in zip(self.selected_names(), self.selected.tolist(),
+                                                                            strict=True)]
+        return {"uot_source_classes.tsv": "class\tscore\n" + "\n".join(lines) + "\n"}
+
+    def report(self) -> dict:
+        d = self.ctx.cfg.data
+        kept = sum(1 for _, label in self.samples if label in set(self.selected.tolist()))
+        return {"source_classes": self.selected_names(), "source_images": kept,
+                "source_batch": max(1, round(self.params.source_ratio * d.batch_size)),
+                "source_head_mib": module_mib(self.source_head), "selection_cache_hit": self.cache_hit,
+                "source_scores_mib": tensors_mib(self.scores)}
+
+    def close(self) -> None:
+        self._stream = None
