@@ -1,6 +1,7 @@
 """Time per training step: fine-tuning vs AdaRand, measured in one run (interleaved rounds).
 
     python benchmarks/step_time.py [--rounds 7] [--steps 20] [--device cpu] [--no-cars] [--no-detection] [--only vit]
+                                   [--methods adarand core_tuning uot]
 
 Both trainers are the project's Ignite trainer with the per-iteration diagnostics attached, as in
 a real run; AdaRand adds its handlers (sampling, L_reg, EMA of class means, Adam step on mu).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import statistics
 import time
 from types import SimpleNamespace
@@ -33,7 +35,10 @@ from adarand.engine.trainer import create_trainer
 from adarand.handlers.adarand import AdaRand, AdaRandParams
 from adarand.handlers.class_statistics import ClassStatistics
 from adarand.handlers.context import RunContext
+from adarand.handlers.core_tuning import CoreTuning, CoreTuningParams
+from adarand.handlers.registry import Regularizer
 from adarand.handlers.training_log import TrainingDiagnostics
+from adarand.handlers.uot import UOT, UOTParams
 from adarand.models import create_model
 from adarand.models.detection import build_detector
 
@@ -64,28 +69,53 @@ def build(arch, channels, k, device, method, size=224, detection=False):
     net = net.to(device)
     opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=1e-3, momentum=0.9, nesterov=True)
     trainer = create_trainer(net, opt, device, forward=detection_forward if detection else classification_forward)
-    if method == "adarand":
-        d = net.feature_dim
-        feats = torch.randn(4 * k, d, dtype=torch.float64, device=device).abs()
-        labels = torch.arange(4 * k, device=device) % k
-        stats = ClassStatistics(
-            sums=torch.zeros(k, d, dtype=torch.float64, device=device).index_add_(0, labels, feats),
-            sumsq=torch.zeros(k, d, dtype=torch.float64, device=device).index_add_(0, labels, feats ** 2),
-            counts=torch.full((k,), 4, device=device))
-        ctx = RunContext(cfg=None, model=net, net=net, device=device,
-                         data=SimpleNamespace(num_classes=k, classes=[str(i) for i in range(k)]),
-                         epoch_length=1000, pretrained=info, generator=torch.Generator(device=device),
-                         _class_stats=stats)
-        ctx.cfg = SimpleNamespace(train=SimpleNamespace(epochs=1))
-        reg = AdaRand(AdaRandParams(), ctx)
-        reg.prepare()
-        reg.in_step = time_handlers(reg, ("add_loss", "update_priors"))
+    if method != "finetune":
+        reg = method_regularizer(method, net, info, k, device, channels, size)
+        for group in reg.parameter_groups():  # a method's own parameters (a projection head, a source head)
+            opt.add_param_group(group)
         reg.attach(trainer)
     else:
         reg = None
     TrainingDiagnostics(None, k, log_every=10, max_samples=500, chunk=512, epoch_length=1000,
                         enabled=True).attach(trainer)
     return trainer, reg
+
+
+def method_regularizer(method: str, net, info, k: int, device, channels: int, size: int):
+    """The method's regularizer on a context of synthetic prior statistics (AdaRand) or synthetic
+    source batches (UOT: mu = 1, so each step carries B source images more, 100 source classes)."""
+    d = net.feature_dim
+    feats = torch.randn(4 * k, d, dtype=torch.float64, device=device).abs()
+    labels = torch.arange(4 * k, device=device) % k
+    stats = ClassStatistics(
+        sums=torch.zeros(k, d, dtype=torch.float64, device=device).index_add_(0, labels, feats),
+        sumsq=torch.zeros(k, d, dtype=torch.float64, device=device).index_add_(0, labels, feats ** 2),
+        counts=torch.full((k,), 4, device=device))
+    ctx = RunContext(cfg=None, model=net, net=net, device=device,
+                     data=SimpleNamespace(num_classes=k, classes=[str(i) for i in range(k)]),
+                     epoch_length=1000, pretrained=info, generator=torch.Generator(device=device),
+                     _class_stats=stats)
+    ctx.cfg = SimpleNamespace(train=SimpleNamespace(epochs=1), optim=SimpleNamespace(lr=1e-3, head_lr_mult=1.0))
+    if method == "adarand":
+        reg = AdaRand(AdaRandParams(), ctx)
+        reg.prepare()
+        reg.in_step = time_handlers(reg, ("add_loss", "update_priors"))
+    elif method == "core_tuning":
+        reg = CoreTuning(CoreTuningParams(), ctx)
+    else:  # uot, without its source files: the selected classes' batches are synthetic
+        params = UOTParams(source_root="synthetic")
+        reg = UOT.__new__(UOT)
+        Regularizer.__init__(reg, params, ctx)
+        reg.source_head = torch.nn.Linear(d, params.select_classes).to(device)
+        reg.position, reg._labels = 0, None
+        g = torch.Generator().manual_seed(1)
+        batches = [(torch.randn(STEP_BATCH[0], channels, size, size, generator=g),
+                    torch.randint(0, params.select_classes, (STEP_BATCH[0],), generator=g)) for _ in range(4)]
+        reg._stream = itertools.cycle(batches)
+    return reg
+
+
+STEP_BATCH = [16]  # the case's batch size, which UOT's synthetic source batches match
 
 
 def detection_batches(b: int, size: int, k: int, steps: int, device, g: torch.Generator) -> list:
@@ -168,6 +198,8 @@ def main() -> None:
     p.add_argument("--no-cars", action="store_true", help="skip the ResNet-50 case at Cars scale")
     p.add_argument("--no-detection", action="store_true", help="skip the Mask R-CNN case")
     p.add_argument("--only", help="run only the cases whose name contains this text (e.g. vit)")
+    p.add_argument("--methods", nargs="+", default=["adarand"], choices=["adarand", "core_tuning", "uot"],
+                   help="the methods timed against fine-tuning (core_tuning and uot on classification cases only)")
     args = p.parse_args()
     device = torch.device(args.device)
     cases = dict(CASES)
@@ -181,42 +213,49 @@ def main() -> None:
         cases = {name: case for name, case in cases.items() if args.only in name}
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{args.rounds} interleaved rounds of {args.steps} steps; median ms per step")
-    print(f"{'model':56s} {'fine-tuning':>12s} {'AdaRand':>12s} {'extra':>8s} {'ratio':>7s}")
+    print(f"{'model / method':56s} {'fine-tuning':>12s} {'method':>12s} {'extra':>8s} {'ratio':>7s}")
     for name, (arch, ch, size, b, k, steps) in cases.items():
         g = torch.Generator().manual_seed(0)
         detection = name.startswith("maskrcnn")
+        methods = [m for m in args.methods if m == "adarand" or not detection]
+        STEP_BATCH[0] = b
         if detection:
             batches = detection_batches(b, size, k, steps or args.steps, device, g)
         else:
             batches = [(torch.randn(b, ch, size, size, generator=g).to(device),
                         torch.randint(0, k, (b,), generator=g).to(device)) for _ in range(steps or args.steps)]
-        built = {m: build(arch, ch, k, device, m, size, detection) for m in ("finetune", "adarand")}
+        built = {m: build(arch, ch, k, device, m, size, detection) for m in ("finetune", *methods)}
         trainers = {m: t for m, (t, _) in built.items()}
         regs = {m: r for m, (_, r) in built.items()}
         for t in trainers.values():  # warm-up (and AdaRand's prior initialisation)
             time_steps(t, batches[:3], device)
-        for tally in regs["adarand"].in_step.values():
-            tally[:] = [0.0, 0]
+        if "adarand" in regs:
+            for tally in regs["adarand"].in_step.values():
+                tally[:] = [0.0, 0]
         times = {m: [] for m in trainers}
-        ratios = []  # per round: the two runs are adjacent in time, so slow drifts of the machine cancel
+        ratios = {m: [] for m in methods}  # per round: runs adjacent in time, so slow drifts of the machine cancel
         rounds = 5 if steps is not None else args.rounds * (5 if arch == "small_cnn" else 1)
         for r in range(rounds):
             order = list(trainers) if r % 2 == 0 else list(reversed(trainers))
             for m in order:
                 times[m].append(time_steps(trainers[m], batches, device))
-            ratios.append(times["adarand"][-1] / times["finetune"][-1])
-        ft, ad = statistics.median(times["finetune"]), statistics.median(times["adarand"])
-        inside = {name: 1e3 * t / max(n, 1) for name, (t, n) in regs["adarand"].in_step.items()}
-        alone = handler_work(trainers["adarand"], regs["adarand"], batches[0], device)
-        q = statistics.quantiles(ratios, n=4) if len(ratios) > 3 else [min(ratios), 0, max(ratios)]
-        fastest = min(times["adarand"]) / min(times["finetune"])
-        print(f"{name:56s} {1e3 * ft:12.2f} {1e3 * ad:12.2f} {1e3 * (ad - ft):8.2f} {statistics.median(ratios):7.3f}"
-              f"  (per-round ratios: quartiles {q[0]:.3f}-{q[2]:.3f}, {rounds} rounds; fastest rounds {fastest:.3f})",
-              flush=True)
-        print(f"{'  AdaRand handler work alone (forward of L_reg, EMA, prior step)':56s} {'':12s} {1e3 * alone:12.3f}"
-              f" {'':8s} {1 + alone / ft:7.3f}", flush=True)
-        print(f"{'  the same handlers timed inside the steps':56s} {'':12s} {sum(inside.values()):12.3f}"
-              f"  ({', '.join(f'{k} {v:.3f}' for k, v in inside.items())})", flush=True)
+            for m in methods:
+                ratios[m].append(times[m][-1] / times["finetune"][-1])
+        ft = statistics.median(times["finetune"])
+        for m in methods:
+            ad = statistics.median(times[m])
+            q = statistics.quantiles(ratios[m], n=4) if len(ratios[m]) > 3 else [min(ratios[m]), 0, max(ratios[m])]
+            fastest = min(times[m]) / min(times["finetune"])
+            print(f"{name + ' ' + m:56s} {1e3 * ft:12.2f} {1e3 * ad:12.2f} {1e3 * (ad - ft):8.2f} "
+                  f"{statistics.median(ratios[m]):7.3f}  (per-round ratios: quartiles {q[0]:.3f}-{q[2]:.3f}, "
+                  f"{rounds} rounds; fastest rounds {fastest:.3f})", flush=True)
+        if "adarand" in regs:
+            inside = {name: 1e3 * t / max(n, 1) for name, (t, n) in regs["adarand"].in_step.items()}
+            alone = handler_work(trainers["adarand"], regs["adarand"], batches[0], device)
+            print(f"{'  AdaRand handler work alone (forward of L_reg, EMA, prior step)':56s} {'':12s} {1e3 * alone:12.3f}"
+                  f" {'':8s} {1 + alone / ft:7.3f}", flush=True)
+            print(f"{'  the same handlers timed inside the steps':56s} {'':12s} {sum(inside.values()):12.3f}"
+                  f"  ({', '.join(f'{k} {v:.3f}' for k, v in inside.items())})", flush=True)
 
 
 if __name__ == "__main__":
