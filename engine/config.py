@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..core.config import Config, read_config
 from ..core.errors import ConfigError
-from ..handlers.registry import build_params, task_problem
+from ..handlers.registry import build_params, known_regularizers, task_problem
 from ..models import detection_arch_problem, unknown_arch
 
 
@@ -27,11 +27,11 @@ def load_config(path: str | Path | list, overrides: list[str] = (), seed: int | 
     if problem:
         raise ConfigError(cfg.where("model.arch"), "model.arch", problem)
     check_task(cfg)
-    cfg = resolve_method(cfg)
-    problem = task_problem(cfg.method.name, cfg.task)
-    if problem:
-        raise ConfigError(cfg.where("method.name"), "method.name", problem)
-    return cfg
+    if cfg.method.name in known_regularizers():  # an unknown name is resolve_method's error
+        problem = task_problem(cfg.method.name, cfg.task)
+        if problem:
+            raise ConfigError(cfg.where("method.name"), "method.name", problem)
+    return resolve_method(cfg)
 
 
 DETECTION_PACKAGES = ("torchmetrics", "pycocotools")

@@ -133,6 +133,13 @@ class UOTParams:
         if (self.source_root is None) == (self.source_list is None):
             return "source_root", ("uot needs the source (pre-training) data: set source_root (a class-folder tree such "
                                    "as an ImageNet train folder) or source_list (a file of path,label lines), not both")
+        key, given = ("source_root", self.source_root) if self.source_root is not None else ("source_list", self.source_list)
+        placeholder = "{cache_dir}" in given or given == "sklearn_digits:source"
+        found = Path(given).expanduser().is_dir() if key == "source_root" else Path(given).expanduser().is_file()
+        if not placeholder and not found:
+            what = "the pre-training data's class folders, root/<class>/<image> (an ImageNet train folder for " \
+                   "ImageNet weights)" if key == "source_root" else "a file of path,label lines"
+            return key, f"{given} does not exist; set it to {what}"
         return None
 
 

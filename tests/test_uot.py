@@ -134,8 +134,8 @@ def test_the_source_data_is_checked(tmp_path):
     target_train = tmp_path / "data" / "train"
     with pytest.raises(UserError, match=r"method.source_root: .* source image\(s\) are also target images"):
         build_run(load_config(cfg_file, [f"method.source_root={target_train}"]))
-    with pytest.raises(UserError, match="method.source_root: .*nowhere does not exist"):
-        build_run(load_config(cfg_file, [f"method.source_root={tmp_path / 'nowhere'}"]))
+    with pytest.raises(ConfigError, match="method.source_root': .*nowhere does not exist; set it to the pre-training"):
+        load_config(cfg_file, [f"method.source_root={tmp_path / 'nowhere'}"])
     with pytest.raises(UserError, match=r"method.source_root: 4 source classes, fewer than method.select_classes \(5\)"):
         build_run(load_config(cfg_file, ["method.select_classes=5"]))
     with pytest.raises(ConfigError, match="set source_root .* or source_list"):
