@@ -7,7 +7,7 @@ The device command (a machine with PyTorch, torchvision, timm and tensorboard, n
 project's own wheel and the pure-Python packages it lacks are carried):
 
     # here, once (gpu_wheels/ is git-ignored; run carries it):
-    pip wheel --no-deps -w gpu_wheels . pytorch-ignite submitit cloudpickle
+    pip wheel --no-deps -w gpu_wheels . pytorch-ignite submitit
     # there (the device tool's run, carry ["gpu_wheels"], timeout_s 600):
     pip install -q --no-deps --target /tmp/site gpu_wheels/*.whl && \\
       PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 timeout 480 python benchmarks/gpu_check.py $OUT/gpu_check; \\
