@@ -29,8 +29,8 @@ from ignite.engine import Engine
 
 from adarand.core.config import DetectionConfig, ModelConfig
 from adarand.core.step import StepState
+from adarand.engine.classification import classification_forward
 from adarand.engine.detection import detection_forward
-from adarand.engine.tasks import classification_forward
 from adarand.engine.trainer import create_trainer
 from adarand.handlers.adarand import AdaRand, AdaRandParams
 from adarand.handlers.class_statistics import ClassStatistics

@@ -14,7 +14,7 @@ from .data_splits import DataSplits
 from .detection_data import create_detection_datasets
 from .folder import load_image_folder, scan_class_folders
 from .image_list import ImageList
-from .list_file import load_lists
+from .list_file import class_order, labelled, load_lists, read_list
 from .resized_cache import build_resized_cache
 from .scan import find_bad_images
 from .sklearn_digits import materialize_digits
@@ -128,3 +128,35 @@ def create_datasets(cfg: DataConfig, cache_dir: str, progress: bool = False,
         for ds in lists:
             ds.cache = cache
     return data
+
+
+class ImageSets:
+    """Labelled image sets beside the run's own, read and checked as the run's are, with the run's
+    transforms: what a method that trains on other images (UOT's source data) asks the engine for."""
+
+    def __init__(self, cfg: DataConfig, cache_dir: str):
+        self.cfg = cfg.with_preprocessing(STANDARD_PREPROCESSING)
+        self.cache_dir = cache_dir
+
+    def read(self, root: str | None, list_file: str | None, key: str) -> tuple[list[tuple[str, int]], list[str]]:
+        """(samples, class names) of a class-folder tree ``root/<class>/<image>`` or a file of
+        ``path,label`` lines; ``root: sklearn_digits:source`` is the digits 0-4 the demo extractor
+        was pretrained on. Unreadable images stop with one line naming them (as data.skip_bad_images says)."""
+        if list_file is not None:
+            path = config_path(list_file, self.cache_dir)
+            rows = read_list(path, key)
+            classes = class_order({label for _, label in rows})
+            samples = labelled(rows, classes, path, key)
+        else:
+            if root == "sklearn_digits:source":
+                folder = materialize_digits(config_path("{cache_dir}/digits", self.cache_dir), "source") / "train"
+            else:
+                folder = config_path(root, self.cache_dir)
+            samples, classes = scan_class_folders(folder, key=key, layout=f"{key.split('.')[-1]}/<class>/<image>")
+        (samples,) = check_images([samples], self.cfg, self.cache_dir, False, key)
+        return samples, classes
+
+    def dataset(self, samples: list[tuple[str, int]], train: bool) -> ImageList:
+        """The images with the run's training (augmenting) or evaluation transform."""
+        transform = train_transform(self.cfg) if train else eval_transform(self.cfg)
+        return ImageList(samples, transform, self.cfg.grayscale, self.cfg.decoder)

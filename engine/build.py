@@ -17,13 +17,13 @@ from ..core.console import progress_bars
 from ..core.distributed import shard_without_padding
 from ..core.errors import UserError
 from ..core.seeded import SeededDataset, SeededSampler, sample_seed
-from ..datasets import DataSplits, create_datasets
+from ..datasets import DataSplits, ImageSets, create_datasets
 from ..handlers.context import RunContext
 from ..handlers.registry import Regularizer, get_regularizer_class
 from ..models import Classifier, backbone_preprocessing
-from .detection import get_task
 from .optim import create_lr_scheduler, create_optimizer
-from .tasks import Task
+from .task import Task
+from .tasks import get_task
 from .trainer import create_trainer
 
 
@@ -147,7 +147,7 @@ def build_run(cfg: Config) -> Run:
     net, model, pretrained, device = setup_model(cfg, data, task)
     generator = torch.Generator(device=device).manual_seed(regularizer_seed(cfg.seed, idist.get_rank()))
     ctx = RunContext(cfg=cfg, model=model, net=net, device=device, data=data, epoch_length=len(loaders.train),
-                     pretrained=pretrained, generator=generator)
+                     pretrained=pretrained, generator=generator, image_sets=ImageSets(cfg.data, cfg.cache_dir))
     regularizer = setup_regularizer(ctx)
     # fp16: a fused optimizer, so that the grad scaler does not read its inf flag back every step
     optimizer = create_optimizer(cfg.optim, net, regularizer.parameter_groups(), fused=cfg.train.amp == "fp16")

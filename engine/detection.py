@@ -21,7 +21,7 @@ from ..core.config import Config
 from ..core.step import StepState, autocast, to_device
 from ..models import create_model
 from ..models.detection import build_detector
-from .tasks import CLASSIFICATION, Task
+from .task import Task
 
 AP_NAMES = {"ap": "map", "ap50": "map_50", "ap75": "map_75"}  # ours -> torchmetrics' suffix
 
@@ -138,10 +138,5 @@ def detection_task(cfg: Config) -> Task:
                 create_model=detection_model, forward=detection_forward,
                 create_evaluator=lambda model, device, amp="off", channels_last=False: create_detection_evaluator(
                     model, device, amp, channels_last, masks),
-                summary=detection_summary, best=lambda m: f"bbox AP {100 * float(m['bbox_ap']):.2f}")
-
-
-
-def get_task(cfg: Config) -> Task:
-    """The task that ``cfg.task`` names."""
-    return detection_task(cfg) if cfg.task == "detection" else CLASSIFICATION
+                summary=detection_summary, best=lambda m: f"bbox AP {100 * float(m['bbox_ap']):.2f}",
+                test_features=False)

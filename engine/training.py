@@ -109,8 +109,8 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
         raise NonFiniteEvaluation("test", record.best_epoch, scores)
     record.tick()
     results = collect_results(run, record, test, method_report)
-    # the selected model's g(x) on test images, for Figure 3 (classification: a label per test image)
-    if idist.get_rank() == 0 and cfg.diagnostics.test_features > 0 and run.task.name == "classification":
+    # the selected model's g(x) on test images, for Figure 3 (where the task has a label per test image)
+    if idist.get_rank() == 0 and cfg.diagnostics.test_features > 0 and run.task.test_features:
         t = cfg.train
         kept = test_features(run.net, run.data.test, cfg.diagnostics.test_features, run.device, cfg.data.eval_batch,
                              t.amp, t.channels_last)

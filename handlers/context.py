@@ -18,7 +18,7 @@ from .class_statistics import ClassStatistics, accumulate_statistics
 from .features import feature_loader, features_key
 
 if TYPE_CHECKING:  # types only: a command that only lists or validates loads neither models nor datasets
-    from ..datasets import DataSplits
+    from ..datasets import DataSplits, ImageSets
     from ..models import Classifier, PretrainedInfo
 
 
@@ -34,6 +34,7 @@ class RunContext:
     generator: torch.Generator  # the regularizers' random draws (seeded from the run seed; checkpointed)
     _class_stats: ClassStatistics | None = field(default=None, repr=False)
     prior_cache_hit: bool | None = None
+    image_sets: ImageSets | None = None  # other labelled image sets, read as the run's (a method's source data)
 
     @property
     def total_iterations(self) -> int:

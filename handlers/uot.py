@@ -43,13 +43,6 @@ from ..core.errors import UserError
 from ..core.files import write_json_atomic
 from ..core.seeded import SeededDataset, sample_seed
 from ..core.step import TrainEvents
-from ..datasets import check_images, config_path
-from ..datasets.folder import scan_class_folders
-from ..datasets.image_list import ImageList
-from ..datasets.list_file import class_order, labelled, read_list
-from ..datasets.sklearn_digits import materialize_digits
-from ..datasets.transforms import eval_transform, train_transform
-from ..models import init_head
 from .frozen import average_gradients_across_processes, module_mib, tensors_mib
 from .registry import Regularizer, register
 
@@ -153,11 +146,10 @@ class UOT(Regularizer):
     def __init__(self, params: UOTParams, ctx):
         super().__init__(params, ctx)
         self.samples, self.source_names = self.read_source()
-        d = ctx.cfg.data
-        self.train_set = ImageList(self.samples, train_transform(d), d.grayscale, d.decoder)
-        self.eval_set = ImageList(self.samples, eval_transform(d), d.grayscale, d.decoder)
+        self.eval_set = ctx.image_sets.dataset(self.samples, train=False)
         self.source_head = nn.Linear(ctx.net.feature_dim, params.select_classes).to(ctx.device)
-        init_head(self.source_head)
+        nn.init.normal_(self.source_head.weight, std=0.01)  # a new head, as the target's: N(0, 0.01^2), bias 0
+        nn.init.zeros_(self.source_head.bias)
         average_gradients_across_processes(self.source_head)
         self.selected = torch.zeros(0, dtype=torch.long)  # source class indices, highest score first
         self.scores = torch.zeros(0, dtype=torch.float64)
@@ -169,25 +161,14 @@ class UOT(Regularizer):
     # --- the source data ---------------------------------------------------------------------
 
     def read_source(self) -> tuple[list[tuple[str, int]], list[str]]:
-        """The source images and class names, scanned for unreadable files, sharing no file with the
-        target data; fewer classes than select_classes stops the run."""
-        p, cfg = self.params, self.ctx.cfg
-        if p.source_list is not None:
-            path = config_path(p.source_list, cfg.cache_dir)
-            rows = read_list(path, "method.source_list")
-            names = class_order({label for _, label in rows})
-            samples, key = labelled(rows, names, path, "method.source_list"), "method.source_list"
-        else:
-            key = "method.source_root"
-            if p.source_root == "sklearn_digits:source":  # the demo extractor's pre-training digits
-                folder = materialize_digits(config_path("{cache_dir}/digits", cfg.cache_dir), "source") / "train"
-            else:
-                folder = config_path(p.source_root, cfg.cache_dir)
-            samples, names = scan_class_folders(folder, key=key, layout="source_root/<class>/<image>")
+        """The source images and class names (read and scanned as the target's), sharing no file
+        with the target data; fewer classes than select_classes stops the run."""
+        p = self.params
+        key = "method.source_list" if p.source_list is not None else "method.source_root"
+        samples, names = self.ctx.image_sets.read(p.source_root, p.source_list, key)
         if len(names) < p.select_classes:
             raise UserError(f"{key}: {len(names)} source classes, fewer than method.select_classes "
                             f"({p.select_classes})")
-        (samples,) = check_images([samples], cfg.data, cfg.cache_dir, False, key)
         data = self.ctx.data
         target = {str(Path(f).resolve()) for ds in (data.train, data.val, data.test) for f, _ in ds.samples}
         shared = sorted(f for f, _ in samples if str(Path(f).resolve()) in target)
@@ -233,7 +214,7 @@ class UOT(Regularizer):
         relabel = {s: i for i, s in enumerate(self.selected.tolist())}
         kept = [(f, relabel[label]) for f, label in self.samples if label in relabel]
         d, cfg = self.ctx.cfg.data, self.ctx.cfg
-        dataset = ImageList(kept, train_transform(d), d.grayscale, d.decoder)
+        dataset = self.ctx.image_sets.dataset(kept, train=True)
         batch = max(1, round(self.params.source_ratio * d.batch_size))
         stream = SourceStream(len(kept), sample_seed(cfg.seed, -3, 0), self.position * batch, idist.get_rank(),
                               idist.get_world_size())

@@ -108,7 +108,7 @@ def test_the_registry_is_complete_once_handlers_is_imported():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     assert out.returncode == 0, out.stderr
     count, complete = out.stdout.split()
-    assert int(count) == 16 and complete == "True"
+    assert int(count) == 18 and complete == "True"
 
 
 if __name__ == "__main__":
