@@ -202,6 +202,7 @@ def build_method(method: str, base: list[str], sizes: Sizes, device: torch.devic
         source = [(torch.randn(sizes.batch, 3, sizes.image, sizes.image, generator=g).to(device),
                    torch.randint(0, 2, (sizes.batch,), generator=g)) for _ in range(2)]
         run.regularizer._stream = (source[i % 2] for i in range(10**9))
+        run.regularizer.start_stream = lambda engine: None  # the synthetic stream stays
     run.regularizer.attach(run.trainer)
     TrainingDiagnostics(None, sizes.classes, log_every=10, max_samples=500, chunk=512, epoch_length=len(batches),
                         enabled=True).attach(run.trainer)

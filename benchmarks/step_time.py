@@ -95,7 +95,7 @@ def method_regularizer(method: str, net, info, k: int, device, channels: int, si
                      data=SimpleNamespace(num_classes=k, classes=[str(i) for i in range(k)]),
                      epoch_length=1000, pretrained=info, generator=torch.Generator(device=device),
                      _class_stats=stats)
-    ctx.cfg = SimpleNamespace(train=SimpleNamespace(epochs=1), optim=SimpleNamespace(lr=1e-3, head_lr_mult=1.0))
+    ctx.cfg = SimpleNamespace(train=SimpleNamespace(epochs=1), optim=SimpleNamespace(lr=1e-3, head_lr_mult=1.0), seed=0)
     if method == "adarand":
         reg = AdaRand(AdaRandParams(), ctx)
         reg.prepare()
@@ -112,6 +112,7 @@ def method_regularizer(method: str, net, info, k: int, device, channels: int, si
         batches = [(torch.randn(STEP_BATCH[0], channels, size, size, generator=g),
                     torch.randint(0, params.select_classes, (STEP_BATCH[0],), generator=g)) for _ in range(4)]
         reg._stream = itertools.cycle(batches)
+        reg.start_stream = lambda engine: None  # the synthetic stream stays
     return reg
 
 

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 import torch.nn.functional as F
 from ignite.engine import Engine
 from torch import nn
 
+from ..core.seeded import sample_seed
 from ..core.step import TrainEvents
 from .frozen import average_gradients_across_processes, module_mib
 from .registry import Regularizer, register
@@ -129,7 +131,9 @@ class CoreTuning(Regularizer):
 
     def __init__(self, params: CoreTuningParams, ctx):
         super().__init__(params, ctx)
-        self.generator = ctx.generator
+        # the mixing draws, on the host (no device read in the step): a stream of its own per run seed
+        # and process, saved in checkpoints
+        self.rng = np.random.default_rng(sample_seed(ctx.cfg.seed, -4, idist.get_rank()))
         self.projection = projection_head(ctx.net.feature_dim, params.contrast_dim).to(ctx.device)
         average_gradients_across_processes(self.projection)
 
@@ -140,16 +144,14 @@ class CoreTuning(Regularizer):
         trainer.add_event_handler(TrainEvents.COMPUTE_LOSS, self.add_loss)
 
     def mixing_weights(self, b: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(perm, lam_neg, lam_pos), drawn from the run's generator (Beta draws by numpy from a seed
-        the generator gives, so that a resumed run draws the same)."""
-        perm = torch.randperm(b, generator=self.generator, device=self.generator.device).to(device)
-        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator, device=self.generator.device))
-        rng = np.random.default_rng(seed)
+        """(perm, lam_neg, lam_pos) for a batch of ``b``, drawn on the host and copied to ``device``."""
         a = self.params.alpha
-        lam_neg = np.maximum(rng.beta(a, a, b), self.params.negative_floor)
-        lam_pos = rng.beta(a, a, b)
-        return perm, torch.as_tensor(lam_neg, dtype=torch.float32, device=device), \
-            torch.as_tensor(lam_pos, dtype=torch.float32, device=device)
+        perm = self.rng.permutation(b)
+        lam_neg = np.maximum(self.rng.beta(a, a, b), self.params.negative_floor)
+        lam_pos = self.rng.beta(a, a, b)
+        return (torch.as_tensor(perm).to(device, non_blocking=True),
+                torch.as_tensor(lam_neg, dtype=torch.float32).to(device, non_blocking=True),
+                torch.as_tensor(lam_pos, dtype=torch.float32).to(device, non_blocking=True))
 
     def add_loss(self, engine: Engine) -> None:
         step, q = engine.state.step, self.params
@@ -167,10 +169,11 @@ class CoreTuning(Regularizer):
         step.losses["contrast"] = q.eta * focal_supcon(z, labels, q.tau)
 
     def state_dict(self) -> dict:
-        return {"projection": self.projection.state_dict()}
+        return {"projection": self.projection.state_dict(), "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict) -> None:
         self.projection.load_state_dict(state["projection"])
+        self.rng.bit_generator.state = state["rng"]
 
     def report(self) -> dict:
         return {"projection_head_mib": module_mib(self.projection)}

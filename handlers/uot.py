@@ -43,7 +43,7 @@ from ..core.errors import UserError
 from ..core.files import write_json_atomic
 from ..core.seeded import SeededDataset, sample_seed
 from ..core.step import TrainEvents
-from .frozen import average_gradients_across_processes, module_mib, tensors_mib
+from .frozen import average_gradients_across_processes, module_mib
 from .registry import Regularizer, register
 
 IGNORED = -100  # the label of the source rows in the batch: F.cross_entropy leaves them out
@@ -98,9 +98,9 @@ class SourceStream(Sampler):
         per_epoch = len(range(self.rank, self.n, self.world))
         epoch, skip = divmod(self.start, per_epoch)
         while True:
-            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(sample_seed(self.seed, epoch, -2)))
-            for index in order[self.rank::self.world].tolist()[skip:]:
-                yield index, sample_seed(self.seed, epoch, index)
+            order = np.random.default_rng(sample_seed(self.seed, epoch, -2)).permutation(self.n)
+            for index in order[self.rank::self.world][skip:]:
+                yield int(index), sample_seed(self.seed, epoch, int(index))
             epoch, skip = epoch + 1, 0
 
 
@@ -151,8 +151,8 @@ class UOT(Regularizer):
         nn.init.normal_(self.source_head.weight, std=0.01)  # a new head, as the target's: N(0, 0.01^2), bias 0
         nn.init.zeros_(self.source_head.bias)
         average_gradients_across_processes(self.source_head)
-        self.selected = torch.zeros(0, dtype=torch.long)  # source class indices, highest score first
-        self.scores = torch.zeros(0, dtype=torch.float64)
+        self.selected: list[int] = []  # source class indices, highest score first
+        self.scores: list[float] = []  # every source class's score
         self.position = 0  # source batches taken (by each process)
         self.cache_hit: bool | None = None
         self._stream = None
@@ -200,18 +200,18 @@ class UOT(Regularizer):
             if idist.get_rank() == 0:
                 write_json_atomic(cache_file, {"scores": scores.tolist(), "classes": self.source_names})
         order = sorted(range(len(scores)), key=lambda s: (-scores[s], s))
-        self.selected = torch.tensor(order[:p.select_classes])
-        self.scores = torch.as_tensor(scores, dtype=torch.float64)
+        self.selected = order[:p.select_classes]
+        self.scores = [float(v) for v in scores]
 
     def selected_names(self) -> list[str]:
-        return [self.source_names[s] for s in self.selected.tolist()]
+        return [self.source_names[s] for s in self.selected]
 
     # --- training ----------------------------------------------------------------------------
 
     def source_loader(self) -> DataLoader:
         """The selected classes' images, labelled 0 .. select_classes - 1 in the order of selection,
         as an endless stream from the current position."""
-        relabel = {s: i for i, s in enumerate(self.selected.tolist())}
+        relabel = {s: i for i, s in enumerate(self.selected)}
         kept = [(f, relabel[label]) for f, label in self.samples if label in relabel]
         d, cfg = self.ctx.cfg.data, self.ctx.cfg
         dataset = self.ctx.image_sets.dataset(kept, train=True)
@@ -226,14 +226,18 @@ class UOT(Regularizer):
         return [{"params": list(self.source_head.parameters()), "lr": o.lr * o.head_lr_mult, "name": "source_head"}]
 
     def attach(self, trainer: Engine) -> None:
-        trainer.add_event_handler(Events.ITERATION_STARTED, self.add_source_batch)
+        trainer.add_event_handler(Events.STARTED, self.start_stream)
+        trainer.add_event_handler(Events.GET_BATCH_COMPLETED, self.add_source_batch)  # loaded with the batch
         trainer.add_event_handler(TrainEvents.COMPUTE_LOSS, self.add_loss)
+
+    def start_stream(self, engine: Engine) -> None:
+        """The source stream from the current position (a new run's 0, a resumed run's checkpoint),
+        started before the first step."""
+        self._stream = iter(self.source_loader())
 
     def add_source_batch(self, engine: Engine) -> None:
         """The source images join the target batch (one forward pass); their labels are IGNORED in
         the target's cross-entropy and kept for the source head's."""
-        if self._stream is None:
-            self._stream = iter(self.source_loader())
         xs, ys = next(self._stream)
         self.position += 1
         x, y = engine.state.batch
@@ -252,27 +256,26 @@ class UOT(Regularizer):
     # --- state -------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        return {"selected": self.selected.clone(), "scores": self.scores.clone(), "position": self.position,
+        return {"selected": list(self.selected), "scores": list(self.scores), "position": self.position,
                 "source_head": self.source_head.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.selected, self.scores = state["selected"].cpu(), state["scores"].cpu()
+        self.selected, self.scores = [int(s) for s in state["selected"]], [float(v) for v in state["scores"]]
         self.position = int(state["position"])
         self.source_head.load_state_dict(state["source_head"])
-        self._stream = None  # rebuilt from the position at the next step
+        self._stream = None  # started again from the position when training starts
 
     def run_files(self) -> dict[str, str]:
-        lines = [f"{name}\t{float(self.scores[s]):.6g}" for name, s in zip(self.selected_names(), self.selected.tolist(),
+        lines = [f"{name}\t{self.scores[s]:.6g}" for name, s in zip(self.selected_names(), self.selected,
                                                                             strict=True)]
         return {"uot_source_classes.tsv": "class\tscore\n" + "\n".join(lines) + "\n"}
 
     def report(self) -> dict:
         d = self.ctx.cfg.data
-        kept = sum(1 for _, label in self.samples if label in set(self.selected.tolist()))
+        kept = sum(1 for _, label in self.samples if label in set(self.selected))
         return {"source_classes": self.selected_names(), "source_images": kept,
                 "source_batch": max(1, round(self.params.source_ratio * d.batch_size)),
-                "source_head_mib": module_mib(self.source_head), "selection_cache_hit": self.cache_hit,
-                "source_scores_mib": tensors_mib(self.scores)}
+                "source_head_mib": module_mib(self.source_head), "selection_cache_hit": self.cache_hit}
 
     def close(self) -> None:
         self._stream = None

@@ -142,7 +142,7 @@ def test_a_step_of_the_trainer_replaces_the_ce_and_trains_the_projection_at_the_
 
     @run.trainer.on(Events.ITERATION_STARTED)
     def keep_before(engine):
-        seen.update(state=reg.generator.get_state(), head=copy.deepcopy(run.net.head),
+        seen.update(state=copy.deepcopy(reg.rng.bit_generator.state), head=copy.deepcopy(run.net.head),
                     projection=copy.deepcopy(reg.projection))
 
     @run.trainer.on(Events.ITERATION_COMPLETED)
@@ -154,7 +154,7 @@ def test_a_step_of_the_trainer_replaces_the_ce_and_trains_the_projection_at_the_
 
     run.trainer.run(run.loaders.train, max_epochs=1)
     assert set(seen["losses"]) == {"ce", "contrast"}  # the plain CE is replaced, not added to
-    reg.generator.set_state(seen["state"])
+    reg.rng.bit_generator.state = seen["state"]
     g, y = seen["features"], seen["y"]
     perm, lam_neg, lam_pos = reg.mixing_weights(len(y), g.device)
     p, n = hard_pairs(g, y)
@@ -171,5 +171,11 @@ def test_a_step_of_the_trainer_replaces_the_ce_and_trains_the_projection_at_the_
                                                     strict=True)]
     assert all(moved)
     assert set(reg.state_dict()["projection"]) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    # the draws' state goes into checkpoints: restored, the next draws are the same
+    state = copy.deepcopy(reg.state_dict())
+    after = reg.mixing_weights(4, torch.device("cpu"))
+    reg.load_state_dict(state)
+    again = reg.mixing_weights(4, torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(after, again, strict=True))
     assert reg.report()["projection_head_mib"] == pytest.approx(
         sum(t.numel() * 4 for t in reg.projection.parameters()) / 2**20)

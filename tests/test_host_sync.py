@@ -28,7 +28,7 @@ from adarand.engine.state import RunRecord
 from adarand.handlers.registry import known_regularizers
 from adarand.models import create_model
 
-from conftest import write_tiny_config
+from conftest import make_image_folder, write_tiny_config
 
 SYNCING = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
 
@@ -84,6 +84,9 @@ def test_no_host_sync_with_fp16_and_its_grad_scaler(tmp_path, method, optim, mon
 
 def check_no_host_sync(tmp_path, method, monkeypatch, overrides):
     extra = {"dr_tune": ["method.bank_size=8"]}.get(method, []) + overrides
+    if method == "uot":  # needs source data: a folder of four classes beside the target's
+        source = make_image_folder(tmp_path / "source", {0: 4, 1: 4, 2: 4, 3: 4}, n_test=0, seed=3) / "train"
+        extra += [f"method.source_root={source}", "method.select_classes=2"]
     if method == "co_tuning":  # needs a pretrained model with a source classifier
         source, _ = create_model(ModelConfig(arch="small_cnn", width=4), num_classes=7)
         torch.save(source.state_dict(), tmp_path / "source.pt")
@@ -91,6 +94,7 @@ def check_no_host_sync(tmp_path, method, monkeypatch, overrides):
     cfg = load_config(write_tiny_config(tmp_path, method), ["train.log_every=1000", *extra])
     run = build_run(cfg)
     attach_handlers(run, tmp_path / "run", RunRecord())
+    run.regularizer.prepare()  # as a run does before its first epoch
     active, calls = [False], []
 
     def counting(name, original):
