@@ -363,13 +363,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: every section, in under two minutes")
     p.add_argument("--device", default=None, help="default: cuda (cpu with --smoke)")
     args = p.parse_args(argv)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
     os.chdir(Path(__file__).resolve().parent.parent)  # the configs are read from the repository's yaml/
     device = torch.device(args.device or ("cpu" if args.smoke else "cuda"))
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: no GPU visible to torch (use --smoke on a CPU)", file=sys.stderr)
         return 2
     sizes = Sizes(args.smoke)
-    out = Path(args.out)
     report = Report(out)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
     report.figures["machine"] = {"device": name, "torch": torch.__version__, "python": platform.python_version(),
