@@ -68,18 +68,16 @@ def unbalanced_plan(cost: np.ndarray, eps: float, reg_source: float, reg_target:
                                                    stopThr=1e-9)
 
 
+def top_classes(scores, k: int) -> list[int]:
+    """The k classes of highest score, highest first (a tie to the lower index)."""
+    return sorted(range(len(scores)), key=lambda s: (-scores[s], s))[:k]
+
+
 def select_source_classes(source_means: np.ndarray, target_means: np.ndarray, k: int, p_m: float, eps: float,
-                          reg_source: float, reg_target: float) -> tuple[np.ndarray, np.ndarray]:
+                          reg_source: float, reg_target: float) -> tuple[list[int], np.ndarray]:
     """(the k source classes of highest score sum_t T_st, highest first; every class's score)."""
     scores = unbalanced_plan(cosine_cost(source_means, target_means, p_m), eps, reg_source, reg_target).sum(1)
-    order = sorted(range(len(scores)), key=lambda s: (-scores[s], s))
-    return np.array(order[:k]), scores
-
-
-def joint_loss(target_logits: torch.Tensor, target_labels: torch.Tensor, source_logits: torch.Tensor,
-               source_labels: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(CE over the target rows, lambda_u * CE over the source rows)."""
-    return F.cross_entropy(target_logits, target_labels), lam * F.cross_entropy(source_logits, source_labels)
+    return top_classes(scores, k), scores
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,8 +197,7 @@ class UOT(Regularizer):
                                               p.reg_source, p.reg_target)
             if idist.get_rank() == 0:
                 write_json_atomic(cache_file, {"scores": scores.tolist(), "classes": self.source_names})
-        order = sorted(range(len(scores)), key=lambda s: (-scores[s], s))
-        self.selected = order[:p.select_classes]
+        self.selected = top_classes(scores, p.select_classes)
         self.scores = [float(v) for v in scores]
 
     def selected_names(self) -> list[str]:

@@ -40,9 +40,15 @@ def run_main(*args) -> subprocess.CompletedProcess:
     training, where a new interpreter would cost more than the test."""
     from adarand import run
 
+    return run_entry(run.main, *args)
+
+
+def run_entry(main, *args) -> subprocess.CompletedProcess:
+    """A command's ``main(argv)`` (adarand-run, adarand-eval, adarand-table, ...) in this process,
+    its output captured."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = run.main([str(a) for a in args])
+        code = main([str(a) for a in args])
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 

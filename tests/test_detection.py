@@ -2,11 +2,8 @@
 hand-worked case, AdaRand's updates on detection features, methods refused on detection, and a
 resumed detection run against an uninterrupted one."""
 
-import contextlib
-import io
 import json
 import math
-import subprocess
 
 import ignite.distributed as idist
 import numpy as np
@@ -23,7 +20,7 @@ from adarand.engine.config import load_config
 from adarand.engine.detection import AveragePrecision
 from adarand.handlers.adarand import ema_class_means, prior_loss, prior_lr_factor
 
-from conftest import REPO, run_main
+from conftest import REPO, run_entry, run_main
 
 PALETTE = [0, 0, 0] * 256
 
@@ -182,13 +179,6 @@ def test_average_precision_on_a_hand_worked_case():
     assert metric.compute()["bbox_ap"] == pytest.approx(1.0)
 
 
-def run_main_module(main, *args) -> subprocess.CompletedProcess:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
-
-
 def demo_detection_config(cache_dir, *extra):
     return load_config(REPO / "yaml" / "demo_detection_adarand.yaml",
                        [f"cache_dir={cache_dir}", "data.use_ratio=0.2", "train.progress=false", "train.epochs=2",
@@ -258,12 +248,12 @@ def test_a_resumed_detection_run_gives_the_uninterrupted_ap(tmp_path, cache_dir)
         assert a[key] == b[key] and math.isfinite(a[key]), key
     assert a["task"] == "detection" and a["metric"] == "bbox_ap" and 0.0 <= a["test_bbox_ap"] <= 1.0
     # adarand-eval scores the selected model as the run did; adarand-table reports AP
-    r = run_main_module(evaluation.main, str(whole))
+    r = run_entry(evaluation.main, str(whole))
     assert r.returncode == 0, r.stderr
     evaluated = json.loads((whole / "eval_test.json").read_text())
     assert evaluated["bbox_ap"] == a["test_bbox_ap"] and evaluated["mask_ap"] == a["test_mask_ap"]
     assert set(evaluated["bbox_ap_per_class"]) <= {"triangle", "disk", "diamond"}
-    r = run_main_module(report.main, str(whole))
+    r = run_entry(report.main, str(whole))
     assert r.returncode == 0, r.stderr
     row = next(line for line in r.stdout.splitlines() if line.startswith("| synthetic_shapes"))
     assert f"| {100 * a['test_bbox_ap']:.2f} | {100 * a['test_mask_ap']:.2f} | {100 * a['val_bbox_ap']:.2f} |" in row
