@@ -16,7 +16,7 @@ work=${1:-$(mktemp -d)}
 mkdir -p "$work"
 rm -rf "$work/adarand" "$work/mutants"
 git -C "$repo" archive --prefix=adarand/ HEAD | tar -x -C "$work"
-tests="conftest.py test_handler_steps.py test_baselines.py test_random_features.py test_adarand_math.py"
+tests="conftest.py test_handler_steps.py test_baselines.py test_random_features.py test_adarand_math.py test_core_tuning.py test_uot.py"
 mkdir "$work/adarand/tests_handlers"
 for t in $tests; do cp "$work/adarand/tests/$t" "$work/adarand/tests_handlers/"; done
 cat > "$work/pyproject.toml" <<'EOF'
