@@ -71,8 +71,8 @@ from adarand.datasets.resized_cache import build_resized_cache
 from adarand.datasets.transforms import train_transform
 from adarand.engine.build import build_run
 from adarand.engine.config import load_config
-from adarand.handlers.class_statistics import accumulate_statistics
-from adarand.handlers.features import feature_loader
+from adarand.methods.statistics import accumulate_statistics
+from adarand.methods.statistics import feature_loader
 from adarand.handlers.training_log import TrainingDiagnostics
 from adarand.models.small_cnn import create_small_cnn
 

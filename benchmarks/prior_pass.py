@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from adarand.core.cache import load_or_compute_tensors
 from adarand.core.config import ModelConfig
 from adarand.engine.evaluator import create_evaluator
-from adarand.handlers.class_statistics import accumulate_statistics
+from adarand.methods.statistics import accumulate_statistics
 from adarand.models import create_model
 
 CASES = {

@@ -33,7 +33,7 @@ from adarand.engine.classification import classification_forward
 from adarand.engine.detection import detection_forward
 from adarand.engine.trainer import create_trainer
 from adarand.handlers.adarand import AdaRand, AdaRandParams
-from adarand.handlers.class_statistics import ClassStatistics
+from adarand.methods.statistics import ClassStatistics
 from adarand.handlers.context import RunContext
 from adarand.handlers.core_tuning import CoreTuning, CoreTuningParams
 from adarand.handlers.registry import Regularizer

@@ -13,10 +13,9 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import ignite.distributed as idist
 import torch
 
-from .distributed import broadcast_tensors
+from .distributed import broadcast, broadcast_tensors, rank, world_size
 from .errors import error_summary
 from .files import remove_temp_files, save_atomic
 
@@ -63,7 +62,7 @@ def load_or_compute_tensors(cache_file: Path | None, compute: Callable[[], dict[
     returns (tensors, hit). Only rank 0 looks at the file, reads it and writes it: on a hit the
     other processes receive its tensors, so on several machines ``cache_file`` need only exist on
     rank 0's."""
-    world, rank0 = idist.get_world_size(), idist.get_rank() == 0
+    world, rank0 = world_size(), rank() == 0
     state = None
     if rank0 and cache_file is not None and cache_file.is_file():
         state, problem = read_cache(cache_file, expected)
@@ -71,7 +70,7 @@ def load_or_compute_tensors(cache_file: Path | None, compute: Callable[[], dict[
             warnings.warn(f"{what}: the cache file {cache_file} is {problem}; recomputing it", stacklevel=2)
     hit = state is not None
     if world > 1:
-        hit = bool(idist.broadcast(torch.tensor(int(hit), device=device), src=0).item())
+        hit = bool(broadcast(torch.tensor(int(hit), device=device), src=0).item())
     if hit:
         state = broadcast_tensors(state, device) if world > 1 else {k: v.to(device) for k, v in state.items()}
         if rank0:

@@ -1,164 +1,39 @@
-"""AdaRand and the random-feature family it extends (SPEC §4-5): the math, then the handlers.
+"""The engine's random-feature methods and AdaRand: adapters over ``adarand.methods.random_features``
+(the formulas and the objects are there).
 
-Every method of the family adds one term to the cross-entropy:
+| name               | object                         |
+|--------------------|--------------------------------|
+| ``fnp``            | ``RandReg(prior="zero")``      |
+| ``randreg_uniform``| ``RandReg(prior="uniform")``   |
+| ``randreg_normal`` | ``RandReg(prior="normal")``    |
+| ``randreg_global`` | ``RandReg(prior="global")``    |
+| ``randreg_cp``     | ``RandReg(prior="class")``     |
+| ``adarand``        | ``AdaRand()``                  |
+| ``adarand_no_intra`` / ``adarand_no_inter`` | ``AdaRand(intra=False)`` / ``AdaRand(inter=False)`` |
 
-    L(theta) = (1/B) sum_i CE(f(x_i), y_i) + lambda * L_reg(g(x), z),   z_i drawn from a prior, detached
-
-and differs only in its prior (``RandReg``, one class parameterised by ``prior``):
-
-| name               | prior     | z_i                                                        |
-|--------------------|-----------|------------------------------------------------------------|
-| ``fnp``            | zero      | 0 (feature norm penalty)                                   |
-| ``randreg_uniform``| uniform   | U(0, 1) per dimension                                      |
-| ``randreg_normal`` | normal    | N(0, I)                                                    |
-| ``randreg_global`` | global    | N(mu_s, diag sigma_s^2), class-agnostic pretrained statistics |
-| ``randreg_cp``     | class     | N(mu_{y_i}, diag sigma_{y_i}^2), class statistics, fixed   |
-| ``adarand``        | class     | as ``randreg_cp``, with mu updated every iteration         |
-
-AdaRand (``AdaRand``: ``RandReg`` plus the prior update), after each optimizer step:
-
-1. the running class means mu_bar move towards this batch's class means (:func:`ema_class_means`);
-2. one Adam step on mu along the gradient of L_ada = l_intra + l_inter (:func:`intra_loss`,
-   :func:`inter_loss`, :func:`prior_step`), its lr on the published schedule (:func:`prior_lr_factor`).
-   sigma stays at its initial value.
-
-``adarand_no_intra`` and ``adarand_no_inter`` are presets of ``adarand`` without one of the terms.
-The random draws come from the run's own generator (``RunContext.generator``), not the global one
-that the data pipeline would share, so at one seed every method sees the same data.
+The engine gives each object the run's generator (``RunContext.generator``) and the priors from
+the run's shared, cached pass of the pretrained extractor (``RunContext.class_statistics``).
 """
 
 from __future__ import annotations
 
-import math
-import warnings
-from dataclasses import dataclass, field
-from typing import Literal
-
-import ignite.distributed as idist
 import torch
-import torch.nn.functional as F
-from ignite.engine import Engine, Events
 
-from ..core.step import TrainEvents
-from .class_statistics import class_priors, class_sums
-from .frozen import tensors_mib
-from .registry import Regularizer, register
-
-# ---------------------------------------------------------------------------------------------
-# The formulas
-
-
-def sample_references(mu: torch.Tensor, sigma: torch.Tensor, rows: torch.Tensor,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """z_i ~ N(mu[r_i], diag sigma[r_i]^2): z = mu[r] + sigma[r] * eps, eps ~ N(0, I) drawn from
-    ``generator``. (``torch.normal(mean, std)`` would read min(std) >= 0 back to the host every
-    call; sigma >= sigma_floor > 0 here by construction.) ``mu`` and ``sigma``: (K, d); ``rows``:
-    (B,) row indices; returns (B, d) without autograd history."""
-    mean = mu.detach().index_select(0, rows)
-    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-    return mean + sigma.index_select(0, rows) * eps
-
-
-def feature_regularizer(features: torch.Tensor, z: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """L_reg for features and references of shape (B, d).
-
-    ``mean``: (1 / (B d)) sum_i ||g_i - z_i||^2 (the published form, ``mse_loss``);
-    ``sum``:  (1 / B) sum_i ||g_i - z_i||^2 (the paper's written form: d times the ``mean`` one)."""
-    if reduction == "mean":
-        return F.mse_loss(features, z, reduction="mean")
-    return F.mse_loss(features, z, reduction="sum") / features.shape[0]
-
-
-def ema_class_means(mu_bar: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, alpha: float,
-                    reduce=None) -> torch.Tensor:
-    """mu_bar_k <- alpha mu_bar_k + (1 - alpha) mean_{i: y_i = k} g_i, for the classes k in the batch.
-
-    With the class sums S_k and counts n_k (:func:`class_sums`) this is
-    mu_bar_k + (1 - alpha)(S_k - n_k mu_bar_k) / max(n_k, 1), which leaves a class absent from the
-    batch (S_k = 0, n_k = 0) as it was. ``reduce`` (an all-reduce in a multi-process run) is
-    applied once, to S and n side by side. ``mu_bar``: (K, d); ``features``: (B, d), detached by
-    the caller; returns the new (K, d)."""
-    sums, counts = class_sums(features.to(mu_bar.dtype), labels, mu_bar.shape[0])
-    counts = counts.unsqueeze(1)
-    if reduce is not None:
-        sums, counts = reduce(torch.cat([sums, counts], 1)).split([sums.shape[1], 1], dim=1)
-    return mu_bar + (1.0 - alpha) * (sums - counts * mu_bar) / counts.clamp(min=1.0)
-
-
-def intra_loss(mu: torch.Tensor, mu_bar: torch.Tensor, form: str = "paper") -> torch.Tensor:
-    """l_intra, pulling each prior mean towards its class's running feature mean (mu_bar detached).
-
-    paper:    (1/K) sum_k D(mu_k, mu_bar_k),  D(u, v) = 1 - cos(u, v)
-    official: (1/K) sum_k (cos(mu_k, mu_bar_k) - 1)^2"""
-    cos = F.cosine_similarity(mu, mu_bar.detach(), dim=1, eps=1e-12)
-    return (1.0 - cos).mean() if form == "paper" else (cos - 1.0).pow(2).mean()
-
-
-def inter_loss(mu: torch.Tensor, form: str = "paper") -> torch.Tensor:
-    """l_inter, pushing the prior means of different classes apart (0 for one class).
-
-    paper:    -(1/(K(K-1))) sum_k sum_{l != k} D(mu_k, mu_l)
-              = -1 + (||sum_k u_k||^2 - sum_k ||u_k||^2) / (K(K-1)),  u_k = mu_k / ||mu_k||
-              (the sum of cos(mu_k, mu_l) over k != l without the K x K matrix: O(K d))
-    official:  (1/(K(K-1))) sum_k sum_{l != k} cos(mu_k, mu_l)^2"""
-    k = mu.shape[0]
-    if k < 2:
-        return mu.new_zeros(())
-    pairs = k * (k - 1)
-    u = F.normalize(mu, dim=1)
-    if form == "paper":
-        return -1.0 + (u.sum(0).pow(2).sum() - u.pow(2).sum()) / pairs
-    cos = u @ u.t()
-    return (cos.pow(2).sum() - cos.diagonal().pow(2).sum()) / pairs
-
-
-def prior_loss(mu: torch.Tensor, mu_bar: torch.Tensor, intra: bool = True, inter: bool = True,
-               form: str = "paper") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(L_ada, l_intra, l_inter), L_ada = [intra] l_intra + [inter] l_inter; a dropped term is 0."""
-    zero = mu.new_zeros(())
-    l_intra = intra_loss(mu, mu_bar, form) if intra else zero
-    l_inter = inter_loss(mu, form) if inter else zero
-    return l_intra + l_inter, l_intra, l_inter
-
-
-def prior_lr_factor(schedule: str, step: int, total: int) -> float:
-    """xi_t / xi for update ``step`` (0-based) of ``total``:
-
-    published: cos(7 pi / 16 * t / T)          (the published code; ends near cos(7 pi / 16) = 0.195)
-    cosine:    (1 + cos(pi * t / T)) / 2      (to 0)
-    constant:  1"""
-    t = min(step, total) / max(total, 1)
-    if schedule == "published":
-        return math.cos(7.0 * math.pi / 16.0 * t)
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * t))
-    return 1.0
-
-
-def prior_step(mu: torch.Tensor, mu_bar: torch.Tensor, optimizer: torch.optim.Optimizer,
-               scheduler: torch.optim.lr_scheduler.LRScheduler, intra: bool, inter: bool,
-               form: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One step of ``optimizer`` on the leaf ``mu`` along dL_ada/dmu (autograd through
-    :func:`prior_loss`), then one step of its lr ``scheduler``. Returns the detached losses."""
-    optimizer.zero_grad(set_to_none=True)
-    with torch.enable_grad():
-        losses = prior_loss(mu, mu_bar, intra, inter, form)
-        losses[0].backward()
-    optimizer.step()
-    scheduler.step()
-    return tuple(t.detach() for t in losses)
-
-
-# ---------------------------------------------------------------------------------------------
-# The handlers
-
-
-@dataclass(kw_only=True)
-class RandRegParams:
-    lam: float = field(default=1.0, metadata={"key": "lambda", "range": ">= 0"})
-    reduction: Literal["mean", "sum"] = "mean"
-    prior: Literal["zero", "uniform", "normal", "global", "class"] = "class"
-    sigma_floor: float = field(default=1e-4, metadata={"range": "> 0"})  # smallest prior sigma (one image: sigma 0)
+from ..methods import random_features as rf
+from ..methods.frozen import tensors_mib
+from ..methods.random_features import (  # noqa: F401 (the formulas, by the names the engine's users know)
+    AdaRandParams,
+    RandRegParams,
+    ema_class_means,
+    feature_regularizer,
+    inter_loss,
+    intra_loss,
+    prior_loss,
+    prior_lr_factor,
+    prior_step,
+    sample_references,
+)
+from .registry import MethodAdapter, register
 
 
 @register("fnp", prior="zero")
@@ -166,9 +41,9 @@ class RandRegParams:
 @register("randreg_normal", prior="normal")
 @register("randreg_global", prior="global")
 @register("randreg_cp", prior="class")
-class RandReg(Regularizer):
-    """Adds ``lambda * L_reg(features, z)`` with z drawn from the prior (table above). The
-    statistics priors (``global``, ``class``) are set by :meth:`prepare` from the pretrained
+class RandReg(MethodAdapter):
+    """Adds ``lambda * L_reg(features, z)`` with z drawn from the prior (``adarand.methods.RandReg``).
+    The statistics priors (``global``, ``class``) are set by :meth:`prepare` from the pretrained
     extractor's statistics (the run's shared, cached pass) and saved in checkpoints."""
 
     Params = RandRegParams
@@ -176,53 +51,21 @@ class RandReg(Regularizer):
 
     def __init__(self, params: RandRegParams, ctx):
         super().__init__(params, ctx)
-        self.generator = ctx.generator
-        rows = {"global": 1, "class": ctx.data.num_classes}.get(params.prior, 0)
-        self.mu = torch.zeros(rows, ctx.net.feature_dim, device=ctx.device)
-        self.sigma = torch.ones(rows, ctx.net.feature_dim, device=ctx.device)
+        self.method = rf.RandReg(*self.initial_priors(), generator=ctx.generator, params=params)
 
-    def attach(self, trainer: Engine) -> None:
-        trainer.add_event_handler(TrainEvents.COMPUTE_LOSS, self.add_loss)
+    def initial_priors(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Zeros and ones until :meth:`prepare` (or a checkpoint) sets the statistics priors."""
+        rows = {"global": 1, "class": self.ctx.data.num_classes}.get(self.params.prior, 0)
+        if not rows:
+            return None, None
+        d, dev = self.ctx.net.feature_dim, self.ctx.device
+        return torch.zeros(rows, d, device=dev), torch.ones(rows, d, device=dev)
 
     def prepare(self) -> None:
         if self.params.prior in ("global", "class"):
-            mu, sigma = self.priors_from_statistics()
-            self.set_priors(mu.to(self.ctx.device), sigma.to(self.ctx.device))
-
-    def priors_from_statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
-        stats, floor = self.ctx.class_statistics(), self.params.sigma_floor
-        if self.params.prior == "class":
-            return class_priors(stats, floor, self.ctx.data.classes)
-        sigma = stats.global_var.sqrt()
-        if bool((sigma < floor).any()):
-            warnings.warn(f"prior statistics: class-agnostic sigma below {floor:g} in "
-                          f"{int((sigma < floor).sum())} dims; clamped", stacklevel=2)
-        return stats.global_mean.float()[None], sigma.clamp(min=floor).float()[None]
-
-    def set_priors(self, mu: torch.Tensor, sigma: torch.Tensor) -> None:
-        self.mu, self.sigma = mu, sigma
-
-    def sample(self, labels: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """z for a batch: (B, d) like ``features`` (whose shape, dtype and device it takes)."""
-        prior = self.params.prior
-        if prior == "zero":
-            return torch.zeros_like(features)
-        if prior in ("uniform", "normal"):
-            draw = torch.rand if prior == "uniform" else torch.randn
-            return draw(features.shape, generator=self.generator, device=features.device, dtype=features.dtype)
-        rows = labels if prior == "class" else torch.zeros_like(labels)
-        return sample_references(self.mu, self.sigma, rows, self.generator)
-
-    def add_loss(self, engine: Engine) -> None:
-        step = engine.state.step
-        z = self.sample(step.y, step.features)
-        step.losses["reg"] = self.params.lam * feature_regularizer(step.features, z, self.params.reduction)
-
-    def state_dict(self) -> dict:
-        return {"mu": self.mu.detach().clone(), "sigma": self.sigma.clone()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.set_priors(state["mu"].to(self.ctx.device), state["sigma"].to(self.ctx.device))
+            mu, sigma = rf.priors_from_statistics(self.ctx.class_statistics(), self.params.prior,
+                                                  self.params.sigma_floor, self.ctx.data.classes)
+            self.method.set_priors(mu.to(self.ctx.device), sigma.to(self.ctx.device))
 
     def report(self) -> dict:
         out = {"prior": self.params.prior}
@@ -231,73 +74,19 @@ class RandReg(Regularizer):
         return out
 
 
-@dataclass(kw_only=True)
-class AdaRandParams(RandRegParams):
-    alpha: float = field(default=0.5, metadata={"range": "[0, 1]"})
-    prior_lr: float = field(default=0.01, metadata={"range": ">= 0"})
-    prior_schedule: Literal["published", "cosine", "constant"] = "published"
-    intra: bool = True
-    inter: bool = True
-    prior_loss: Literal["paper", "official"] = "paper"
-
-    def check(self):
-        if self.prior != "class":
-            return "prior", f"adarand updates class-conditional priors; expected 'class', got {self.prior!r}"
-        if not (self.intra or self.inter):
-            return "intra", "at least one of intra and inter must be true (with neither, use randreg_cp)"
-        return None
-
-
 @register("adarand")
 @register("adarand_no_intra", intra=False)
 @register("adarand_no_inter", inter=False)
 class AdaRand(RandReg):
     """``randreg_cp`` whose means mu follow the features: after every optimizer step, the EMA of
-    the class means and one prior step (see the module docstring). mu, mu_bar, sigma, the prior's
-    optimizer and its schedule are saved in checkpoints."""
+    the class means and one prior step (``adarand.methods.AdaRand``). mu, mu_bar, sigma, the
+    prior's optimizer and its schedule are saved in checkpoints."""
 
     Params = AdaRandParams
 
     def __init__(self, params: AdaRandParams, ctx):
-        super().__init__(params, ctx)
-        self.mu.requires_grad_(True)  # the leaf the prior's Adam updates
-        self.mu_bar = self.mu.detach().clone()
-        self.optimizer = torch.optim.Adam([self.mu], lr=params.prior_lr)
-        total = ctx.total_iterations
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda t: prior_lr_factor(params.prior_schedule, t, total))
-
-    def attach(self, trainer: Engine) -> None:
-        super().attach(trainer)
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, self.update_priors)
-
-    def set_priors(self, mu: torch.Tensor, sigma: torch.Tensor, mu_bar: torch.Tensor | None = None) -> None:
-        with torch.no_grad():  # in place: mu is the tensor the optimizer holds
-            self.mu.copy_(mu)
-        self.mu_bar = (mu if mu_bar is None else mu_bar).detach().clone()
-        self.sigma = sigma
-
-    def update_priors(self, engine: Engine) -> None:
-        step, p = engine.state.output, self.params
-        reduce = idist.all_reduce if idist.get_world_size() > 1 else None
-        with torch.no_grad():
-            self.mu_bar = ema_class_means(self.mu_bar, step.features.detach(), step.y, p.alpha, reduce)
-        l_ada, l_intra, l_inter = prior_step(self.mu, self.mu_bar, self.optimizer, self.scheduler,
-                                             p.intra, p.inter, p.prior_loss)
-        step.logs.update(prior_ada=l_ada, prior_intra=l_intra, prior_inter=l_inter)
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"prior": self.optimizer}
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "mu_bar": self.mu_bar.clone(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        dev = self.ctx.device
-        self.set_priors(state["mu"].to(dev), state["sigma"].to(dev), state["mu_bar"].to(dev))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        MethodAdapter.__init__(self, params, ctx)
+        self.method = rf.AdaRand(*self.initial_priors(), ctx.total_iterations, generator=ctx.generator, params=params)
 
     def report(self) -> dict:
         return {**super().report(), "prior_state_mib": tensors_mib(self.mu, self.mu_bar, self.sigma)}

@@ -14,8 +14,7 @@ from ..core.cache import load_or_compute_tensors
 from ..core.config import Config
 from ..core.console import progress_bars
 from ..core.seeded import SeededDataset, SeededSampler
-from .class_statistics import ClassStatistics, accumulate_statistics
-from .features import feature_loader, features_key
+from ..methods.statistics import ClassStatistics, accumulate_statistics, feature_loader, features_key
 
 if TYPE_CHECKING:  # types only: a command that only lists or validates loads neither models nor datasets
     from ..datasets import DataSplits, ImageSets

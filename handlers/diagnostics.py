@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from .class_statistics import class_sums
+from ..methods.statistics import class_sums
 
 
 def feature_norm_sq(features: torch.Tensor) -> torch.Tensor:

@@ -36,13 +36,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 
 import yaml
 
 from ..core.config import MethodConfig
 from ..core.errors import ConfigError, UserError, error_summary
 from ..core.schema import build, yaml_key
+from ..core.step import TrainEvents
+from ..methods.base import Method
 from .context import RunContext
 
 _REGISTRY: dict[str, MethodEntry] = {}
@@ -93,6 +95,54 @@ class Regularizer:
 
     def close(self) -> None:
         pass
+
+
+class MethodAdapter(Regularizer):
+    """A regularizer whose math is a method object (``adarand.methods``, ``self.method``): its terms
+    join the step's losses at ``COMPUTE_LOSS``, its update runs after the optimizer step, its
+    parameter groups, optimizers and state are the object's. A subclass builds ``self.method``
+    from the run (``RunContext``) and adds what only the engine does (caches, reports)."""
+
+    method: Method
+
+    def __getattr__(self, name: str):
+        """What the adapter does not hold is the method object's (``reg.mu``, ``reg.sample``)."""
+        if name == "method":
+            raise AttributeError(name)
+        return getattr(self.method, name)
+
+    def __setattr__(self, name: str, value) -> None:
+        """An attribute the method object holds is set there (one state, not two)."""
+        method = self.__dict__.get("method")
+        if method is not None and name not in self.__dict__ and hasattr(method, name):
+            setattr(method, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def attach(self, trainer: Engine) -> None:
+        trainer.add_event_handler(TrainEvents.COMPUTE_LOSS, self.add_loss)
+        if type(self.method).update is not Method.update:
+            trainer.add_event_handler(Events.ITERATION_COMPLETED, self.update)
+
+    def add_loss(self, engine: Engine) -> None:
+        step = engine.state.step
+        step.losses.update(self.method.terms(step.features, step.y, logits=step.logits, images=step.x))
+
+    def update(self, engine: Engine) -> None:
+        step = engine.state.output
+        step.logs.update(self.method.update(step.features.detach(), step.y))
+
+    def parameter_groups(self) -> list[dict]:
+        return self.method.parameter_groups(self.ctx.cfg.optim.lr)
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return self.method.optimizers()
+
+    def state_dict(self) -> dict:
+        return self.method.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.method.load_state_dict(state)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""UOT: fine-tuning jointly on the pre-training classes that unbalanced optimal transport finds
-nearest to the target task (Liu et al., NeurIPS 2022; SPEC §8).
+"""UOT in the engine (its formulas and source term: ``adarand.methods.uot``): fine-tuning jointly on the
+pre-training classes that unbalanced optimal transport finds nearest to the target task (Liu et al., NeurIPS 2022; SPEC §8).
 
 Selection, once before training (cached under ``cache_dir/uot/``):
 
@@ -28,56 +28,25 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import ignite.distributed as idist
 import numpy as np
 import torch
-import torch.nn.functional as F
 from ignite.engine import Engine, Events
-from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from ..core.errors import UserError
 from ..core.files import write_json_atomic
 from ..core.seeded import SeededDataset, sample_seed
 from ..core.step import TrainEvents
-from .frozen import average_gradients_across_processes, module_mib
-from .registry import Regularizer, register
+from ..methods import uot
+from ..methods.frozen import average_gradients_across_processes, module_mib
+from ..methods.uot import UOTParams, cosine_cost, select_source_classes, top_classes, unbalanced_plan  # noqa: F401
+from .registry import MethodAdapter, register
 
 IGNORED = -100  # the label of the source rows in the batch: F.cross_entropy leaves them out
-
-# ---------------------------------------------------------------------------------------------
-# The formulas
-
-
-def cosine_cost(source_means: np.ndarray, target_means: np.ndarray, p_m: float) -> np.ndarray:
-    """M_st = (1 - cos(m_s, m_t)) / p_m, shape (S, T)."""
-    s = source_means / np.linalg.norm(source_means, axis=1, keepdims=True)
-    t = target_means / np.linalg.norm(target_means, axis=1, keepdims=True)
-    return (1.0 - s @ t.T) / p_m
-
-
-def unbalanced_plan(cost: np.ndarray, eps: float, reg_source: float, reg_target: float) -> np.ndarray:
-    """The entropic unbalanced OT plan between marginals of ones (POT)."""
-    import ot
-
-    a, b = np.ones(cost.shape[0]), np.ones(cost.shape[1])
-    return ot.unbalanced.sinkhorn_knopp_unbalanced(a, b, cost, eps, (reg_source, reg_target), numItermax=10_000,
-                                                   stopThr=1e-9)
-
-
-def top_classes(scores, k: int) -> list[int]:
-    """The k classes of highest score, highest first (a tie to the lower index)."""
-    return sorted(range(len(scores)), key=lambda s: (-scores[s], s))[:k]
-
-
-def select_source_classes(source_means: np.ndarray, target_means: np.ndarray, k: int, p_m: float, eps: float,
-                          reg_source: float, reg_target: float) -> tuple[list[int], np.ndarray]:
-    """(the k source classes of highest score sum_t T_st, highest first; every class's score)."""
-    scores = unbalanced_plan(cosine_cost(source_means, target_means, p_m), eps, reg_source, reg_target).sum(1)
-    return top_classes(scores, k), scores
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,16 +76,11 @@ class SourceStream(Sampler):
 
 
 @dataclass(kw_only=True)
-class UOTParams:
+class UOTRunParams(UOTParams):
+    """The method's parameters and, for the engine, where the source data is."""
+
     source_root: str | None = None  # root/<class>/<image> (an ImageNet train folder); sklearn_digits:source for the demo's
     source_list: str | None = None  # or a file of path,label lines
-    select_classes: int = field(default=100, metadata={"range": ">= 1"})
-    lam: float = field(default=1.0, metadata={"key": "lambda", "range": ">= 0"})  # lambda_u (published supervised script: 0.3)
-    source_ratio: float = field(default=1.0, metadata={"range": "> 0"})  # mu: mu x B source images per step
-    p_m: float = field(default=0.1, metadata={"range": "> 0"})
-    eps: float = field(default=1.0, metadata={"range": "> 0"})
-    reg_source: float = field(default=1.0, metadata={"range": "> 0"})
-    reg_target: float = field(default=100.0, metadata={"range": "> 0"})
 
     def check(self):
         if importlib.util.find_spec("ot") is None:
@@ -135,19 +99,18 @@ class UOTParams:
 
 
 @register("uot")
-class UOT(Regularizer):
+class UOT(MethodAdapter):
     """UOT: the target task trained jointly with the source classes that unbalanced optimal
     transport finds nearest, through one forward pass and a new source head."""
 
-    Params = UOTParams
+    Params = UOTRunParams
 
-    def __init__(self, params: UOTParams, ctx):
+    def __init__(self, params: UOTRunParams, ctx):
         super().__init__(params, ctx)
         self.samples, self.source_names = self.read_source()
         self.eval_set = ctx.image_sets.dataset(self.samples, train=False)
-        self.source_head = nn.Linear(ctx.net.feature_dim, params.select_classes).to(ctx.device)
-        nn.init.normal_(self.source_head.weight, std=0.01)  # a new head, as the target's: N(0, 0.01^2), bias 0
-        nn.init.zeros_(self.source_head.bias)
+        self.method = uot.UOT(ctx.net.feature_dim, device=ctx.device, params=params)
+        self.source_head = self.method.source_head
         average_gradients_across_processes(self.source_head)
         self.selected: list[int] = []  # source class indices, highest score first
         self.scores: list[float] = []  # every source class's score
@@ -220,7 +183,7 @@ class UOT(Regularizer):
 
     def parameter_groups(self) -> list[dict]:
         o = self.ctx.cfg.optim
-        return [{"params": list(self.source_head.parameters()), "lr": o.lr * o.head_lr_mult, "name": "source_head"}]
+        return self.method.parameter_groups(o.lr * o.head_lr_mult)
 
     def attach(self, trainer: Engine) -> None:
         trainer.add_event_handler(Events.STARTED, self.start_stream)
@@ -246,8 +209,7 @@ class UOT(Regularizer):
         features, logits and labels become the target rows' for everything after."""
         step = engine.state.step
         b = step.y.shape[0] - self._labels.shape[0]
-        source_logits = self.source_head(step.features[b:])
-        step.losses["uot_source"] = self.params.lam * F.cross_entropy(source_logits, self._labels.to(step.y.device))
+        step.losses.update(self.method.terms(step.features[b:], self._labels.to(step.y.device)))
         step.x, step.y, step.logits, step.features = step.x[:b], step.y[:b], step.logits[:b], step.features[:b]
 
     # --- state -------------------------------------------------------------------------------

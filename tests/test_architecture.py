@@ -1,6 +1,6 @@
 """The packages depend one way, and the registry is complete on import.
 
-    run.py -> engine -> handlers -> models, datasets -> core
+    run.py -> engine -> handlers -> methods -> models, datasets -> core
 
 ``python tests/test_architecture.py`` prints the import graph between the packages.
 """
@@ -11,10 +11,11 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ["core", "models", "datasets", "handlers", "engine"]
+PACKAGES = ["core", "models", "datasets", "methods", "handlers", "engine"]
 # what each package may import (besides itself)
-ALLOWED = {"core": set(), "models": {"core"}, "datasets": {"core"}, "handlers": {"core", "models", "datasets"},
-           "engine": {"core", "models", "datasets", "handlers"}, "run.py": {"core", "engine"}}
+ALLOWED = {"core": set(), "models": {"core"}, "datasets": {"core"}, "methods": {"core"},
+           "handlers": {"core", "models", "datasets", "methods"},
+           "engine": {"core", "models", "datasets", "methods", "handlers"}, "run.py": {"core", "engine"}}
 
 
 def package_of(path: Path) -> str:
@@ -97,6 +98,16 @@ def test_no_private_torch_name_anywhere():
                                                              any(a.name.startswith("_") for a in node.names)):
                     found.append((str(f.relative_to(REPO)), node.lineno, text))
     assert found == []
+
+
+def test_the_methods_import_without_ignite():
+    """``adarand.methods`` is for any training loop: importing it loads no Ignite."""
+    import subprocess
+
+    code = "import sys, adarand.methods; print('ignite' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
 
 
 def test_the_registry_is_complete_once_handlers_is_imported():

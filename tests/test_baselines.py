@@ -214,7 +214,7 @@ def test_delta_attention_by_hand():
 
 
 def test_delta_attention_is_used_cached_and_checkpointed(tmp_path):
-    from adarand.handlers.features import features_key
+    from adarand.methods.statistics import features_key
 
     over = ["method.attention_batches=2"]
     run = make(tmp_path, "delta", over)

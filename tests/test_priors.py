@@ -8,7 +8,7 @@ import torch
 
 from adarand.datasets import create_datasets
 from adarand.engine.config import load_config
-from adarand.handlers.class_statistics import ClassStatistics, class_priors
+from adarand.methods.statistics import ClassStatistics, class_priors
 from adarand.handlers.context import RunContext
 from adarand.models import create_model
 

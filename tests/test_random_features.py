@@ -6,7 +6,7 @@ import torch
 from adarand.core.step import StepState
 from adarand.engine.build import build_run
 from adarand.engine.config import load_config
-from adarand.handlers.class_statistics import class_priors
+from adarand.methods.statistics import class_priors
 
 from conftest import write_tiny_config
 

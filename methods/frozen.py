@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import copy
 
-import ignite.distributed as idist
 import torch
 from torch import nn
 
+from ..core.distributed import all_reduce, world_size
 from ..core.errors import UserError
 
 
@@ -23,10 +23,10 @@ def average_gradients_across_processes(module: nn.Module) -> None:
     """A module a method trains outside the data-parallel model (a source head, a projection head):
     in a run of several processes, each of its gradients is averaged over the processes as it is
     computed, as DDP does for the model's, so every process takes the same step."""
-    world = idist.get_world_size()
+    world = world_size()
     if world > 1:
         for p in module.parameters():
-            p.register_hook(lambda g: idist.all_reduce(g.clone()) / world)
+            p.register_hook(lambda g: all_reduce(g.clone()) / world)
 
 
 def module_mib(module: nn.Module | None) -> float:
