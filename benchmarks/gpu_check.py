@@ -71,9 +71,8 @@ from adarand.datasets.resized_cache import build_resized_cache
 from adarand.datasets.transforms import train_transform
 from adarand.engine.build import build_run
 from adarand.engine.config import load_config
-from adarand.methods.statistics import accumulate_statistics
-from adarand.methods.statistics import feature_loader
 from adarand.handlers.training_log import TrainingDiagnostics
+from adarand.methods.statistics import accumulate_statistics, feature_loader
 from adarand.models.small_cnn import create_small_cnn
 
 # Table 5's methods by config (yaml/methods/<name>.yaml), fine-tuning first

@@ -33,12 +33,12 @@ from adarand.engine.classification import classification_forward
 from adarand.engine.detection import detection_forward
 from adarand.engine.trainer import create_trainer
 from adarand.handlers.adarand import AdaRand, AdaRandParams
-from adarand.methods.statistics import ClassStatistics
 from adarand.handlers.context import RunContext
 from adarand.handlers.core_tuning import CoreTuning, CoreTuningParams
 from adarand.handlers.registry import Regularizer
 from adarand.handlers.training_log import TrainingDiagnostics
 from adarand.handlers.uot import UOT, UOTParams
+from adarand.methods.statistics import ClassStatistics
 from adarand.models import create_model
 from adarand.models.detection import build_detector
 

@@ -36,6 +36,7 @@ from ..core.cache import load_or_compute_tensors
 from ..core.distributed import all_gather, all_reduce, rank, shard_without_padding, world_size
 from ..core.precision import autocast, to_device
 
+
 def feature_loader(dataset, batch_size: int, num_workers: int) -> DataLoader:
     """This process's shard of ``dataset`` in order (batched by ``dataset.collate`` where it has
     one: detection's images differ in size). Its own generator: the pass never draws from

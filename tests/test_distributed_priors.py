@@ -5,8 +5,7 @@ import torch
 
 from adarand.core.config import DataConfig
 from adarand.datasets import create_datasets
-from adarand.methods.statistics import accumulate_statistics
-from adarand.methods.statistics import feature_loader
+from adarand.methods.statistics import accumulate_statistics, feature_loader
 from adarand.models.small_cnn import create_small_cnn
 
 from conftest import make_image_folder

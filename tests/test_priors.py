@@ -8,8 +8,8 @@ import torch
 
 from adarand.datasets import create_datasets
 from adarand.engine.config import load_config
-from adarand.methods.statistics import ClassStatistics, class_priors
 from adarand.handlers.context import RunContext
+from adarand.methods.statistics import ClassStatistics, class_priors
 from adarand.models import create_model
 
 from conftest import make_image_folder
