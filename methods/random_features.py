@@ -41,6 +41,7 @@ In a plain loop (the prior pass included)::
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -325,8 +326,9 @@ class AdaRand(RandReg):
         return {"prior": self.optimizer}
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "mu_bar": self.mu_bar.clone(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict()}
+        """A snapshot: the prior's Adam moments are copied, not shared with the live optimizer."""
+        return {**super().state_dict(), "mu_bar": self.mu_bar.clone(),
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()), "scheduler": self.scheduler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         dev = self.mu.device
