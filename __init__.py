@@ -1,10 +1,13 @@
 """AdaRand fine-tuning engine (the repository root is the package ``adarand``).
 
 ``adarand.train(config, overrides, output=...)`` runs a fine-tuning as ``adarand-run`` does and
-returns its results (see :func:`adarand.engine.launch.train`)."""
+returns its results (see :func:`adarand.engine.launch.train`); ``adarand.load_model(run)`` gives a
+finished run's selected model, its preprocessing and its class names
+(:func:`adarand.engine.trained.load_model`). The methods for any training loop are in
+``adarand.methods``."""
 
 __version__ = "0.1.0"
-__all__ = ["train", "__version__"]
+__all__ = ["load_model", "train", "__version__"]
 
 
 def __dir__() -> list[str]:
@@ -18,4 +21,8 @@ def __getattr__(name: str):
         from .engine.launch import train
 
         return train
+    if name == "load_model":
+        from .engine.trained import load_model
+
+        return load_model
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,10 +9,12 @@ in a pixel); with ``decoder: pil`` torchvision's transforms on PIL images.
 from __future__ import annotations
 
 import torch
+from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import v2
 
 from ..core.config import DataConfig
+from .decode import read_image
 
 
 def on_pil_images(cfg: DataConfig) -> bool:
@@ -41,3 +43,29 @@ def eval_transform(cfg: DataConfig):
                           T.Normalize(cfg.mean, cfg.std)])
     return v2.Compose([v2.Resize(cfg.resize_size, interpolation=mode, antialias=True), v2.CenterCrop(cfg.image_size),
                        v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg.mean, cfg.std)])
+
+
+class InferenceTransform:
+    """A trained model's preprocessing for one image: a file path, a PIL image or a uint8 tensor
+    (C x H x W) in, the normalised float tensor the model takes out. A path is decoded as the
+    run's data was (``data.decoder``), a PIL image converted to grey or RGB as the run's were;
+    then the evaluation transform (resize, centre crop, scale to [0, 1], normalise)."""
+
+    def __init__(self, cfg: DataConfig):
+        self.grayscale, self.decoder = cfg.grayscale, cfg.decoder
+        self.transform = eval_transform(cfg)
+        self.mean, self.std = list(cfg.mean), list(cfg.std)
+
+    def __call__(self, image) -> torch.Tensor:
+        if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
+            image = read_image(str(image), self.grayscale, self.decoder)
+        elif isinstance(image, Image.Image):
+            image = image.convert("L" if self.grayscale else "RGB")
+            if self.decoder != "pil":
+                image = v2.functional.pil_to_tensor(image)
+        elif self.decoder == "pil":  # a tensor, for the PIL pipeline
+            image = v2.functional.to_pil_image(image)
+        return self.transform(image)
+
+    def __repr__(self) -> str:
+        return f"InferenceTransform({self.transform!r})"

@@ -32,40 +32,10 @@ from ..datasets.folder import scan_class_folders
 from ..datasets.image_list import ImageList
 from ..datasets.list_file import load_list
 from ..datasets.transforms import eval_transform
-from ..models import create_model
-from .checkpoints import BEST_PREFIX, CHECKPOINTS, last_checkpoints, read_checkpoint
 from .config import load_config
 from .detection import create_detection_evaluator, detection_model
 from .evaluator import create_evaluator
-
-
-def locate(path: Path) -> tuple[Path, Path]:
-    """(run folder, model file) of a run folder or of a checkpoint file inside one."""
-    if path.is_file():
-        run_dir = path.parent.parent if path.parent.name == CHECKPOINTS else path.parent
-        return run_dir, path
-    if not (path / "config.yaml").is_file():
-        raise UserError(f"{path}: not a run folder (no config.yaml) nor a checkpoint file")
-    lasts = last_checkpoints(path)
-    if lasts:  # the selected model the newest last checkpoint names
-        state = read_checkpoint(lasts[-1], ("best_checkpoint",))
-        names = [name for _, name in state["best_checkpoint"]["_saved"]]
-        if names:
-            return path, path / CHECKPOINTS / names[-1]
-    found = sorted((path / CHECKPOINTS).glob(f"{BEST_PREFIX}_*.pt"))
-    if len(found) != 1:
-        raise UserError(f"{path}: expected one {CHECKPOINTS}/{BEST_PREFIX}_model_*.pt, found {len(found)}; "
-                        "name the checkpoint file instead")
-    return path, found[0]
-
-
-def model_weights(file: Path) -> dict:
-    """The model's state dict from a best model file or a training checkpoint."""
-    state = read_checkpoint(file)
-    state = state.get("model", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{file}: holds no model weights (expected a best_model_*.pt or a last_checkpoint_*.pt)")
-    return state
+from .trained import load_model, locate, model_weights
 
 
 def samples_to_evaluate(cfg: Config, args: argparse.Namespace) -> tuple[ImageList, list[str], str]:
@@ -183,17 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.task == "detection":
             return report_detection(run_dir, weights, *evaluate_detection(cfg, args, weights), args)
         data_items, classes, what = samples_to_evaluate(cfg, args)
-        net, _ = create_model(cfg.model, len(classes), in_channels=1 if cfg.data.grayscale else 3,
-                              image_size=cfg.data.image_size)
-        state = model_weights(weights)
-        if not any(k.startswith("source_head.") for k in net.state_dict()):  # Co-Tuning's, not used to predict
-            state = {k: v for k, v in state.items() if not k.startswith("source_head.")}
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as e:
-            raise UserError(f"{weights}: does not fit the run's model ({str(e).splitlines()[0]})") from None
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        result, predictions = evaluate(net.to(device), data_items, len(classes), device,
+        net = load_model(weights, device).model
+        result, predictions = evaluate(net, data_items, len(classes), device,
                                        args.batch_size or cfg.data.eval_batch)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -210,6 +210,7 @@ def collect_results(run: Run, record: RunRecord, test: dict, method_report: dict
         **{f"test_{name}": test[name] for name in run.task.metrics},
         "seed": cfg.seed,
         "method": cfg.method.name,
+        "classes": list(run.data.classes),
         "config": cfg.source,
         "epochs": cfg.train.epochs,
         "time_per_epoch_s": sum(record.epoch_times) / max(1, len(record.epoch_times)),

@@ -271,6 +271,31 @@ def test_a_resumed_detection_run_gives_the_uninterrupted_ap(tmp_path, cache_dir)
     for column in ("loss_classifier", "loss_mask", "loss_reg", "feature_norm", "grad_norm", "feature_entropy",
                    "mutual_info", "val_bbox_ap", "val_mask_ap"):
         assert column in rows[0], column
+    check_detection_export(whole, tmp_path)
+
+
+def check_detection_export(run_dir, tmp_path):
+    """adarand-export's ONNX file of a detection run: ONNX Runtime's detections are PyTorch's (1e-4),
+    on an image of another size than the run's; load_model gives the detector in eval mode."""
+    import onnxruntime as ort
+
+    import adarand
+    from adarand.engine import export
+
+    r = run_entry(export.main, str(run_dir), "--output", str(tmp_path / "det.onnx"))
+    assert r.returncode == 0, r.stderr
+    model, transform, classes, _, _ = adarand.load_model(run_dir)
+    assert not model.training and classes == ["triangle", "disk", "diamond"]
+    image = torch.rand(3, 72, 56, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = model([image])[0][0]
+    session = ort.InferenceSession(str(tmp_path / "det.onnx"), providers=["CPUExecutionProvider"])
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"image": image.numpy()}), strict=True))
+    assert set(got) == {"boxes", "labels", "scores", "masks"}
+    for key in got:
+        assert got[key].shape == tuple(want[key].shape), key
+        np.testing.assert_allclose(got[key], want[key].numpy(), atol=1e-4, rtol=0)
+    assert run_entry(export.main, str(run_dir), "--format", "pt2").returncode == 2  # onnx only, one line
 
 
 def _priors_and_ap(local_rank, cache_dir, weights, out):
