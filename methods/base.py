@@ -41,7 +41,10 @@ class NoParams:
 
 def make_params(params_cls: type, given: dict[str, Any], owner: str) -> Any:
     """``params_cls`` from keyword arguments named by field (``lam``) or by YAML key, checked as the
-    config loader checks them; ``ValueError`` (one line) naming ``owner`` and the key otherwise."""
+    config loader checks them; ``ValueError`` (one line) naming ``owner`` and the key otherwise.
+
+        params = make_params(AdaRandParams, {"lam": 0.5}, "AdaRand")    # AdaRandParams(lam=0.5, ...)
+    """
     fields = {f.name: yaml_key(f) for f in dataclasses.fields(params_cls) if f.init}
     unknown = [k for k in given if k not in fields and k not in fields.values()]
     if unknown:
@@ -55,7 +58,12 @@ def make_params(params_cls: type, given: dict[str, Any], owner: str) -> Any:
 
 
 class Method:
-    """The base of every method object: no terms, no state (plain fine-tuning)."""
+    """The base of every method object: no terms, no state (plain fine-tuning: L = CE).
+
+        class MyPenalty(Method):
+            def terms(self, features, labels, *, logits=None, images=None):
+                return {"my_penalty": features.pow(2).mean()}
+    """
 
     Params: type = NoParams
     replaces_cross_entropy = False

@@ -111,7 +111,10 @@ def filter_ablation_losses(backbone: nn.Module, layers: dict[str, str], w: torch
 
 def channel_attention(increases: dict[str, torch.Tensor], temperature: float = 5.0) -> dict[str, torch.Tensor]:
     """a = softmax(z / temperature) per layer, z the increases z-scored over the layer's channels
-    (population standard deviation; all-equal increases give the uniform a_c = 1 / C)."""
+    (population standard deviation; all-equal increases give the uniform a_c = 1 / C).
+
+        attention = channel_attention(measure_attention(frozen, layers, loader, batches, K), temperature=5.0)
+    """
     out = {}
     for name, v in increases.items():
         v = v.double()
@@ -137,7 +140,11 @@ def measure_attention(frozen: nn.Module, layers: dict[str, str], feature_loader,
     """The filter-ablation increases {stage: (C,)} of the module docstring: a linear probe fitted on
     ``frozen``'s features over ``feature_loader`` (eval transform), then the cross-entropy increases
     on ``batches`` ((x, y) pairs on the device); in a process group, rank 0's for every process.
-    :func:`channel_attention` turns them into the attention."""
+    :func:`channel_attention` turns them into the attention.
+
+        increases = measure_attention(reg.frozen, reg.layers, eval_loader, [(x, y)], num_classes)
+        reg.attention = channel_attention(increases)
+    """
     device = next(frozen.parameters()).device
     feats, labels = extract_features(frozen, feature_loader, device, amp)
     w, b = fit_linear_probe(feats, labels, num_classes, probe_weight_decay)

@@ -32,7 +32,10 @@ from .statistics import extract_features
 
 def fit_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float,
                      max_iter: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W, b) minimising mean CE(x W^T + b, y) + weight_decay / 2 ||W||^2, in float64."""
+    """(W, b) minimising mean CE(x W^T + b, y) + weight_decay / 2 ||W||^2, in float64 (L-BFGS).
+
+        w, b = fit_linear_probe(*extract_features(model.backbone, loader, device), num_classes, 1e-4)
+    """
     x = feats.double()
     w = torch.zeros(num_classes, x.shape[1], dtype=torch.float64, device=x.device, requires_grad=True)
     b = torch.zeros(num_classes, dtype=torch.float64, device=x.device, requires_grad=True)
@@ -52,7 +55,10 @@ def fit_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int
 def linear_probe(extractor: nn.Module, head: nn.Linear, loader, num_classes: int, weight_decay: float = 1e-4,
                  max_iter: int = 500, device: torch.device | None = None, amp: str = "off") -> None:
     """LP-FT's first stage: ``head`` (a Linear layer) set to the probe fitted on ``extractor``'s
-    features over ``loader`` (:func:`fit_linear_probe`)."""
+    features over ``loader`` (:func:`fit_linear_probe`).
+
+        linear_probe(model.backbone, model.head, eval_loader, num_classes)
+    """
     device = device or next(extractor.parameters()).device
     feats, labels = extract_features(extractor, loader, device, amp)
     w, b = fit_linear_probe(feats, labels, num_classes, weight_decay, max_iter)
@@ -67,7 +73,10 @@ def has_batchnorm(module: nn.Module) -> bool:
 
 @torch.no_grad()
 def zero_head(head: nn.Linear) -> None:
-    """DAFT's head: weight and bias set to zero."""
+    """DAFT's head: W = 0, b = 0.
+
+        zero_head(model.head)
+    """
     head.weight.zero_()
     head.bias.zero_()
 
@@ -77,8 +86,12 @@ BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 @torch.no_grad()
 def convert_batchnorm(model: nn.Module, loader, device: torch.device) -> int:
-    """Re-parameterise every BatchNorm of ``model`` to the statistics of ``loader``'s inputs; returns
-    how many layers changed. The model's eval-mode output is unchanged."""
+    """Re-parameterise every BatchNorm of ``model`` to the statistics of ``loader``'s inputs (the
+    module docstring's beta', gamma'); returns how many layers changed. The model's eval-mode
+    output is unchanged.
+
+        convert_batchnorm(model.backbone, augmented_train_loader, torch.device("cpu"))
+    """
     bns = [m for m in model.modules() if isinstance(m, BATCH_NORMS)]
     sums = {m: [0, 0.0, 0.0] for m in bns}  # batches, sum of batch means, sum of batch variances
 

@@ -176,7 +176,10 @@ class RandRegParams:
 def priors_from_statistics(stats: ClassStatistics, prior: str, sigma_floor: float,
                            class_names: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(mu, sigma) of a statistics prior: ``class`` (K, d) from :func:`class_priors`; ``global``
-    (1, d), the class-agnostic mean and standard deviation (sigma raised to ``sigma_floor``)."""
+    (1, d), the class-agnostic mean and standard deviation (sigma raised to ``sigma_floor``).
+
+        mu, sigma = priors_from_statistics(class_statistics(model.backbone, loader, K), "class", 1e-4)
+    """
     if prior == "class":
         return class_priors(stats, sigma_floor, class_names)
     sigma = stats.global_var.sqrt()

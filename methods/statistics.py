@@ -65,7 +65,10 @@ def feature_pass(extractor: nn.Module, loader, device: torch.device, consume: Ca
 
 def extract_features(extractor: nn.Module, loader, device: torch.device, amp: str = "off"
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """All features (N, d) and labels (N,) of the split, gathered from every process."""
+    """All features g(x) (N, d) and labels (N,) of ``loader``, gathered from every process.
+
+        features, labels = extract_features(model.backbone, loader, torch.device("cpu"))
+    """
     feats, labels = [], []
     feature_pass(extractor, loader, device, lambda f, y: (feats.append(f), labels.append(y)), amp)
     feats, labels = torch.cat(feats), torch.cat(labels)
@@ -115,6 +118,15 @@ def class_sums(values: torch.Tensor, labels: torch.Tensor, num_classes: int) -> 
 
 @dataclass
 class ClassStatistics:
+    """Per-class sums S_k, sums of squares Q_k and counts n_k of features (float64), and from them
+
+        mean_k = S_k / n_k,   var_k = Q_k / n_k - mean_k^2   (population variance)
+        global mean = sum_k S_k / sum_k n_k, global var likewise
+
+        stats = ClassStatistics(sums, sumsq, counts)     # or class_statistics(extractor, loader, K)
+        stats.mean, stats.var, stats.global_mean
+    """
+
     sums: torch.Tensor  # (K, d) float64
     sumsq: torch.Tensor  # (K, d) float64
     counts: torch.Tensor  # (K,) float64
@@ -179,10 +191,14 @@ def _feature_dim(extractor: nn.Module, loader, device) -> int:
 
 def class_priors(stats: ClassStatistics, sigma_floor: float, class_names: list[str] | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-class (mu, sigma) in float32, with the fallbacks of SPEC §4.
+    """Per-class (mu, sigma) in float32, with the fallbacks of SPEC §4:
+
+        mu_k = mean_k,  sigma_k = max(sqrt(var_k), sigma_floor)
 
     A class without samples takes the class-agnostic statistics; any sigma below ``sigma_floor``
     (a class with one sample, or a constant feature) is raised to it. Both warn.
+
+        mu, sigma = class_priors(class_statistics(model.backbone, loader, K), sigma_floor=1e-4)
     """
     mu, var = stats.mean.clone(), stats.var.clone()
     empty = (stats.counts == 0).nonzero().flatten().tolist()

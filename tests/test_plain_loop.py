@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_readme_example import readme_block
 from torch.utils.data import DataLoader
 
 from adarand.core.seeded import sample_seed
@@ -18,7 +19,6 @@ from adarand.engine.state import RunRecord
 from adarand.methods import AdaRand, CoreTuning, RandReg
 
 from conftest import REPO
-from test_readme_example import readme_block
 
 EPOCHS = 3
 
@@ -179,3 +179,19 @@ def test_adarand_state_round_trip_and_device_move():
         b.update(f, y)
     assert torch.equal(a.mu, b.mu) and torch.equal(a.mu_bar, b.mu_bar)
     assert a.scheduler.last_epoch == b.scheduler.last_epoch == 4
+
+
+def test_every_public_object_documents_its_use():
+    """Each public name of adarand.methods has a docstring with a usage line that calls it."""
+    import inspect
+
+    import adarand.methods as methods
+    from adarand.methods.lightning_callback import MethodCallback
+
+    missing = []
+    for name in [*methods.__all__, "MethodCallback"]:
+        obj = getattr(methods, name, None) or MethodCallback
+        doc = inspect.getdoc(obj) or ""
+        if not any(f"{name}{c}" in doc for c in "(.") and not (name == "Method" and "(Method)" in doc):
+            missing.append(name)
+    assert missing == []
