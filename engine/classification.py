@@ -42,4 +42,5 @@ def classification_summary(m: dict) -> str:
 CLASSIFICATION = Task(name="classification", metrics=("accuracy", "loss"),
                       selection=(("accuracy", True), ("loss", False)), create_model=classification_model,
                       forward=classification_forward, create_evaluator=classification_evaluator,
-                      summary=classification_summary, best=lambda m: f"{100 * float(m['accuracy']):.2f} %")
+                      summary=classification_summary, best=lambda m: f"{100 * float(m['accuracy']):.2f} %",
+                      labels=(("accuracy", "accuracy (%)"), ("loss", "loss")))

@@ -130,8 +130,14 @@ def detection_summary(m: dict) -> str:
     return text + (f" mask AP {100 * float(m['mask_ap']):.2f}" if "mask_ap" in m else "")
 
 
-def detection_task(cfg: Config) -> Task:
-    masks = cfg.detection.masks
+def detection_labels() -> tuple[tuple[str, str], ...]:
+    """bbox AP, bbox AP50, ..., mask AP75: COCO's AP in points."""
+    return tuple((f"{k}_{n}", f"{k} {n.replace('ap', 'AP')}") for k in ("bbox", "mask") for n in AP_NAMES)
+
+
+def detection_task(cfg: Config | None = None, masks: bool | None = None) -> Task:
+    """Detection as ``cfg`` sets it (or with ``masks`` given: the task of a finished run, for its labels)."""
+    masks = cfg.detection.masks if masks is None else masks
     kinds = ("bbox", "mask") if masks else ("bbox",)
     metrics = tuple(f"{k}_{n}" for k in kinds for n in AP_NAMES)
     return Task(name="detection", metrics=metrics, selection=tuple((f"{k}_ap", True) for k in kinds),
@@ -139,4 +145,5 @@ def detection_task(cfg: Config) -> Task:
                 create_evaluator=lambda model, device, amp="off", channels_last=False: create_detection_evaluator(
                     model, device, amp, channels_last, masks),
                 summary=detection_summary, best=lambda m: f"bbox AP {100 * float(m['bbox_ap']):.2f}",
-                test_features=False)
+                test_features=False, labels=detection_labels(),
+                grad_norm_label="gradient norm into C5 ‖∂ℓ/∂C5‖²")

@@ -34,6 +34,7 @@ from torch.utils.tensorboard import SummaryWriter
 from ..core.errors import UserError
 from .epoch_log import EPOCH_LOG, read_epoch_log
 from .report import Row, collect, mean_std
+from .tasks import task_named
 from .test_features import TEST_FEATURES
 
 EXTRA = "pip install 'adarand[plot]'"
@@ -149,8 +150,11 @@ def figure2(Figure, dataset: str, rows: list[Row]):
             epochs, mean, std, n = curve[name]
             ax.plot(epochs, mean, color=colour, label=f"{row.method} (n={n})")
             ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
-    for ax, (_, title) in zip(axes, DIAGNOSTICS, strict=True):
-        ax.set_title(title)
+    titles = dict(DIAGNOSTICS)
+    if any(r.task != "classification" for r in rows):  # what the task's gradient-norm diagnostic measures
+        titles["grad_norm"] = task_named(next(r.task for r in rows if r.task != "classification")).grad_norm_label
+    for ax, name in zip(axes, titles, strict=True):
+        ax.set_title(titles[name])
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
@@ -188,9 +192,20 @@ def figure3(Figure, dataset: str, rows: list[Row]):
     return fig, ["method", "run_dir", "class", "pc1", "pc2"], data
 
 
+def sweep_problem(rows: list[Row], key: str) -> str | None:
+    """Why a figure against ``key`` would show nothing, or None: no run sets it, or no method has
+    two values of it (one point per method is no curve)."""
+    swept, _ = sweep_points(rows, key)
+    if not swept:
+        return f"no run sets {key}"
+    if all(len(values) < 2 for values, *_ in swept.values()):
+        return f"no method has two values of {key} (sweep it, e.g. '{key}=[0.1,1,10]')"
+    return None
+
+
 def figure_sweep(Figure, dataset: str, rows: list[Row], key: str):
     swept, flat = sweep_points(rows, key)
-    if not swept:
+    if sweep_problem(rows, key) is not None:
         return None
     fig = Figure(figsize=(7, 4.8), layout="constrained")
     ax = fig.subplots()
@@ -209,11 +224,12 @@ def figure_sweep(Figure, dataset: str, rows: list[Row], key: str):
         ax.set_xscale("symlog", linthresh=float(positive.min()))
     elif len(positive) == len(every) and every.max() / every.min() >= 20:
         ax.set_xscale("log")
+    label = rows[0].metric_label
     ax.set_xlabel(key)
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(f"test {label}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    fig.suptitle(f"Test accuracy against {key}, mean ± std over seeds\n{dataset}", fontsize="medium")
+    fig.suptitle(f"Test {label} against {key}, mean ± std over seeds\n{dataset}", fontsize="medium")
     return fig, ["method", key, "mean", "std", "runs"], data
 
 
@@ -235,7 +251,9 @@ def save(fig, header: list[str], data: list[tuple], out: Path, name: str) -> lis
     return paths
 
 
-def make_figures(rows: list[Row], figures: list[str], out: Path, key: str = "method.lambda") -> list[Path]:
+def make_figures(rows: list[Row], figures: list[str], out: Path, key: str = "method.lambda",
+                 skipped: list[str] | None = None) -> list[Path]:
+    """The figures' files; ``skipped`` receives a line for each figure with nothing to show."""
     Figure = require_matplotlib()
     groups = by_dataset(rows)
     written = []
@@ -248,6 +266,8 @@ def make_figures(rows: list[Row], figures: list[str], out: Path, key: str = "met
                 made, name = figure3(Figure, dataset, mine), "figure3"
             else:
                 made, name = figure_sweep(Figure, dataset, mine, key), f"figure_{slug(key.rsplit('.', 1)[-1])}"
+                if made is None and skipped is not None:
+                    skipped.append(f"{name}{suffix}: not drawn: {sweep_problem(mine, key)}")
             if made is not None:
                 written += save(*made, out, name + suffix)
     return written
@@ -287,16 +307,20 @@ def main(argv: list[str] | None = None) -> int:
         rows = collect([Path(r) for r in args.roots])
         if not rows:
             raise UserError(f"no results.json under {', '.join(args.roots)}")
-        written = make_figures(rows, args.figure, Path(args.out), args.key)
+        skipped: list[str] = []
+        written = make_figures(rows, args.figure, Path(args.out), args.key, skipped)
         if args.tensorboard:
             written += write_mean_runs(rows, Path(args.tensorboard))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not written:
+        why = "; ".join(skipped) if skipped else f"epochs.csv, test_features.pt, or runs that set {args.key}"
         print(f"error: the runs under {', '.join(args.roots)} have no data for figure(s) {', '.join(args.figure)} "
-              f"(epochs.csv, test_features.pt, or runs that set {args.key})", file=sys.stderr)
+              f"({why})", file=sys.stderr)
         return 2
+    for line in skipped:
+        print(line)
     for path in written:
         print(path)
     return 0

@@ -36,6 +36,7 @@ from ..core.errors import UserError
 from ..core.schema import to_plain
 from ..handlers.registry import get_regularizer_class
 from .state import flatten
+from .tasks import task_named
 
 # keys that say nothing about the experiment: the seed, where files go, how the run is displayed
 IGNORED = ("seed", "output_root", "cache_dir", "train.progress", "train.epoch_lines", "train.log_every",
@@ -49,6 +50,7 @@ class Row:
     experiment: dict  # the flattened config, without IGNORED
     # the selecting metric (results.json's ``metric``): accuracy (%), or detection's bbox AP (points)
     metric: str = "accuracy"
+    task: str = "classification"
     accuracies: list[float] = dataclasses.field(default_factory=list)  # test accuracy (%) / bbox AP, a run each
     val_accuracies: list[float] = dataclasses.field(default_factory=list)  # the selected epoch's (%)
     val_losses: list[float] = dataclasses.field(default_factory=list)
@@ -66,9 +68,18 @@ class Row:
         return len(self.accuracies)
 
     @property
+    def metric_label(self) -> str:
+        """The selecting metric's name, as its task words it (``accuracy (%)``, ``bbox AP``)."""
+        return metric_label(self.task, self.metric)
+
+    @property
     def context(self) -> tuple:
         """The experiment without the method: what a paired comparison holds fixed."""
         return key_of({k: v for k, v in self.experiment.items() if not k.startswith("method.")})
+
+
+def metric_label(task: str, metric: str) -> str:
+    return task_named(task).label(metric)
 
 
 def key_of(flat: dict) -> tuple:
@@ -109,7 +120,8 @@ def collect(roots: list[Path]) -> list[Row]:
             run_dir: Path) -> None:
         kind = "gpu" if "peak_gpu_mib" in res else "rss"
         metric = res.get("metric", "accuracy")
-        row = groups.setdefault(key, Row(dataset, method, experiment, metric=metric, memory_kind=kind))
+        row = groups.setdefault(key, Row(dataset, method, experiment, metric=metric, memory_kind=kind,
+                                         task=res.get("task", "classification")))
         row.accuracies.append(100.0 * accuracy)
         row.val_accuracies.append(100.0 * float(res.get(f"val_{metric}", math.nan)))
         row.val_losses.append(float(res.get("val_loss", math.nan)))
@@ -184,6 +196,7 @@ class Paired:
     baseline: str
     differences: list[float]  # method - baseline, percentage points, seed by seed
     metric: str = "accuracy"  # what the differences are of (detection: bbox AP)
+    task: str = "classification"
 
     def summary(self) -> tuple[float, float | None, int, int, int, float | None]:
         """(mean, sd, wins, losses, ties, p of the paired t-test; None with fewer than two pairs or
@@ -212,7 +225,7 @@ def paired(rows: list[Row], baseline: str, context=None) -> list[Paired]:
         base_acc = dict(zip(base.seeds, base.accuracies, strict=True))
         diffs = [a - base_acc[s] for s, a in zip(r.seeds, r.accuracies, strict=True) if s in base_acc]
         if diffs:
-            out.append(Paired(r.dataset, r.method, baseline, diffs, r.metric))
+            out.append(Paired(r.dataset, r.method, baseline, diffs, r.metric, r.task))
     return out
 
 
@@ -262,9 +275,18 @@ def select_on_validation(rows: list[Row], over: list[str] | None = None) -> list
 
 
 def selected_markdown(selected: list[Selected]) -> str:
-    lines = ["Selected on validation: per dataset and method, the grid point with the best mean validation accuracy "
-             "over seeds, and its test accuracy (%)", "",
-             "| dataset | method | chosen | points | n | val acc (%) | test acc (%) |", "|---|---|---|---|---|---|---|"]
+    """A table per selecting metric (classification's accuracy, detection's bbox AP), each headed by
+    its task's name for it."""
+    tables = []
+    for label in dict.fromkeys(s.row.metric_label for s in selected):
+        tables.append(selected_table([s for s in selected if s.row.metric_label == label], label))
+    return "\n".join(tables)
+
+
+def selected_table(selected: list[Selected], label: str) -> str:
+    lines = [f"Selected on validation: per dataset and method, the grid point with the best mean validation {label} "
+             f"over seeds, and its test {label}", "",
+             f"| dataset | method | chosen | points | n | val {label} | test {label} |", "|---|---|---|---|---|---|---|"]
     for s in selected:
         chosen = ", ".join(f"{k}={v}" for k, v in s.chosen.items()) or "(one point)"
         lines.append(f"| {s.row.dataset} | {s.method} | {chosen} | {len(s.candidates)} | {s.row.n} | "
@@ -282,7 +304,7 @@ def write_selected_csv(selected: list[Selected], path: Path) -> None:
 
 
 def paired_markdown(pairs: list[Paired]) -> str:
-    what = " / ".join(sorted({"bbox AP" if pr.metric == "bbox_ap" else "accuracy" for pr in pairs}))
+    what = " / ".join(sorted({metric_label(pr.task, pr.metric).removesuffix(" (%)") for pr in pairs}))
     lines = [f"Paired against {pairs[0].baseline} on the same seeds: test {what} difference (points)", "",
              "| dataset | method | pairs | mean ± sd | wins / losses / ties | p (paired t) |", "|---|---|---|---|---|---|"]
     for pr in sorted(pairs, key=lambda pr: (pr.dataset, pr.method)):

@@ -13,7 +13,9 @@ regularizers, the prior pass, checkpoints and resume, logging and the command li
   ``y`` (a label per image) and the task's loss terms in ``losses``;
 * ``create_evaluator(model, device, amp, channels_last)`` -> an Engine whose metrics are ``metrics``;
 * ``summary(metrics)``: the validation part of the epoch line; ``best(metrics)`` its best so far;
-* ``test_features``: whether the run keeps g(x) of test images with a label each (Figure 3).
+* ``test_features``: whether the run keeps g(x) of test images with a label each (Figure 3);
+* ``labels``: each metric's name in tables and figures (``accuracy (%)``, ``bbox AP``), and
+  ``grad_norm_label`` what the gradient-norm diagnostic measures on this task.
 
 ``engine/tasks.py`` names the tasks (``task:``); each lives in a module of its own
 (``classification.py``, ``detection.py``).
@@ -36,6 +38,12 @@ class Task:
     summary: Callable[[dict], str]
     best: Callable[[dict], str]  # the best epoch's figure in the epoch line
     test_features: bool = True
+    labels: tuple[tuple[str, str], ...] = ()
+    grad_norm_label: str = "gradient norm ‖∇_W ℓ‖²"
+
+    def label(self, metric: str) -> str:
+        """The metric's name in tables and figures (its unit included)."""
+        return dict(self.labels).get(metric, metric)
 
     @property
     def primary(self) -> str:

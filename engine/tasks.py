@@ -9,6 +9,14 @@ from .detection import detection_task
 from .task import Task
 
 
+TASKS = {"classification": lambda cfg: CLASSIFICATION, "detection": detection_task}
+
+
 def get_task(cfg: Config) -> Task:
     """The task that ``cfg.task`` names (detection's depends on ``detection.masks``)."""
-    return detection_task(cfg) if cfg.task == "detection" else CLASSIFICATION
+    return TASKS[cfg.task](cfg)
+
+
+def task_named(name: str) -> Task:
+    """The task of a finished run by its name (``results.json``'s ``task``), for its metrics' labels."""
+    return CLASSIFICATION if name == "classification" else detection_task(masks=True)

@@ -138,3 +138,48 @@ def test_a_seed_found_twice_in_one_experiment_is_refused_naming_both_folders(tmp
                                                f"folders of the same experiment: {tmp_path / 'first' / 'ada0'} and "
                                                f"{tmp_path / 'copy' / 'ada0'};")
     assert table_main([str(tmp_path / "first"), "--paired", "finetune"]) == 0  # one root: each seed once
+
+
+def test_detection_tables_and_figures_name_their_metric(tmp_path, capsys):
+    """Over detection runs, every header, axis and caption names bbox AP, as the task words it."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from adarand.engine import plots
+    from adarand.engine.report import collect
+
+    base, methods = REPO / "yaml/base/shapes_small_cnn.yaml", REPO / "yaml/methods"
+    for name in ("finetune", "adarand"):
+        for lam in ([None] if name == "finetune" else [0.1, 1.0]):
+            for seed in (0, 1):
+                folder = tmp_path / f"{name}{lam}" / f"seed{seed}"
+                overrides = [f"seed={seed}"] + ([] if lam is None else [f"method.lambda={lam}"])
+                fake_run(folder, [base, methods / f"{name}.yaml"], overrides, 0.0, 1.0, 100)
+                ap = 0.30 + 0.01 * seed + (0.0 if lam is None else 0.02 * lam)
+                (folder / "results.json").write_text(json.dumps({
+                    "task": "detection", "metric": "bbox_ap", "test_bbox_ap": ap, "val_bbox_ap": ap + 0.05,
+                    "val_mask_ap": ap, "test_mask_ap": ap - 0.01, "time_per_epoch_s": 1.0, "peak_rss_mib": 100}))
+    assert table_main([str(tmp_path), "--select", "val", "--paired", "finetune"]) == 0
+    text = capsys.readouterr().out
+    assert "accuracy" not in text and "acc (%)" not in text
+    assert "best mean validation bbox AP" in text and "| val bbox AP | test bbox AP |" in text
+    assert "test bbox AP difference (points)" in text
+    rows = collect([tmp_path])
+    fig, _, _ = plots.figure_sweep(Figure, rows[0].dataset, rows, "method.lambda")
+    assert fig.axes[0].get_ylabel() == "test bbox AP"
+    assert "bbox AP against method.lambda" in fig.get_suptitle()
+    fig2, _, _ = plots.figure2(Figure, rows[0].dataset, rows)
+    assert "C5" in fig2.axes[1].get_title()  # the detection task's gradient-norm diagnostic
+
+
+def test_a_root_without_a_swept_key_draws_no_sweep_figure(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from adarand.engine import plots
+
+    base, ada = REPO / "yaml/base/digits_small_cnn.yaml", REPO / "yaml/methods/adarand.yaml"
+    for seed in (0, 1):
+        fake_run(tmp_path / "runs" / f"s{seed}", [base, ada], [f"seed={seed}"], 0.8, 1.0, 100)
+    assert plots.main([str(tmp_path / "runs"), "--figure", "lambda", "--out", str(tmp_path / "fig")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "figure_lambda: not drawn: no method has two values of method.lambda" in err
+    assert not (tmp_path / "fig" / "figure_lambda.png").exists()
