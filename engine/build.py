@@ -17,7 +17,7 @@ from ..core.console import progress_bars
 from ..core.distributed import shard_without_padding
 from ..core.errors import UserError
 from ..core.seeded import SeededDataset, SeededSampler, sample_seed
-from ..datasets import DataSplits, ImageSets, create_datasets
+from ..datasets import DataSplits, ImageSets
 from ..handlers.context import RunContext
 from ..handlers.registry import Regularizer, get_regularizer_class
 from ..models import Classifier, backbone_preprocessing
@@ -36,16 +36,16 @@ class Loaders:
 
 
 def setup_data(cfg: Config) -> tuple[DataSplits, Loaders]:
-    data = create_datasets(cfg.data, cfg.cache_dir, progress=progress_bars(cfg.train.progress) and idist.get_rank() == 0,
-                           detection=cfg.detection if cfg.task == "detection" else None)
+    task = get_task(cfg)
+    data = task.create_datasets(cfg, progress_bars(cfg.train.progress) and idist.get_rank() == 0)
     d = cfg.data
     world, rank = idist.get_world_size(), idist.get_rank()
     if len(data.train) < d.batch_size * world:
         raise UserError(f"data: the training split has {len(data.train)} images, fewer than one global batch "
                         f"(batch_size {d.batch_size} x {world} processes)")
-    if data.num_classes < 2 and cfg.task == "classification":
+    if data.num_classes < task.min_classes:
         raise UserError(f"data.root: {data.root} has {data.num_classes} class ({', '.join(data.classes)}); "
-                        "classification needs at least two")
+                        f"{task.name} needs at least {task.min_classes}")
     if len(data.val) == 0:
         raise UserError("data.val_ratio: the validation split is empty; model selection needs one")
     pin = torch.cuda.is_available()

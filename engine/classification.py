@@ -8,6 +8,8 @@ import torch.nn.functional as F
 
 from ..core.config import Config
 from ..core.step import StepState, autocast, prepare_input
+from ..datasets import create_datasets
+from ..datasets.transforms import InferenceTransform
 from ..models import create_model
 from .evaluator import create_evaluator
 from .task import Task
@@ -43,4 +45,6 @@ CLASSIFICATION = Task(name="classification", metrics=("accuracy", "loss"),
                       selection=(("accuracy", True), ("loss", False)), create_model=classification_model,
                       forward=classification_forward, create_evaluator=classification_evaluator,
                       summary=classification_summary, best=lambda m: f"{100 * float(m['accuracy']):.2f} %",
-                      labels=(("accuracy", "accuracy (%)"), ("loss", "loss")))
+                      labels=(("accuracy", "accuracy (%)"), ("loss", "loss")), min_classes=2,
+                      create_datasets=lambda cfg, progress=False: create_datasets(cfg.data, cfg.cache_dir, progress=progress),
+                      inference_transform=lambda cfg: InferenceTransform(cfg.data))

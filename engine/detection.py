@@ -16,9 +16,11 @@ import torch
 from ignite.engine import Engine
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
+from torchvision.transforms import v2
 
 from ..core.config import Config
 from ..core.step import StepState, autocast, to_device
+from ..datasets import create_datasets
 from ..models import create_model
 from ..models.detection import build_detector
 from .task import Task
@@ -146,4 +148,8 @@ def detection_task(cfg: Config | None = None, masks: bool | None = None) -> Task
                     model, device, amp, channels_last, masks),
                 summary=detection_summary, best=lambda m: f"bbox AP {100 * float(m['bbox_ap']):.2f}",
                 test_features=False, labels=detection_labels(),
+                create_datasets=lambda cfg, progress=False: create_datasets(cfg.data, cfg.cache_dir, progress=progress,
+                                                                            detection=cfg.detection),
+                # the detector resizes and normalises inside: one image -> float in [0, 1]
+                inference_transform=lambda cfg: v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]),
                 grad_norm_label="gradient norm into C5 ‖∂ℓ/∂C5‖²")

@@ -150,16 +150,17 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(run_dir / "config.yaml")
         # the architecture without its pretrained weights: the run's own weights replace them all
         cfg.model = dataclasses.replace(cfg.model, pretrained=None)
-        if cfg.task == "detection":
-            return report_detection(run_dir, weights, *evaluate_detection(cfg, args, weights), args)
-        data_items, classes, what = samples_to_evaluate(cfg, args)
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        net = load_model(weights, device).model
-        result, predictions = evaluate(net, data_items, len(classes), device,
-                                       args.batch_size or cfg.data.eval_batch)
+        return EVALUATIONS[cfg.task](cfg, args, run_dir, weights)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def evaluate_classification_run(cfg: Config, args: argparse.Namespace, run_dir: Path, weights: Path) -> int:
+    data_items, classes, what = samples_to_evaluate(cfg, args)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net = load_model(weights, device).model
+    result, predictions = evaluate(net, data_items, len(classes), device, args.batch_size or cfg.data.eval_batch)
     kind = "folder" if args.folder else "list" if args.list else args.split
     out = Path(args.output) if args.output else run_dir / f"eval_{kind}.json"
     write_json_atomic(out, {"run": str(run_dir), "checkpoint": str(weights), "evaluated": what, "classes": classes,
@@ -173,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def evaluate_detection_run(cfg: Config, args: argparse.Namespace, run_dir: Path, weights: Path) -> int:
+    return report_detection(run_dir, weights, *evaluate_detection(cfg, args, weights), args)
+
+
 def report_detection(run_dir: Path, weights: Path, result: dict, classes: list[str], what: str,
                      args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else run_dir / f"eval_{args.split}.json"
@@ -183,6 +188,10 @@ def report_detection(run_dir: Path, weights: Path, result: dict, classes: list[s
     print(f"{what}: {figures} on {result['images']} images; {out}")
     print("per class (worst bbox AP first):\n" + per_class_ap_table(result))
     return 0
+
+
+# what adarand-eval does with a run of each task (``task:``)
+EVALUATIONS = {"classification": evaluate_classification_run, "detection": evaluate_detection_run}
 
 
 if __name__ == "__main__":

@@ -151,8 +151,8 @@ def figure2(Figure, dataset: str, rows: list[Row]):
             ax.plot(epochs, mean, color=colour, label=f"{row.method} (n={n})")
             ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
     titles = dict(DIAGNOSTICS)
-    if any(r.task != "classification" for r in rows):  # what the task's gradient-norm diagnostic measures
-        titles["grad_norm"] = task_named(next(r.task for r in rows if r.task != "classification")).grad_norm_label
+    # what each task's gradient-norm diagnostic measures
+    titles["grad_norm"] = " / ".join(dict.fromkeys(task_named(r.task).grad_norm_label for r in rows))
     for ax, name in zip(axes, titles, strict=True):
         ax.set_title(titles[name])
         ax.set_xlabel("epoch")

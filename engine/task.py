@@ -14,6 +14,8 @@ regularizers, the prior pass, checkpoints and resume, logging and the command li
 * ``create_evaluator(model, device, amp, channels_last)`` -> an Engine whose metrics are ``metrics``;
 * ``summary(metrics)``: the validation part of the epoch line; ``best(metrics)`` its best so far;
 * ``test_features``: whether the run keeps g(x) of test images with a label each (Figure 3);
+* ``create_datasets(cfg, progress)`` -> the run's DataSplits; ``min_classes`` the fewest classes
+  it trains on; ``inference_transform(cfg)`` one image -> the model's input (``adarand.load_model``);
 * ``labels``: each metric's name in tables and figures (``accuracy (%)``, ``bbox AP``), and
   ``grad_norm_label`` what the gradient-norm diagnostic measures on this task.
 
@@ -38,6 +40,9 @@ class Task:
     summary: Callable[[dict], str]
     best: Callable[[dict], str]  # the best epoch's figure in the epoch line
     test_features: bool = True
+    create_datasets: Callable | None = None
+    inference_transform: Callable | None = None
+    min_classes: int = 1
     labels: tuple[tuple[str, str], ...] = ()
     grad_norm_label: str = "gradient norm ‖∇_W ℓ‖²"
 

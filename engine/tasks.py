@@ -8,7 +8,6 @@ from .classification import CLASSIFICATION
 from .detection import detection_task
 from .task import Task
 
-
 TASKS = {"classification": lambda cfg: CLASSIFICATION, "detection": detection_task}
 
 

@@ -22,16 +22,12 @@ from types import SimpleNamespace
 from typing import NamedTuple
 
 import torch
-from torchvision.transforms import v2
 
 from ..core.config import Config
 from ..core.errors import UserError
-from ..datasets import create_datasets
-from ..datasets.transforms import InferenceTransform
-from ..models import create_model
 from .checkpoints import BEST_PREFIX, CHECKPOINTS, last_checkpoints, read_checkpoint
 from .config import load_config
-from .detection import detection_model
+from .tasks import get_task
 
 
 def locate(path: Path) -> tuple[Path, Path]:
@@ -78,7 +74,7 @@ def run_classes(run_dir: Path, cfg: Config) -> list[str]:
         classes = json.loads(results.read_text()).get("classes")
         if classes:
             return list(classes)
-    return create_datasets(cfg.data, cfg.cache_dir, detection=cfg.detection if cfg.task == "detection" else None).classes
+    return get_task(cfg).create_datasets(cfg).classes
 
 
 def load_model(run: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
@@ -89,13 +85,9 @@ def load_model(run: str | Path, device: str | torch.device = "cpu") -> TrainedMo
     cfg = load_config(run_dir / "config.yaml")
     cfg.model = dataclasses.replace(cfg.model, pretrained=None)  # the run's own weights replace them all
     classes = run_classes(run_dir, cfg)
-    if cfg.task == "detection":
-        net, _ = detection_model(cfg, SimpleNamespace(num_classes=len(classes), classes=classes))
-        transform = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
-    else:
-        net, _ = create_model(cfg.model, len(classes), in_channels=1 if cfg.data.grayscale else 3,
-                              image_size=cfg.data.image_size)
-        transform = InferenceTransform(cfg.data)
+    task = get_task(cfg)
+    net, _ = task.create_model(cfg, SimpleNamespace(num_classes=len(classes), classes=classes))
+    transform = task.inference_transform(cfg)
     state = model_weights(weights)
     if not any(k.startswith("source_head.") for k in net.state_dict()):  # Co-Tuning's, not used to predict
         state = {k: v for k, v in state.items() if not k.startswith("source_head.")}

@@ -54,6 +54,7 @@ from .launch import train
 from .run_folder import DISPLAY_KEYS, FINISHED, folder_state
 from .search_space import read_space
 from .sweep import minutes, selected_method
+from .tasks import get_task
 
 EXTRA = "pip install 'adarand[tune]'"
 
@@ -252,7 +253,7 @@ class Study:
         from optuna_integration import PyTorchIgnitePruningHandler
 
         def attach_pruning(trainer, val_evaluator) -> None:
-            metric = "bbox_ap" if cfg.task == "detection" else "accuracy"  # what selects the epoch
+            metric = get_task(cfg).primary  # what selects the epoch
             val_evaluator.add_event_handler(Events.COMPLETED, PyTorchIgnitePruningHandler(trial, metric, trainer))
 
         return train(self.configs, overrides, output=run_dir, seed=self.seed, quiet=True, on_engines=attach_pruning,
