@@ -33,8 +33,6 @@ from scipy import stats
 import yaml
 
 from ..core.errors import UserError
-from ..core.schema import to_plain
-from ..handlers.registry import get_regularizer_class
 from .state import flatten
 from .tasks import task_named
 
@@ -62,6 +60,7 @@ class Row:
     epoch_times: list[float] = dataclasses.field(default_factory=list)
     memories: list[float] = dataclasses.field(default_factory=list)
     memory_kind: str = "rss"
+    varied: dict = dataclasses.field(default_factory=dict)  # the keys that differ between its dataset's rows
 
     @property
     def n(self) -> int:
@@ -92,16 +91,6 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
     if n < 2:
         return m, None
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
-
-
-def method_label(method: dict) -> str:
-    name = method.get("name", "finetune")
-    try:
-        defaults = to_plain(get_regularizer_class(name).Params())
-    except KeyError:
-        defaults = {}
-    changed = [f"{k}={v}" for k, v in method.items() if k != "name" and defaults.get(k, v) != v]
-    return f"{name} ({', '.join(changed)})" if changed else name
 
 
 def dataset_label(data: dict, model: dict) -> str:
@@ -145,7 +134,7 @@ def collect(roots: list[Path]) -> list[Row]:
             flat = flatten(cfg)
             experiment = {k: v for k, v in flat.items() if k not in IGNORED}
             dataset = dataset_label(cfg.get("data", {}), cfg.get("model", {}))
-            method = method_label(cfg.get("method", {}))
+            method = str(cfg.get("method", {}).get("name", "finetune"))  # labelled by label_differences
             seed = int(flat.get("seed", res.get("seed", 0)))
             metric = res.get("metric", "accuracy")
             add(key_of(experiment), dataset, method, experiment, float(res[f"test_{metric}"]), res, seed,
@@ -158,7 +147,7 @@ def collect(roots: list[Path]) -> list[Row]:
     for row in rows:
         refuse_repeated_seeds(row)
     label_differences(rows)
-    return rows
+    return sorted(rows, key=row_order)
 
 
 def refuse_repeated_seeds(row: Row) -> None:
@@ -174,19 +163,59 @@ def refuse_repeated_seeds(row: Row) -> None:
         first.setdefault(seed, run_dir)
 
 
+def format_value(value) -> str:
+    """A config value as a table shows it: numbers to 6 significant digits (0.3, not 0.30000000000000004)."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return "" if value is None else str(value)
+
+
+def differing_keys(rows: list[Row]) -> list[str]:
+    """The keys that take two or more values among the rows that have them (the method's name aside)."""
+    keys = sorted({k for r in rows for k in r.experiment} - {"method.name", "extra_test"})
+    return [k for k in keys if len({json.dumps(r.experiment[k], sort_keys=True) for r in rows if k in r.experiment}) > 1]
+
+
 def label_differences(rows: list[Row]) -> None:
-    """Rows that would share a (dataset, method) label get the keys in which their experiments
-    differ appended, e.g. ``[train.epochs=3]`` and ``[train.epochs=50]``."""
-    by_label: dict[tuple[str, str], list[Row]] = {}
+    """Every key whose value differs between the rows of one dataset is a column of its own
+    (``Row.varied``); those that differ between the rows of one method make its rows' labels: its
+    parameters in parentheses, shown at every row even where one is the default
+    (``adarand (alpha=0.5, lambda=1)``), any other key in brackets (``[train.epochs=3]``)."""
+    by_dataset: dict[str, list[Row]] = {}
     for r in rows:
-        by_label.setdefault((r.dataset, r.method), []).append(r)
-    for same in by_label.values():
-        if len(same) < 2:
-            continue
-        keys = sorted({k for r in same for k in r.experiment} - {"method.name"})
-        differ = [k for k in keys if len({json.dumps(r.experiment.get(k), sort_keys=True) for r in same}) > 1]
+        by_dataset.setdefault(r.dataset, []).append(r)
+    for same in by_dataset.values():
+        columns = differing_keys(same)
+        by_method: dict[str, list[Row]] = {}
         for r in same:
-            r.method += " [" + ", ".join(f"{k}={r.experiment.get(k)}" for k in differ) + "]"
+            r.varied = {k: r.experiment[k] for k in columns if k in r.experiment}
+            by_method.setdefault(str(r.experiment.get("method.name", "finetune")), []).append(r)
+        for name, mine in by_method.items():
+            labelled = differing_keys(mine)
+            for r in mine:
+                params = [f"{k.removeprefix('method.')}={format_value(r.experiment[k])}" for k in labelled
+                          if k.startswith("method.") and k in r.experiment]
+                others = [f"{k}={format_value(r.experiment[k])}" for k in labelled
+                          if not k.startswith("method.") and k in r.experiment]
+                r.method = name + (f" ({', '.join(params)})" if params else "") + \
+                    (f" [{', '.join(others)}]" if others else "")
+
+
+def sortable(value) -> tuple:
+    """Numbers before text, numbers by value (0.1, 0.3, 3.0, 10.0), None first."""
+    if value is None:
+        return (0, 0.0, "")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (1, float(value), "")
+    return (2, 0.0, json.dumps(value, sort_keys=True))
+
+
+def row_order(r: Row) -> tuple:
+    """Rows by dataset, method name, then the varied keys' values in numeric order."""
+    return (r.dataset, str(r.experiment.get("method.name", "finetune")),
+            tuple(sortable(v) for _, v in sorted(r.varied.items())), r.method)
 
 
 @dataclasses.dataclass
@@ -261,7 +290,7 @@ def select_on_validation(rows: list[Row], over: list[str] | None = None) -> list
     the first point in label order. The test accuracy plays no part in the choice. (Detection: the
     best mean validation bbox AP, a tie going to the higher mean validation mask AP.)"""
     groups: dict[tuple, list[Row]] = {}
-    for r in sorted(rows, key=lambda r: (r.dataset, r.method)):
+    for r in sorted(rows, key=row_order):
         groups.setdefault(selection_context(r, over), []).append(r)
     out = []
     for candidates in groups.values():
@@ -329,14 +358,25 @@ def markdown(rows: list[Row]) -> str:
     return text
 
 
+def varied_columns(rows: list[Row]) -> list[str]:
+    """The keys that differ between the rows of some dataset: a column each in the long tables."""
+    return sorted({k for r in rows for k in r.varied})
+
+
+def key_cells(r: Row, keys: list[str]) -> str:
+    return "".join(f" {format_value(r.varied.get(k))} |" for k in keys)
+
+
 def detection_markdown(rows: list[Row]) -> str:
     """Test bbox and mask AP (COCO, IoU 0.50:0.95, points), mean ± std over seeds."""
+    keys = varied_columns(rows)
     lines = ["Test bbox AP / mask AP (COCO AP at IoU 0.50:0.95, points), mean ± std over seeds", "",
-             "| dataset | method | n | bbox AP | mask AP | val bbox AP | s / epoch | peak memory (MiB) |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r.dataset, r.method)):
+             "| dataset | method |" + "".join(f" {k} |" for k in keys) +
+             " n | bbox AP | mask AP | val bbox AP | s / epoch | peak memory (MiB) |",
+             "|---|---|" + "---|" * len(keys) + "---|---|---|---|---|---|"]
+    for r in sorted(rows, key=row_order):
         mask = fmt_acc(r.mask_aps) if r.mask_aps and all(math.isfinite(v) for v in r.mask_aps) else "–"
-        lines.append(f"| {r.dataset} | {r.method} | {r.n} | {fmt_acc(r.accuracies)} | {mask} | "
+        lines.append(f"| {r.dataset} | {r.method} |{key_cells(r, keys)} {r.n} | {fmt_acc(r.accuracies)} | {mask} | "
                      f"{fmt_acc(r.val_accuracies)} | {mean_std(r.epoch_times)[0]:.3f} | "
                      f"{max(r.memories):,.0f} ({r.memory_kind}) |")
     return "\n".join(lines) + "\n"
@@ -344,30 +384,38 @@ def detection_markdown(rows: list[Row]) -> str:
 
 def accuracy_markdown(rows: list[Row]) -> str:
     datasets = sorted({r.dataset for r in rows})
-    methods = list(dict.fromkeys(r.method for r in sorted(rows, key=lambda r: r.method)))
+    methods = list(dict.fromkeys(r.method for r in sorted(rows, key=lambda r: row_order(r)[1:])))
     cell = {(r.dataset, r.method): r for r in rows}
     lines = ["Test accuracy (%), mean ± std over seeds (n runs)", "",
              "| method | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
     for m in methods:
         cells = [f"{fmt_acc(cell[d, m].accuracies)} ({cell[d, m].n})" if (d, m) in cell else "" for d in datasets]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    lines += ["", "| dataset | method | n | test acc (%) | val acc (%) | s / epoch | peak memory (MiB) |",
-              "|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r.dataset, r.method)):
+    keys = varied_columns(rows)
+    lines += ["", "| dataset | method |" + "".join(f" {k} |" for k in keys) +
+              " n | test acc (%) | val acc (%) | s / epoch | peak memory (MiB) |",
+              "|---|---|" + "---|" * len(keys) + "---|---|---|---|---|"]
+    for r in sorted(rows, key=row_order):
         mem = f"{max(r.memories):,.0f} ({r.memory_kind})"
-        lines.append(f"| {r.dataset} | {r.method} | {r.n} | {fmt_acc(r.accuracies)} | {fmt_acc(r.val_accuracies)} | "
+        lines.append(f"| {r.dataset} | {r.method} |{key_cells(r, keys)} {r.n} | {fmt_acc(r.accuracies)} | "
+                     f"{fmt_acc(r.val_accuracies)} | "
                      f"{mean_std(r.epoch_times)[0]:.3f} | {mem} |")
     return "\n".join(lines) + "\n"
 
 
 def write_csv(rows: list[Row], path: Path) -> None:
+    """A row per cell: dataset, method, a column per varied key (its value), the selecting metric
+    (``metric``; ``acc_*`` and ``val_*`` are that metric's), time and memory."""
+    keys = varied_columns(rows)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["dataset", "method", "n", "acc_mean", "acc_std", "val_mean", "val_std", "s_per_epoch", "peak_mib",
-                    "memory_kind"])
-        for r in sorted(rows, key=lambda r: (r.dataset, r.method)):
-            w.writerow([r.dataset, r.method, r.n, *csv_mean_std(r.accuracies), *csv_mean_std(r.val_accuracies),
-                        f"{mean_std(r.epoch_times)[0]:.4f}", f"{max(r.memories):.1f}", r.memory_kind])
+        w.writerow(["dataset", "method", *keys, "metric", "n", "acc_mean", "acc_std", "val_mean", "val_std",
+                    "s_per_epoch", "peak_mib", "memory_kind"])
+        for r in sorted(rows, key=row_order):
+            values = [format_value(r.varied.get(k)) for k in keys]
+            w.writerow([r.dataset, r.method, *values, r.metric, r.n, *csv_mean_std(r.accuracies),
+                        *csv_mean_std(r.val_accuracies), f"{mean_std(r.epoch_times)[0]:.4f}", f"{max(r.memories):.1f}",
+                        r.memory_kind])
 
 
 def csv_mean_std(values: list[float]) -> list[str]:
@@ -390,7 +438,7 @@ def write_runs_csv(rows: list[Row], path: Path) -> None:
         w = csv.writer(f)
         w.writerow(["dataset", "method", "seed", "test_acc", "val_acc", "val_loss", "s_per_epoch", "peak_mib", *varied,
                     "run_dir"])
-        for r in sorted(rows, key=lambda r: (r.dataset, r.method)):
+        for r in sorted(rows, key=row_order):
             values = [json.dumps(r.experiment.get(k)) if isinstance(r.experiment.get(k), (list, dict))
                       else r.experiment.get(k, "") for k in varied]
             for i in sorted(range(r.n), key=lambda i: r.seeds[i]):

@@ -34,13 +34,13 @@ def test_table_mean_std_by_hand(tmp_path, capsys):
     assert "83.00 ± 3.61 (3)" in text
     # adarand with lambda 0.5 is its own row: mean 90.50, std sqrt(0.5) = 0.71
     assert "| adarand (lambda=0.5) |" in text and "90.50 ± 0.71 (2)" in text
-    assert "| adarand | 75.00 (1) |" in text
+    assert "| adarand (lambda=1) | 75.00 (1) |" in text  # the default named too: the rows differ in it
     rows = {r["method"]: r for r in csv.DictReader(open(out_csv))}
     assert float(rows["finetune"]["acc_mean"]) == pytest.approx(83.0)
     assert float(rows["finetune"]["acc_std"]) == pytest.approx(13 ** 0.5, abs=1e-4)
     assert float(rows["finetune"]["s_per_epoch"]) == pytest.approx(2.0)  # mean of 1, 2, 3
     assert float(rows["finetune"]["peak_mib"]) == pytest.approx(102.0)  # the largest
-    assert rows["adarand"]["acc_std"] == "" and rows["finetune"]["dataset"] == "sklearn_digits 10% [small_cnn]"
+    assert rows["adarand (lambda=1)"]["acc_std"] == "" and rows["finetune"]["dataset"] == "sklearn_digits 10% [small_cnn]"
 
 
 def test_runs_pool_only_within_an_experiment_and_pair_by_seed(tmp_path, capsys):
@@ -183,3 +183,33 @@ def test_a_root_without_a_swept_key_draws_no_sweep_figure(tmp_path, capsys):
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "figure_lambda: not drawn: no method has two values of method.lambda" in err
     assert not (tmp_path / "fig" / "figure_lambda.png").exists()
+
+
+def test_every_differing_key_is_a_column_and_rows_sort_numerically(tmp_path, capsys):
+    """A lambda grid (given out of order), a batch size and an optimizer that differ: each a column
+    in the table and the CSV, the lambdas in numeric order, the default lambda and alpha named."""
+    base, ada = REPO / "yaml/base/digits_small_cnn.yaml", REPO / "yaml/methods/adarand.yaml"
+    ft = REPO / "yaml/methods/finetune.yaml"
+    lambdas = [0.1, 10.0, 3.0, 1.0, 0.3]
+    for i, lam in enumerate(lambdas):
+        fake_run(tmp_path / f"lam{lam}", [base, ada], [f"method.lambda={lam}", "method.alpha=0.5"], 0.8 + 0.01 * i, 1, 1)
+    fake_run(tmp_path / "alpha", [base, ada], ["method.alpha=0.30000000000000004"], 0.7, 1, 1)
+    fake_run(tmp_path / "b32", [base, ft], ["data.batch_size=32"], 0.6, 1, 1)
+    fake_run(tmp_path / "adam", [base, ft], ["optim.name=adam"], 0.65, 1, 1)
+    out_csv = tmp_path / "cells.csv"
+    assert table_main([str(tmp_path), "--csv", str(out_csv)]) == 0
+    text = capsys.readouterr().out
+    long = text.split("\n\n")[-1]
+    header = long.splitlines()[0]
+    for key in ("method.lambda", "method.alpha", "data.batch_size", "optim.name"):
+        assert f" {key} |" in header, key
+    ada_rows = [line for line in long.splitlines() if "| adarand (" in line]
+    assert [row.split(" | ")[1] for row in ada_rows] == [
+        "adarand (alpha=0.3, lambda=1)", "adarand (alpha=0.5, lambda=0.1)", "adarand (alpha=0.5, lambda=0.3)",
+        "adarand (alpha=0.5, lambda=1)", "adarand (alpha=0.5, lambda=3)", "adarand (alpha=0.5, lambda=10)"]
+    assert "| finetune [data.batch_size=16, optim.name=adam] |" in text
+    assert "| finetune [data.batch_size=32, optim.name=sgd] |" in text
+    cells = list(csv.DictReader(open(out_csv)))
+    assert [c["method.lambda"] for c in cells if c["method"].startswith("adarand")] == ["1", "0.1", "0.3", "1", "3", "10"]
+    assert {c["optim.name"] for c in cells if c["method"].startswith("finetune")} == {"adam", "sgd"}
+    assert all(c["method.lambda"] == "" for c in cells if c["method"].startswith("finetune"))
