@@ -403,6 +403,62 @@ def accuracy_markdown(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIAL.get(c, c) for c in text)
+
+
+def latex(rows: list[Row], pairs: list[Paired] | None = None) -> str:
+    """A booktabs table per selecting metric: a row per method, a column per dataset, mean ± std
+    over seeds with the best mean of each column in bold; with ``pairs``, each dataset's paired
+    wins / losses / ties and p-value against the baseline beside it. Needs ``\\usepackage{booktabs}``."""
+    out = []
+    for label in dict.fromkeys(r.metric_label for r in rows):
+        mine = [r for r in rows if r.metric_label == label]
+        datasets = sorted({r.dataset for r in mine})
+        methods = list(dict.fromkeys(r.method for r in sorted(mine, key=lambda r: row_order(r)[1:])))
+        cell = {(r.dataset, r.method): r for r in mine}
+        best = {d: max(mean_std(cell[d, m].accuracies)[0] for m in methods if (d, m) in cell) for d in datasets}
+        pair = {(pr.dataset, pr.method): pr for pr in pairs or []}
+        per_dataset = 3 if pairs else 1
+        lines = [r"\begin{table}[t]", r"\centering",
+                 rf"\caption{{Test {latex_escape(label)}, mean $\pm$ std over seeds"
+                 + (f"; wins / losses / ties and paired $t$-test $p$ against {latex_escape(pairs[0].baseline)}"
+                    if pairs else "") + "; the best mean of each column in bold.}",
+                 r"\begin{tabular}{l" + "c" * (per_dataset * len(datasets)) + "}", r"\toprule"]
+        if pairs:
+            lines.append("Method & " + " & ".join(rf"\multicolumn{{3}}{{c}}{{{latex_escape(d)}}}" for d in datasets)
+                         + r" \\")
+            lines.append(" & " + " & ".join(["Mean $\pm$ std & W / L / T & $p$"] * len(datasets)) + r" \\")
+        else:
+            lines.append("Method & " + " & ".join(latex_escape(d) for d in datasets) + r" \\")
+        lines.append(r"\midrule")
+        for m in methods:
+            cells = []
+            for d in datasets:
+                r = cell.get((d, m))
+                if r is None:
+                    cells += [""] * per_dataset
+                    continue
+                mean, std = mean_std(r.accuracies)
+                text = f"{mean:.2f}" + ("" if std is None else rf" $\pm$ {std:.2f}")
+                cells.append(rf"\textbf{{{text}}}" if mean == best[d] else text)
+                if pairs:
+                    pr = pair.get((d, m))
+                    if pr is None:
+                        cells += ["--", "--"]
+                    else:
+                        _, _, w, lo, t, p = pr.summary()
+                        cells += [f"{w} / {lo} / {t}", "--" if p is None else f"{p:.3g}"]
+            lines.append(latex_escape(m) + " & " + " & ".join(cells) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
+
+
 def write_csv(rows: list[Row], path: Path) -> None:
     """A row per cell: dataset, method, a column per varied key (its value), the selecting metric
     (``metric``; ``acc_*`` and ``val_*`` are that metric's), time and memory."""
@@ -451,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="adarand-table", description=__doc__.split("\n\n")[0])
     p.add_argument("roots", nargs="+", help="folders holding run folders (searched recursively)")
     p.add_argument("--markdown", help="also write the Markdown tables to this file")
+    p.add_argument("--latex", nargs="?", const="-", metavar="FILE",
+                   help="a booktabs LaTeX table (best of each column in bold; with --paired, W/L/T and p beside "
+                        "each dataset) to FILE, or printed after the tables without one")
     p.add_argument("--csv", help="write the long-form table as CSV to this file (with --select: also FILE_selected.csv)")
     p.add_argument("--runs-csv", help="write one row per run (seed, test and val accuracy, every varied key) to this file")
     p.add_argument("--select", choices=["val"],
@@ -488,6 +547,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"(methods: {', '.join(sorted({r.method for r in rows}))})", file=sys.stderr)
             return 2
         text += "\n" + paired_markdown(pairs)
+    if args.latex:
+        table = latex([s.row for s in selected] if selected is not None else rows,
+                      pairs if args.paired else None)
+        if args.latex == "-":
+            text += "\n" + table
+        else:
+            Path(args.latex).write_text(table)
     print(text, end="")
     if args.markdown:
         Path(args.markdown).write_text(text)

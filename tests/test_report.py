@@ -213,3 +213,30 @@ def test_every_differing_key_is_a_column_and_rows_sort_numerically(tmp_path, cap
     assert [c["method.lambda"] for c in cells if c["method"].startswith("adarand")] == ["1", "0.1", "0.3", "1", "3", "10"]
     assert {c["optim.name"] for c in cells if c["method"].startswith("finetune")} == {"adam", "sgd"}
     assert all(c["method.lambda"] == "" for c in cells if c["method"].startswith("finetune"))
+
+
+def test_latex_table_cells_against_the_runs(tmp_path, capsys):
+    """--latex: booktabs, mean ± std from the runs, the column's best in bold, W/L/T and p of the
+    paired t-test (worked out here with scipy) against the baseline."""
+    from scipy import stats
+
+    base = REPO / "yaml/base/digits_small_cnn.yaml"
+    ft, ada = REPO / "yaml/methods/finetune.yaml", REPO / "yaml/methods/adarand.yaml"
+    ft_acc, ada_acc = [0.80, 0.82, 0.87], [0.83, 0.86, 0.88]
+    for seed, (a, b) in enumerate(zip(ft_acc, ada_acc, strict=True)):
+        fake_run(tmp_path / "ft" / f"s{seed}", [base, ft], [f"seed={seed}"], a, 1, 1)
+        fake_run(tmp_path / "ada" / f"s{seed}", [base, ada], [f"seed={seed}"], b, 1, 1)
+    out = tmp_path / "table.tex"
+    assert table_main([str(tmp_path), "--paired", "finetune", "--latex", str(out)]) == 0
+    tex = out.read_text()
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex and "begin{tabular}{lccc}" in tex
+    rows = {line.split(" & ")[0]: line.split(" & ")[1:] for line in tex.splitlines() if line.endswith(r"\\")}
+    diffs = [100 * (b - a) for a, b in zip(ft_acc, ada_acc, strict=True)]
+    p = stats.ttest_rel([100 * v for v in ada_acc], [100 * v for v in ft_acc]).pvalue
+    m, s = 100 * sum(ada_acc) / 3, stats.tstd([100 * v for v in ada_acc])
+    assert rows["adarand"][0] == rf"\textbf{{{m:.2f} $\pm$ {s:.2f}}}"  # the better mean: bold
+    assert rows["adarand"][1] == f"{sum(d > 0 for d in diffs)} / 0 / 0"
+    assert rows["adarand"][2].removesuffix(r" \\") == f"{p:.3g}"
+    m, s = 100 * sum(ft_acc) / 3, stats.tstd([100 * v for v in ft_acc])
+    assert rows["finetune"][0] == f"{m:.2f} $\\pm$ {s:.2f}" and rows["finetune"][1] == "--"
+    assert r"sklearn\_digits 10\% [small\_cnn]" in tex  # escaped
