@@ -432,7 +432,7 @@ def latex(rows: list[Row], pairs: list[Paired] | None = None) -> str:
         if pairs:
             lines.append("Method & " + " & ".join(rf"\multicolumn{{3}}{{c}}{{{latex_escape(d)}}}" for d in datasets)
                          + r" \\")
-            lines.append(" & " + " & ".join(["Mean $\pm$ std & W / L / T & $p$"] * len(datasets)) + r" \\")
+            lines.append(" & " + " & ".join([r"Mean $\pm$ std & W / L / T & $p$"] * len(datasets)) + r" \\")
         else:
             lines.append("Method & " + " & ".join(latex_escape(d) for d in datasets) + r" \\")
         lines.append(r"\midrule")
