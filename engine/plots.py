@@ -33,7 +33,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from ..core.errors import UserError
 from .epoch_log import EPOCH_LOG, read_epoch_log
-from .report import Row, collect, mean_std
+from .report import Row, collect, mean_std, row_order
 from .tasks import task_named
 from .test_features import TEST_FEATURES
 
@@ -84,30 +84,45 @@ def diagnostics_curves(row: Row) -> dict[str, tuple[np.ndarray, np.ndarray, np.n
     return epoch_curves(row, [name for name, _ in DIAGNOSTICS])
 
 
-def pca_2d(features: np.ndarray) -> np.ndarray:
-    """The features projected on their first two principal components (centred; each component's
-    sign chosen so that its largest loading is positive)."""
-    x = features.astype(np.float64)
-    x = x - x.mean(axis=0, keepdims=True)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
+def pca_basis(features: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, the first two principal directions (2, d)) of every set in ``features`` together:
+    one basis for all panels, so that their points can be compared. Each direction's sign is chosen
+    so that its largest loading is positive."""
+    x = np.concatenate([f.astype(np.float64) for f in features])
+    mean = x.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
     components = vt[:2]
     signs = np.sign(components[np.arange(len(components)), np.abs(components).argmax(axis=1)])
-    components = components * signs[:, None]
-    projected = x @ components.T
+    return mean, components * signs[:, None]
+
+
+def project(features: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """Points (N, 2) on the basis (a missing second direction: zeros)."""
+    projected = (features.astype(np.float64) - mean) @ components.T
     if projected.shape[1] < 2:
-        projected = np.concatenate([projected, np.zeros((len(x), 2 - projected.shape[1]))], axis=1)
+        projected = np.concatenate([projected, np.zeros((len(projected), 2 - projected.shape[1]))], axis=1)
     return projected
 
 
-def pca_panel(row: Row) -> tuple[np.ndarray, np.ndarray, list[str], str] | None:
-    """(2-d points, labels, class names, run folder) of the row's lowest-seed run that kept its test
+def test_features_of(row: Row) -> tuple[np.ndarray, np.ndarray, list[str], str] | None:
+    """(features, labels, class names, run folder) of the row's lowest-seed run that kept its test
     features; None when none did."""
     for _, run_dir in sorted(zip(row.seeds, row.run_dirs, strict=True)):
         path = Path(run_dir) / TEST_FEATURES
         if path.is_file():
             kept = torch.load(path, weights_only=True)
-            return pca_2d(kept["features"].float().numpy()), kept["labels"].numpy(), list(kept["classes"]), run_dir
+            return kept["features"].float().numpy(), kept["labels"].numpy(), list(kept["classes"]), run_dir
     return None
+
+
+def pca_panels(rows: list[Row]) -> list[tuple[Row, tuple[np.ndarray, np.ndarray, list[str], str]]]:
+    """Per row with test features, in the rows' order: (2-d points in the basis shared by all the
+    rows, labels, class names, run folder)."""
+    kept = [(r, f) for r in rows if (f := test_features_of(r)) is not None]
+    if not kept:
+        return []
+    mean, components = pca_basis([f[0] for _, f in kept])
+    return [(r, (project(f[0], mean, components), *f[1:])) for r, f in kept]
 
 
 def sweep_points(rows: list[Row], key: str) -> tuple[dict, dict]:
@@ -165,8 +180,7 @@ def figure2(Figure, dataset: str, rows: list[Row]):
 
 
 def figure3(Figure, dataset: str, rows: list[Row]):
-    panels = [(r, pca_panel(r)) for r in rows]
-    panels = [(r, p) for r, p in panels if p is not None]
+    panels = pca_panels(sorted(rows, key=row_order))  # the table's order, one shared basis
     if not panels:
         return None
     cols = min(4, len(panels))
@@ -188,7 +202,8 @@ def figure3(Figure, dataset: str, rows: list[Row]):
         ax.set_visible(False)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles[:20], labels[:20], loc="outside right upper", markerscale=3, fontsize="small")
-    fig.suptitle(f"Figure 3: PCA of the selected model's features g(x) on test images — {dataset}")
+    fig.suptitle(f"Figure 3: PCA of the selected model's features g(x) on test images, one basis for all panels "
+                 f"— {dataset}")
     return fig, ["method", "run_dir", "class", "pc1", "pc2"], data
 
 

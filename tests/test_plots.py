@@ -3,6 +3,7 @@
 import csv
 import json
 import statistics
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,24 +54,27 @@ def test_figure2_plots_the_mean_and_std_over_seeds_of_each_runs_record(runs, tmp
 
 
 def test_figure3_is_a_pca_of_the_kept_test_features_by_class(runs):
+    """One PCA basis for every panel (the lowest seed's features of each row, together), the panels
+    in the table's order."""
     Figure = plots.require_matplotlib()
     rows = collect([runs])
     fig, header, data = plots.figure3(Figure, rows[0].dataset, rows)
-    assert len([ax for ax in fig.axes if ax.get_visible()]) == len(rows)
-    row = next(r for r in rows if r.method == "finetune")
-    kept = torch.load(runs / "finetuneNone" / "seed0" / "test_features.pt", weights_only=True)  # the lowest seed
-    x = kept["features"].double().numpy()
-    x = x - x.mean(axis=0)
-    values, vectors = np.linalg.eigh(x.T @ x)  # the covariance's eigenvectors, largest first
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert [ax.get_title() for ax in panels] == [r.method for r in rows]  # collect() gives the table's order
+    lowest = {r.method: min(zip(r.seeds, r.run_dirs, strict=True))[1] for r in rows}
+    kept = {m: torch.load(Path(d) / "test_features.pt", weights_only=True) for m, d in lowest.items()}
+    every = np.concatenate([k["features"].double().numpy() for k in kept.values()])
+    mean = every.mean(axis=0)
+    values, vectors = np.linalg.eigh((every - mean).T @ (every - mean))  # the covariance's eigenvectors
     top = vectors[:, ::-1][:, :2]
-    expected = x @ top
-    ax = next(ax for ax in fig.axes if ax.get_title() == row.method)
-    for k, name in enumerate(kept["classes"]):
-        points = ax.collections[k].get_offsets()
-        mine = expected[kept["labels"].numpy() == k]
-        assert ax.collections[k].get_label() == name and points.shape == mine.shape
-        for c in range(2):  # each component up to its sign
-            assert min(np.abs(points[:, c] - mine[:, c]).max(), np.abs(points[:, c] + mine[:, c]).max()) < 1e-4
+    for ax in panels:
+        mine_all = (kept[ax.get_title()]["features"].double().numpy() - mean) @ top
+        for k, name in enumerate(kept[ax.get_title()]["classes"]):
+            points = ax.collections[k].get_offsets()
+            mine = mine_all[kept[ax.get_title()]["labels"].numpy() == k]
+            assert ax.collections[k].get_label() == name and points.shape == mine.shape
+            for c in range(2):  # each component up to its sign, the same sign in every panel
+                assert min(np.abs(points[:, c] - mine[:, c]).max(), np.abs(points[:, c] + mine[:, c]).max()) < 1e-4
 
 
 def test_the_sweep_figure_and_the_files(runs, tmp_path, capsys):
