@@ -33,13 +33,18 @@ from torch.utils.tensorboard import SummaryWriter
 
 from ..core.errors import UserError
 from .epoch_log import EPOCH_LOG, read_epoch_log
+from .figure_style import METHODS, display_name, row_label, symbol
+from .figure_style import colour as style_colour
+from .figure_style import marker as style_marker
 from .report import Row, collect, mean_std, row_order
 from .tasks import task_named
 from .test_features import TEST_FEATURES
 
 EXTRA = "pip install 'adarand[plot]'"
 DIAGNOSTICS = (("feature_norm", "feature norm ‖g(x)‖²"), ("grad_norm", "gradient norm ‖∇_W ℓ‖²"),
-               ("feature_entropy", "feature entropy H(g(x))"), ("mutual_info", "mutual information I(g(x); y)"))
+               ("feature_entropy", "feature entropy H(g(x)) (nats, F–G estimator)"),
+               ("mutual_info", "mutual information I(g(x); y) (nats, F–G)"))
+LINESTYLES = ("-", "--", ":", "-.")
 
 
 def require_matplotlib():
@@ -157,23 +162,32 @@ def colours(n: int) -> list:
 def figure2(Figure, dataset: str, rows: list[Row]):
     fig = Figure(figsize=(11, 7.5), layout="constrained")
     axes = fig.subplots(2, 2).ravel()
+    rows = sorted(rows, key=row_order)
     curves = [(r, diagnostics_curves(r)) for r in rows]
-    for (row, curve), colour in zip(curves, colours(len(curves)), strict=True):
+    variants: dict[str, int] = {}
+    for row, curve in curves:
+        name_of = method_name(row)
+        style = LINESTYLES[variants.get(name_of, 0) % len(LINESTYLES)]  # a method's rows: one colour, other dashes
+        variants[name_of] = variants.get(name_of, 0) + 1
         for ax, (name, _) in zip(axes, DIAGNOSTICS, strict=True):
             if name not in curve:
                 continue
             epochs, mean, std, n = curve[name]
-            ax.plot(epochs, mean, color=colour, label=f"{row.method} (n={n})")
-            ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
+            ax.plot(epochs, mean, color=style_colour(name_of), linestyle=style, marker=style_marker(name_of),
+                    markevery=max(1, len(epochs) // 8), markersize=4, label=f"{figure_label(row)} (n={n})")
+            ax.fill_between(epochs, mean - std, mean + std, color=style_colour(name_of), alpha=0.15, linewidth=0)
     titles = dict(DIAGNOSTICS)
     # what each task's gradient-norm diagnostic measures
     titles["grad_norm"] = " / ".join(dict.fromkeys(task_named(r.task).grad_norm_label for r in rows))
+    from matplotlib.ticker import MaxNLocator  # the plot extra's (require_matplotlib has checked it)
+
     for ax, name in zip(axes, titles, strict=True):
-        ax.set_title(titles[name])
+        ax.set_title(titles[name], fontsize="medium")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize="small")
-    fig.suptitle(f"Figure 2: training diagnostics, mean ± std over seeds — {dataset}")
+    outside_legend(fig, axes[0])
+    fig.suptitle(f"Training diagnostics, mean ± std over seeds — {dataset}", fontsize="medium")
     data = [(row.method, name, int(e), m, s, curve[name][3]) for row, curve in curves for name, _ in DIAGNOSTICS
             if name in curve for e, m, s in zip(*curve[name][:3], strict=True)]
     return fig, ["method", "diagnostic", "epoch", "mean", "std", "runs"], data
@@ -186,7 +200,8 @@ def figure3(Figure, dataset: str, rows: list[Row]):
     cols = min(4, len(panels))
     nrows = math.ceil(len(panels) / cols)
     fig = Figure(figsize=(4 * cols + 1.5, 4 * nrows), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(nrows, cols, squeeze=False).ravel())
+    # one basis, one scale: the panels share their axes
+    axes = np.atleast_1d(fig.subplots(nrows, cols, squeeze=False, sharex=True, sharey=True).ravel())
     classes = panels[0][1][2]
     palette = colours(len(classes))
     data = []
@@ -194,7 +209,7 @@ def figure3(Figure, dataset: str, rows: list[Row]):
         for k, name in enumerate(names):
             mask = labels == k
             ax.scatter(xy[mask, 0], xy[mask, 1], s=6, color=palette[k % len(palette)], label=name)
-        ax.set_title(row.method, fontsize="medium")
+        ax.set_title(figure_label(row), fontsize="medium")
         ax.set_xlabel("PC 1")
         ax.set_ylabel("PC 2")
         data += [(row.method, run_dir, names[int(y)], float(a), float(b)) for (a, b), y in zip(xy, labels, strict=True)]
@@ -202,8 +217,8 @@ def figure3(Figure, dataset: str, rows: list[Row]):
         ax.set_visible(False)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles[:20], labels[:20], loc="outside right upper", markerscale=3, fontsize="small")
-    fig.suptitle(f"Figure 3: PCA of the selected model's features g(x) on test images, one basis for all panels "
-                 f"— {dataset}")
+    fig.suptitle(f"PCA of the selected model's features g(x) on test images, one basis for all panels — {dataset}",
+                 fontsize="medium")
     return fig, ["method", "run_dir", "class", "pc1", "pc2"], data
 
 
@@ -222,30 +237,55 @@ def figure_sweep(Figure, dataset: str, rows: list[Row], key: str):
     swept, flat = sweep_points(rows, key)
     if sweep_problem(rows, key) is not None:
         return None
-    fig = Figure(figsize=(7, 4.8), layout="constrained")
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = fig.subplots()
-    palette = colours(len(swept) + len(flat))
     data = []
-    every = np.concatenate([values for values, *_ in swept.values()])
-    for (method, (values, means, stds, ns)), colour in zip(sorted(swept.items()), palette, strict=False):
-        ax.errorbar(values, means, yerr=stds, color=colour, marker="o", capsize=3, label=method)
-        data += [(method, float(v), float(m), float(s), int(n)) for v, m, s, n in zip(values, means, stds, ns, strict=True)]
-    for (method, (m, s, n)), colour in zip(sorted(flat.items()), palette[len(swept):], strict=False):
-        ax.axhline(m, color=colour, linestyle="--", label=f"{method} (no {key})")
-        ax.axhspan(m - s, m + s, color=colour, alpha=0.12, linewidth=0)
-        data.append((method, "", m, s, n))
+    every = np.unique(np.concatenate([values for values, *_ in swept.values()]))
     positive = every[every > 0]
-    if len(positive) and (every <= 0).any():
+    scale = "symlog" if len(positive) and (every <= 0).any() else \
+        "log" if len(positive) == len(every) and every.max() / every.min() >= 10 else "linear"
+    methods = sorted(swept, key=lambda m: list(METHODS).index(m) if m in METHODS else len(METHODS))
+    for i, method in enumerate(methods):
+        values, means, stds, ns = swept[method]
+        # each method's bars a little apart, so that they do not hide each other
+        shift = 0.02 * (i - (len(methods) - 1) / 2)
+        shown = values * 10 ** shift if scale == "log" else values + shift * (every.max() - every.min() or 1.0)
+        ax.errorbar(shown, means, yerr=stds, color=style_colour(method), marker=style_marker(method), capsize=3,
+                    label=display_name(method))
+        data += [(method, float(v), float(m), float(s), int(n)) for v, m, s, n in zip(values, means, stds, ns, strict=True)]
+    for method, (m, s, n) in sorted(flat.items()):
+        ax.axhline(m, color=style_colour(method), linestyle="--", label=f"{display_name(method)} (no {symbol(key)})")
+        ax.axhspan(m - s, m + s, color=style_colour(method), alpha=0.12, linewidth=0)
+        data.append((method, "", m, s, n))
+    if scale == "symlog":
         ax.set_xscale("symlog", linthresh=float(positive.min()))
-    elif len(positive) == len(every) and every.max() / every.min() >= 20:
+    elif scale == "log":
         ax.set_xscale("log")
+    ax.set_xticks(every, [f"{v:g}" for v in every])  # ticks at the grid's values
+    ax.set_xticks([], minor=True)
     label = rows[0].metric_label
-    ax.set_xlabel(key)
+    ax.set_xlabel(symbol(key))
     ax.set_ylabel(f"test {label}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.suptitle(f"Test {label} against {key}, mean ± std over seeds\n{dataset}", fontsize="medium")
+    outside_legend(fig, ax)
+    fig.suptitle(f"Test {label} against {symbol(key)}, mean ± std over seeds — {dataset}", fontsize="medium")
     return fig, ["method", key, "mean", "std", "runs"], data
+
+
+def method_name(row: Row) -> str:
+    return str(row.experiment.get("method.name", "finetune"))
+
+
+def figure_label(row: Row) -> str:
+    return row_label(method_name(row), row.varied, row.experiment)
+
+
+def outside_legend(fig, ax) -> None:
+    """The legend of ``ax``'s curves to the right of the axes, outside them (constrained layout
+    makes room for it)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize="small", frameon=False)
 
 
 # --- files ----------------------------------------------------------------------------------------

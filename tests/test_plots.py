@@ -45,7 +45,7 @@ def test_figure2_plots_the_mean_and_std_over_seeds_of_each_runs_record(runs, tmp
     for row in rows:
         per_seed = [epoch_column(runs / d.split("/")[-2] / d.split("/")[-1], "feature_norm") for d in row.run_dirs]
         mean = [statistics.mean(v) for v in zip(*per_seed, strict=True)]
-        line = by_label[f"{row.method} (n=2)"]
+        line = by_label[f"{plots.figure_label(row)} (n=2)"]  # display names: FT, FNP (λ=0.1)
         assert list(line.get_xdata()) == [1, 2, 3]
         np.testing.assert_allclose(line.get_ydata(), mean, rtol=1e-6)
         stds = [s for m, d, _, _, s, _ in data if m == row.method and d == "feature_norm"]
@@ -60,8 +60,8 @@ def test_figure3_is_a_pca_of_the_kept_test_features_by_class(runs):
     rows = collect([runs])
     fig, header, data = plots.figure3(Figure, rows[0].dataset, rows)
     panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
-    assert [ax.get_title() for ax in panels] == [r.method for r in rows]  # collect() gives the table's order
-    lowest = {r.method: min(zip(r.seeds, r.run_dirs, strict=True))[1] for r in rows}
+    assert [ax.get_title() for ax in panels] == [plots.figure_label(r) for r in rows]  # the table's order
+    lowest = {plots.figure_label(r): min(zip(r.seeds, r.run_dirs, strict=True))[1] for r in rows}
     kept = {m: torch.load(Path(d) / "test_features.pt", weights_only=True) for m, d in lowest.items()}
     every = np.concatenate([k["features"].double().numpy() for k in kept.values()])
     mean = every.mean(axis=0)
@@ -82,7 +82,7 @@ def test_the_sweep_figure_and_the_files(runs, tmp_path, capsys):
     rows = collect([runs])
     fig, header, data = plots.figure_sweep(Figure, rows[0].dataset, rows, "method.lambda")
     ax = fig.axes[0]
-    fnp_line = next(c for c in ax.containers if c.get_label() == "fnp").lines[0]  # the errorbar's data line
+    fnp_line = next(c for c in ax.containers if c.get_label() == "FNP").lines[0]  # the errorbar's data line
     expected = []
     for lam in (0.1, 1.0):
         accs = [100 * json.loads((runs / f"fnp{lam}" / f"seed{s}" / "results.json").read_text())["test_accuracy"]
@@ -93,7 +93,7 @@ def test_the_sweep_figure_and_the_files(runs, tmp_path, capsys):
     assert [(d[1], pytest.approx(d[3])) for d in data if d[0] == "fnp"] == [(0.1, expected[0][1]), (1.0, expected[1][1])]
     finetune = [100 * json.loads((runs / "finetuneNone" / f"seed{s}" / "results.json").read_text())["test_accuracy"]
                 for s in (0, 1)]
-    dashed = next(line for line in ax.get_lines() if line.get_label().startswith("finetune"))
+    dashed = next(line for line in ax.get_lines() if line.get_label() == "FT (no λ)")
     assert dashed.get_ydata()[0] == pytest.approx(statistics.mean(finetune))
 
     out = tmp_path / "figures"
@@ -137,3 +137,29 @@ def test_mean_runs_for_tensorboard_hold_the_mean_over_seeds(runs, tmp_path):
     got = [e.value for e in ea.Scalars("mean/mutual_info")]
     np.testing.assert_allclose(got, [statistics.mean(v) for v in zip(*per_seed, strict=True)], rtol=1e-5)
     assert [e.step for e in ea.Scalars("mean/val_accuracy")] == [1, 2, 3] and row.n == 2
+
+
+def test_no_text_overlaps_or_leaves_the_canvas_and_the_axes_name_the_metric(runs):
+    """Every figure drawn: no two text boxes overlap and none leaves the canvas (their extents from
+    matplotlib's renderer), the legends are outside the axes, and the axes name what they show."""
+    from adarand.engine.figure_style import text_problems
+
+    Figure = plots.require_matplotlib()
+    rows = collect([runs])
+    figures = {"2": plots.figure2(Figure, rows[0].dataset, rows), "3": plots.figure3(Figure, rows[0].dataset, rows),
+               "lambda": plots.figure_sweep(Figure, rows[0].dataset, rows, "method.lambda")}
+    for name, (fig, _, _) in figures.items():
+        assert text_problems(fig) == [], name
+        assert not any(ax.get_legend() for ax in fig.axes), name  # a figure legend, outside the axes
+        assert "Figure" not in fig.get_suptitle()
+    sweep = figures["lambda"][0].axes[0]
+    assert sweep.get_ylabel() == "test accuracy (%)" and sweep.get_xlabel() == "λ" and sweep.get_xscale() == "log"
+    assert [t.get_text() for t in sweep.get_xticklabels()] == ["0.1", "1"]  # ticks at the grid's values
+    titles = [ax.get_title() for ax in figures["2"][0].axes]
+    assert any("nats" in t and "mutual information" in t for t in titles)
+    # one colour per method in every figure
+    from adarand.engine.figure_style import colour
+
+    ft_2 = next(line for line in figures["2"][0].axes[0].get_lines() if line.get_label().startswith("FT"))
+    ft_sweep = next(line for line in sweep.get_lines() if line.get_label().startswith("FT"))
+    assert ft_2.get_color() == ft_sweep.get_color() == colour("finetune")

@@ -167,7 +167,7 @@ def test_detection_tables_and_figures_name_their_metric(tmp_path, capsys):
     rows = collect([tmp_path])
     fig, _, _ = plots.figure_sweep(Figure, rows[0].dataset, rows, "method.lambda")
     assert fig.axes[0].get_ylabel() == "test bbox AP"
-    assert "bbox AP against method.lambda" in fig.get_suptitle()
+    assert "bbox AP against λ" in fig.get_suptitle()
     fig2, _, _ = plots.figure2(Figure, rows[0].dataset, rows)
     assert "C5" in fig2.axes[1].get_title()  # the detection task's gradient-norm diagnostic
 
