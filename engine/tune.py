@@ -66,7 +66,9 @@ def require_optuna():
         import optuna_integration  # noqa: F401
     except ImportError as e:
         raise UserError(f"adarand-tune needs Optuna and optuna-integration ({e.name} is missing): {EXTRA}") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # each trial's end is printed here, in one line: Optuna's own record of a failed or interrupted
+    # trial (a warning with its traceback) would repeat it
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     # the heartbeat that retries a dead worker's trial is marked experimental
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
@@ -78,7 +80,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--space", required=True, help="the search space (YAML: key: {type: float|int|categorical, ...})")
     p.add_argument("--trials", type=int, required=True, help="the study's total number of trials")
     p.add_argument("--root", required=True, help="the study's folder: its trials' run folders and, by default, its storage")
-    p.add_argument("--study", default="study", help="the study's name in the storage")
+    p.add_argument("--study-name", "--study", dest="study",
+                   help="the study's name in the storage (default: the config files' names, e.g. demo_adarand)")
     p.add_argument("--storage", help="an Optuna RDB URL (default: sqlite:///ROOT/study.db)")
     p.add_argument("--seed", type=int, default=0, help="the run seed of every trial")
     p.add_argument("--sampler", choices=["tpe", "random"], default="tpe")
@@ -103,6 +106,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.overrides = [i for i in args.items if "=" in i]
     if not args.configs:
         p.error("no config given")
+    if args.study is None:
+        args.study = "+".join(Path(c).stem for c in args.configs)
     if args.trials < 1 or args.workers < 1:
         p.error("--trials and --workers take a positive number")
     return args
@@ -168,8 +173,8 @@ class Study:
         differ = [k for k in mine if saved.get(k) != mine[k]]
         if differ:
             what = "; ".join(f"{k} (study: {saved.get(k)}, now: {mine[k]})" for k in differ)
-            raise UserError(f"--study {self.args.study} in {self.url} was started with other settings: {what}; "
-                            "choose another --study or --root")
+            raise UserError(f"--study-name {self.args.study} in {self.url} was started with other settings: {what}; "
+                            "choose another --study-name or --root")
 
     # --- the workers ----------------------------------------------------------------------------
 

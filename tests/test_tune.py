@@ -23,13 +23,14 @@ method.alpha: {type: float, low: 0.1, high: 0.9}
 """
 
 
-def load(root):
-    return optuna.load_study(study_name="study", storage=f"sqlite:///{root / 'study.db'}")
+def load(root, name):
+    """The study by its name: the config's, unless --study-name gives another."""
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{root / 'study.db'}")
 
 
-def check_trials_are_their_folders(root, n):
+def check_trials_are_their_folders(root, n, name):
     """n trials counted, each complete one an ordinary finished run folder of its own values."""
-    study = load(root)
+    study = load(root, name)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done) == n
     folders = [t.user_attrs["run_dir"] for t in done]
@@ -61,7 +62,7 @@ def test_a_study_of_four_trials_continues_after_a_kill(tmp_path, cache_dir, caps
     assert 1 <= len(list(root.glob("trial*/results.json"))) < 4
     assert tune.main(argv) == 0  # the same command
     out = capsys.readouterr().out
-    study = check_trials_are_their_folders(root, 4)
+    study = check_trials_are_their_folders(root, 4, "demo_adarand")
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     # a trial the kill stopped is retried in its own folder (where it continues), never beside it
     for t in failed:
@@ -97,7 +98,7 @@ def test_two_workers_share_one_sqlite_study_without_running_a_trial_twice(tmp_pa
     job.result()
     logs.append(job.stdout())
     assert local.returncode == 0, logs
-    study = check_trials_are_their_folders(root, 4)
+    study = check_trials_are_their_folders(root, 4, "adarand")
     assert len(study.trials) == 4  # no worker started a fifth
     lines = [line for log in logs for line in log.splitlines() if line.startswith("[tune] trial ")]
     assert sorted(int(line.split()[2].rstrip(":")) for line in lines) == [0, 1, 2, 3]  # each trial ran once
@@ -152,3 +153,26 @@ def test_a_bad_search_space_or_a_missing_extra_stops_before_any_trial(tmp_path, 
 def _quiet_optuna():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
+
+
+def test_ctrl_c_is_one_line_and_the_trial_is_retried_in_its_folder(tmp_path, cache_dir):
+    space = tmp_path / "space.yaml"
+    space.write_text("method.lambda: {type: float, low: 0.01, high: 10.0, log: true}\n")
+    root = tmp_path / "study"
+    argv = ["demo_adarand", "train.epochs=300", f"cache_dir={cache_dir}", "--space", str(space), "--trials", "1",
+            "--root", str(root), "--pruner", "none", "--study-name", "lambda_search"]
+    proc = subprocess.Popen([sys.executable, "-m", "adarand.engine.tune", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (root / "trial0000" / "epochs.csv").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("[tune] interrupted; the same command continues the study"), err
+    study = load(root, "lambda_search")
+    (stopped, retry) = study.trials
+    assert stopped.state == optuna.trial.TrialState.FAIL and retry.state == optuna.trial.TrialState.WAITING
+    assert retry.system_attrs["failed_trial"] == 0 and retry.user_attrs["run_dir"] == stopped.user_attrs["run_dir"]
+    assert retry.params == stopped.params
