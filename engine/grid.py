@@ -44,6 +44,14 @@ def format_value(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
+def display_value(value: Any) -> str:
+    """A value as a line for people shows it: a float to 12 significant digits (``0.3``, where the
+    float is 0.30000000000000004), anything else as its override text."""
+    if isinstance(value, float):
+        return f"{value:.12g}"
+    return format_value(value)
+
+
 def key_type(key: str, method: str) -> Any:
     """The declared type of a dotted config key (``method.<param>``: the method's parameter);
     None for a key the schema does not know (the config loader reports it)."""

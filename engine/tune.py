@@ -49,8 +49,9 @@ from ..core.console import result_words
 from ..core.errors import Interrupted, NonFiniteLoss, UserError
 from .cluster import cluster_executor
 from .config import load_config
-from .grid import format_value, grid_points
+from .grid import display_value, format_value, grid_points
 from .launch import train
+from .report import metric_label
 from .run_folder import DISPLAY_KEYS, FINISHED, folder_state
 from .search_space import read_space
 from .sweep import minutes, selected_method
@@ -243,7 +244,9 @@ class Study:
             self.retry(self.study, self.study.get_trials(deepcopy=False)[trial.number])
             raise
         metric = results.get("metric", "accuracy")  # the selecting metric: accuracy, or detection's bbox AP
-        trial.set_user_attr("test_accuracy", results[f"test_{metric}"])
+        trial.set_user_attr("test_accuracy", results[f"test_{metric}"])  # the selecting metric's, by its old name
+        trial.set_user_attr("metric", metric)
+        trial.set_user_attr("task", results.get("task", "classification"))
         trial.set_user_attr("best_epoch", results["best_epoch"])
         print(f"[tune] trial {trial.number}: val {result_words(results, 'val')}, test "
               f"{result_words(results, 'test')} ({describe(values)}), {minutes(time.time() - start)}; "
@@ -282,15 +285,20 @@ class Study:
         final = Path(f"{self.root}_final")
         sweep = ["adarand-sweep", *map(str, self.configs), *self.overrides, *chosen, "--seeds",
                  *map(str, self.args.final_seeds), "--root", str(final)]
-        lines += [f"[tune] best: trial {best.number}, val accuracy {100 * best.value:.2f} % (test "
-                  f"{100 * best.user_attrs.get('test_accuracy', float('nan')):.2f} %, {best.user_attrs.get('run_dir')}): "
-                  f"{' '.join(chosen)}",
+        metric = best.user_attrs.get("metric", "accuracy")
+        unit = " %" if metric == "accuracy" else ""
+        label = metric_label(best.user_attrs.get("task", "classification"), metric).removesuffix(" (%)")
+        shown = describe([(d.key, best.params[d.key]) for d in self.space if d.key in best.params])
+        lines += [f"[tune] best: trial {best.number}, val {label} {100 * best.value:.2f}{unit} (test "
+                  f"{100 * best.user_attrs.get('test_accuracy', float('nan')):.2f}{unit}, {best.user_attrs.get('run_dir')}): "
+                  f"{shown}",
                   f"[tune] its final table over seeds: {shlex.join(sweep)} && adarand-table {final}"]
         return "\n".join(lines)
 
 
 def describe(values: list[tuple[str, object]]) -> str:
-    return " ".join(f"{k}={format_value(v)}" for k, v in values)
+    """The trial's values as overrides, rounded for reading (``method.alpha=0.3``)."""
+    return " ".join(f"{k}={display_value(v)}" for k, v in values)
 
 
 def process_alive(pid: int) -> bool:

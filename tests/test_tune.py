@@ -176,3 +176,12 @@ def test_ctrl_c_is_one_line_and_the_trial_is_retried_in_its_folder(tmp_path, cac
     assert stopped.state == optuna.trial.TrialState.FAIL and retry.state == optuna.trial.TrialState.WAITING
     assert retry.system_attrs["failed_trial"] == 0 and retry.user_attrs["run_dir"] == stopped.user_attrs["run_dir"]
     assert retry.params == stopped.params
+
+
+def test_printed_values_are_rounded_the_trained_ones_exact():
+    from adarand.engine.grid import format_value
+
+    alpha = 0.1 * 3  # 0.30000000000000004, as a stepped float suggestion comes out
+    assert tune.describe([("method.alpha", alpha), ("optim.name", "sgd"), ("data.batch_size", 16)]) == \
+        "method.alpha=0.3 optim.name=sgd data.batch_size=16"
+    assert float(format_value(alpha)) == alpha  # the override a trial trains with is the exact value
