@@ -92,7 +92,13 @@ def test_mlflow_and_wandb_get_every_scalar_the_hyperparameters_and_continue_one_
 
     client = mlflow.tracking.MlflowClient(store)
     experiment = client.get_experiment_by_name("tiny")
-    (run,) = client.search_runs([experiment.experiment_id])  # the continued run logged into the first one's
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if "adarand.sweep" in r.data.tags]  # the sweep's (ROOT/<cell>/seed<k>)
+    (run,) = [r for r in runs if r is not parent]  # the continued run logged into the first one's
+    assert parent.data.tags["adarand.sweep"] == str((tmp_path / "runs").resolve())
+    assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id  # nested in its sweep
+    assert {k: run.data.tags[k] for k in ("method", "dataset", "arch", "cell", "seed")} == {
+        "method": "adarand", "dataset": "folder", "arch": "small_cnn", "cell": "adarand-lambda0.5", "seed": "0"}
     assert run.info.run_name == "adarand-lambda0.5/seed0" and run.info.status == "FINISHED"
     assert run.data.params == {k: str(v) for k, v in settings.items()}
     assert set(run.data.metrics) == set(tb)
@@ -105,6 +111,9 @@ def test_mlflow_and_wandb_get_every_scalar_the_hyperparameters_and_continue_one_
     assert yaml.safe_load((artifacts / "config.yaml").read_text()) == yaml.safe_load((run_dir / "config.yaml").read_text())
 
     wandb_points, wandb_config, ids = wandb_scalars(run_dir)
+    runs = [r for f in run_dir.glob("wandb/offline-run-*/run-*.wandb") for r in wandb_records(f)
+            if r.WhichOneof("record_type") == "run"]
+    assert {(r.run.run_group, r.run.job_type) for r in runs} == {("adarand-lambda0.5", "adarand")}
     assert len(list(run_dir.glob("wandb/offline-run-*"))) == 2  # an offline folder per attempt ...
     assert len(ids) == 1  # ... of one W&B run: the continued attempt resumed it
     assert wandb_config == settings
@@ -131,3 +140,16 @@ def test_tensorboard_can_be_left_out_and_a_missing_tracker_package_is_one_line(t
         load_config([cfg], ["logging.trackers=[tensorboard, wandb]"])
     assert str(e.value) == ("command line: key 'logging.trackers': wandb needs the package wandb, which is not installed: "
                             "pip install 'adarand[wandb]'")
+
+
+def test_mlflows_default_store_is_the_sweeps_root(tmp_path, monkeypatch):
+    """A run of a sweep (ROOT/<cell>/seed<k>) keeps its MLflow store in ROOT, wherever the command
+    was started; a run on its own, in output_root."""
+    from adarand.engine.trackers import mlflow_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config([write_tiny_config(tmp_path, "adarand")], ["output_root=elsewhere"])
+    root = tmp_path / "sweeps" / "lambda"
+    assert mlflow_uri(cfg, root / "adarand-lambda0.1" / "seed2") == f"sqlite:///{root.resolve() / 'mlflow.db'}"
+    assert mlflow_uri(cfg, tmp_path / "one_run") == f"sqlite:///{(tmp_path / 'elsewhere').resolve() / 'mlflow.db'}"
