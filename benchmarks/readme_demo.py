@@ -9,8 +9,9 @@ seeds) and the λ grid (FT, RandReg-N(0, 1) and AdaRand at five λ, 3 seeds), th
   --paired finetune``;
 * between ``<!-- demo-lambda -->`` and ``<!-- /demo-lambda -->``: the λ x method table of test
   accuracy (from the same runs), then ``adarand-table ROOT/lambda --select val --paired finetune``;
-* ``docs/figures/demo_figure_lambda.png``, ``demo_figure2.png`` and ``demo_figure3.png``
-  (``adarand-plot``; Figures 2 and 3 over FT and the two methods at λ = 1).
+* ``docs/figures/demo_figure_lambda.png``, ``demo_figure2.png``, ``demo_figure3.png`` and
+  ``demo_figure_prior.png`` (``adarand-plot``; Figures 2 and 3 over FT and the two methods at
+  λ = 1, AdaRand's prior for AdaRand at λ = 1).
 
 About 20 minutes on 2 CPU cores. The README's prose around the tables is not rewritten: read it
 against the new tables.
@@ -88,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         command("adarand.engine.plots", str(grid), "--figure", "lambda", "--out", str(out))
         cells = [grid / name for name in ("digits_small_cnn-finetune", "digits_small_cnn-randreg_normal-lambda1",
                                           "digits_small_cnn-adarand-lambda1")]
-        command("adarand.engine.plots", *map(str, cells), "--figure", "2", "3", "--out", str(out))
+        command("adarand.engine.plots", *map(str, cells), "--figure", "2", "3", "prior", "--out", str(out))
         FIGURES.mkdir(parents=True, exist_ok=True)
-        for name in ("figure_lambda", "figure2", "figure3"):
+        for name in ("figure_lambda", "figure2", "figure3", "figure_prior"):
             shutil.copyfile(out / f"{name}.png", FIGURES / f"demo_{name}.png")
     README.write_text(text)
     print(f"README.md and {FIGURES} regenerated from {root}")

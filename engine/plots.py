@@ -9,6 +9,9 @@ matplotlib).
   from each run's ``epochs.csv``.
 * ``--figure 3``: a PCA of the selected model's features g(x) of test images, one panel per
   method, coloured by class name, from each run's ``test_features.pt`` (the lowest seed's run).
+* ``--figure prior``: AdaRand's prior per epoch beside Figure 2 (the norm of its means against the
+  features', the share of its coordinates below zero, its distance to the class means), from the
+  ``prior_*`` columns of ``epochs.csv``.
 * ``--figure lambda``: test accuracy against a swept key (``--key``, default ``method.lambda``) per
   method, mean ± std over seeds (Figure IV); a method without that key is a dashed line with its
   band.
@@ -45,6 +48,10 @@ DIAGNOSTICS = (("feature_norm", "feature norm ‖g(x)‖²"), ("grad_norm", "gra
                ("feature_entropy", "feature entropy H(g(x)) (nats, F–G estimator)"),
                ("mutual_info", "mutual information I(g(x); y) (nats, F–G)"))
 LINESTYLES = ("-", "--", ":", "-.")
+# AdaRand's prior over training (epochs.csv columns, epoch means of what AdaRand.update logs)
+PRIOR = (("prior_mu_norm", "prior_feature_norm", "norms: ‖μ‖ (solid) and ‖g(x)‖ (dotted), class / batch means"),
+         ("prior_negative_fraction", None, "fraction of μ's coordinates below 0"),
+         ("prior_mu_distance", None, "distance to the class means ‖μ − μ̄‖, class mean"))
 
 
 def require_matplotlib():
@@ -193,6 +200,43 @@ def figure2(Figure, dataset: str, rows: list[Row]):
     return fig, ["method", "diagnostic", "epoch", "mean", "std", "runs"], data
 
 
+def figure_prior(Figure, dataset: str, rows: list[Row]):
+    """AdaRand's prior beside Figure 2: its means' norm against the features', the share of its
+    coordinates below zero (features after a ReLU are >= 0), and its distance to the class means
+    it follows; for the rows whose runs logged them (AdaRand and its ablations)."""
+    names = [n for first, second, _ in PRIOR for n in (first, second) if n]
+    curves = [(r, epoch_curves(r, names)) for r in sorted(rows, key=row_order)]
+    curves = [(r, c) for r, c in curves if "prior_mu_norm" in c]
+    if not curves:
+        return None
+    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    axes = fig.subplots(1, 3)
+    data = []
+    for i, (row, curve) in enumerate(curves):
+        name_of = method_name(row)
+        style = LINESTYLES[i % len(LINESTYLES)] if len({method_name(r) for r, _ in curves}) < len(curves) else "-"
+        for ax, (first, second, _) in zip(axes, PRIOR, strict=True):
+            for name, dashes in ((first, style), (second, ":")):
+                if name is None or name not in curve:
+                    continue
+                epochs, mean, std, n = curve[name]
+                label = f"{figure_label(row)} (n={n})" if name == first else None
+                ax.plot(epochs, mean, color=style_colour(name_of), linestyle=dashes, label=label)
+                ax.fill_between(epochs, mean - std, mean + std, color=style_colour(name_of), alpha=0.15, linewidth=0)
+                data += [(row.method, name, int(e), m, s, n) for e, m, s in zip(epochs, mean, std, strict=True)]
+    from matplotlib.ticker import MaxNLocator  # the plot extra's (require_matplotlib has checked it)
+
+    for ax, (_, _, title) in zip(axes, PRIOR, strict=True):
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[1].set_ylim(0, 1)
+    outside_legend(fig, axes[0])
+    fig.suptitle(f"AdaRand's prior over training, mean ± std over seeds — {dataset}", fontsize="medium")
+    return fig, ["method", "quantity", "epoch", "mean", "std", "runs"], data
+
+
 def figure3(Figure, dataset: str, rows: list[Row]):
     panels = pca_panels(sorted(rows, key=row_order))  # the table's order, one shared basis
     if not panels:
@@ -319,6 +363,8 @@ def make_figures(rows: list[Row], figures: list[str], out: Path, key: str = "met
                 made, name = figure2(Figure, dataset, mine), "figure2"
             elif which == "3":
                 made, name = figure3(Figure, dataset, mine), "figure3"
+            elif which == "prior":
+                made, name = figure_prior(Figure, dataset, mine), "figure_prior"
             else:
                 made, name = figure_sweep(Figure, dataset, mine, key), f"figure_{slug(key.rsplit('.', 1)[-1])}"
                 if made is None and skipped is not None:
@@ -352,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="adarand-plot", description=__doc__.split("\n\n")[0])
     p.add_argument("roots", nargs="+", help="folders holding run folders (searched recursively)")
     p.add_argument("--out", required=True, help="the folder the figures go to")
-    p.add_argument("--figure", nargs="+", choices=["2", "3", "lambda"], default=["2", "3", "lambda"],
+    p.add_argument("--figure", nargs="+", choices=["2", "3", "prior", "lambda"], default=["2", "3", "prior", "lambda"],
                    help="which figures (default: all that the runs have data for)")
     p.add_argument("--key", default="method.lambda", help="--figure lambda: the swept key on the x axis")
     p.add_argument("--tensorboard", metavar="DIR",
