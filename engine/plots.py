@@ -49,9 +49,9 @@ DIAGNOSTICS = (("feature_norm", "feature norm ‖g(x)‖²"), ("grad_norm", "gra
                ("mutual_info", "mutual information I(g(x); y) (nats, F–G)"))
 LINESTYLES = ("-", "--", ":", "-.")
 # AdaRand's prior over training (epochs.csv columns, epoch means of what AdaRand.update logs)
-PRIOR = (("prior_mu_norm", "prior_feature_norm", "norms: ‖μ‖ (solid) and ‖g(x)‖ (dotted), class / batch means"),
-         ("prior_negative_fraction", None, "fraction of μ's coordinates below 0"),
-         ("prior_mu_distance", None, "distance to the class means ‖μ − μ̄‖, class mean"))
+PRIOR = (("prior_mu_norm", "prior_feature_norm", "mean norms: ‖μ_k‖ (solid), ‖g(x)‖ (dotted)"),
+         ("prior_negative_fraction", None, "share of μ's coordinates below 0"),
+         ("prior_mu_distance", None, "mean distance ‖μ_k − μ̄_k‖"))
 
 
 def require_matplotlib():

@@ -161,6 +161,19 @@ def prior_step(mu: torch.Tensor, mu_bar: torch.Tensor, optimizer: torch.optim.Op
     return tuple(t.detach() for t in losses)
 
 
+@torch.no_grad()
+def prior_diagnostics(mu: torch.Tensor, mu_bar: torch.Tensor, features: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What the prior is doing, for logs (no host sync):
+
+    mu_norm:           (1/K) sum_k ||mu_k||
+    feature_norm:      (1/B) sum_i ||g(x_i)||          (the batch's, to compare with mu_norm)
+    negative_fraction: #{(k, j): mu_kj < 0} / (K d)   (features after a ReLU are >= 0)
+    mu_distance:       (1/K) sum_k ||mu_k - mu_bar_k||"""
+    mu = mu.detach()
+    return {"mu_norm": mu.norm(dim=1).mean(), "feature_norm": features.detach().float().norm(dim=1).mean(),
+            "negative_fraction": (mu < 0).float().mean(), "mu_distance": (mu - mu_bar).norm(dim=1).mean()}
+
+
 # ---------------------------------------------------------------------------------------------
 # The objects
 
@@ -316,14 +329,17 @@ class AdaRand(RandReg):
 
     def update(self, features: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """The EMA of the class means (summed over the processes of a process group), then one
-        prior step; returns (prior_ada, prior_intra, prior_inter)."""
+        prior step; returns the prior objective's terms (prior_ada, prior_intra, prior_inter) and,
+        after the step, :func:`prior_diagnostics` (prior_mu_norm, prior_feature_norm,
+        prior_negative_fraction, prior_mu_distance)."""
         p = self.params
         reduce = all_reduce if world_size() > 1 else None
         with torch.no_grad():
             self.mu_bar = ema_class_means(self.mu_bar, features.detach(), labels, p.alpha, reduce)
         l_ada, l_intra, l_inter = prior_step(self.mu, self.mu_bar, self.optimizer, self.scheduler,
                                              p.intra, p.inter, p.prior_loss)
-        return {"prior_ada": l_ada, "prior_intra": l_intra, "prior_inter": l_inter}
+        diagnostics = {f"prior_{k}": v for k, v in prior_diagnostics(self.mu, self.mu_bar, features).items()}
+        return {"prior_ada": l_ada, "prior_intra": l_intra, "prior_inter": l_inter, **diagnostics}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"prior": self.optimizer}

@@ -195,3 +195,20 @@ def test_every_public_object_documents_its_use():
         if not any(f"{name}{c}" in doc for c in "(.") and not (name == "Method" and "(Method)" in doc):
             missing.append(name)
     assert missing == []
+
+
+def test_adarand_logs_its_priors_diagnostics_after_each_update():
+    """‖μ‖, the batch's ‖g(x)‖, the share of μ's coordinates below 0 and ‖μ − μ̄‖, against loops."""
+    g = torch.Generator().manual_seed(0)
+    reg = AdaRand(torch.randn(3, 4, generator=g), torch.rand(3, 4, generator=g) + 0.1, 10)
+    f, y = torch.randn(6, 4, generator=g), torch.tensor([0, 1, 2, 0, 1, 2])
+    logs = reg.update(f, y)
+    mu, mu_bar = reg.mu.detach().tolist(), reg.mu_bar.tolist()
+    norm = [sum(v * v for v in row) ** 0.5 for row in mu]
+    assert float(logs["prior_mu_norm"]) == pytest.approx(sum(norm) / 3, rel=1e-6)
+    assert float(logs["prior_feature_norm"]) == pytest.approx(
+        sum(sum(v * v for v in row) ** 0.5 for row in f.tolist()) / 6, rel=1e-6)
+    assert float(logs["prior_negative_fraction"]) == pytest.approx(sum(v < 0 for row in mu for v in row) / 12)
+    distance = [sum((a - b) ** 2 for a, b in zip(r, s, strict=True)) ** 0.5 for r, s in zip(mu, mu_bar, strict=True)]
+    assert float(logs["prior_mu_distance"]) == pytest.approx(sum(distance) / 3, rel=1e-6)
+    assert float(logs["prior_mu_distance"]) > 0  # the prior step moved μ away from μ̄

@@ -163,3 +163,31 @@ def test_no_text_overlaps_or_leaves_the_canvas_and_the_axes_name_the_metric(runs
     ft_2 = next(line for line in figures["2"][0].axes[0].get_lines() if line.get_label().startswith("FT"))
     ft_sweep = next(line for line in sweep.get_lines() if line.get_label().startswith("FT"))
     assert ft_2.get_color() == ft_sweep.get_color() == colour("finetune")
+
+
+def test_adarands_prior_in_tensorboard_epochs_csv_and_its_figure(tmp_path):
+    """AdaRand's prior diagnostics reach TensorBoard and epochs.csv, and the prior figure draws
+    their means over seeds cleanly."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from adarand.engine.figure_style import text_problems
+
+    cfg = write_tiny_config(tmp_path, "adarand")
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        adarand.train(cfg, {"train.epochs": 2}, output=root / "adarand" / f"seed{seed}", seed=seed, quiet=True)
+    events = EventAccumulator(str(root / "adarand" / "seed0"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"prior/mu_norm", "prior/feature_norm", "prior/negative_fraction", "prior/mu_distance"} <= tags
+    Figure = plots.require_matplotlib()
+    rows = collect([root])
+    fig, header, data = plots.figure_prior(Figure, rows[0].dataset, rows)
+    assert text_problems(fig) == []
+    columns = {"prior_mu_norm", "prior_feature_norm", "prior_negative_fraction", "prior_mu_distance"}
+    assert {d[1] for d in data} == columns
+    for name in columns:
+        per_seed = [epoch_column(root / "adarand" / f"seed{s}", name) for s in (0, 1)]
+        means = [statistics.mean(v) for v in zip(*per_seed, strict=True)]
+        assert [m for _, n, _, m, _, _ in data if n == name] == pytest.approx(means, rel=1e-9)
+    assert all(0.0 <= m <= 1.0 for _, n, _, m, _, _ in data if n == "prior_negative_fraction")
