@@ -12,6 +12,7 @@ import gc
 import json
 import logging
 import os
+import socket
 import signal
 import sys
 import time
@@ -96,8 +97,32 @@ def launch_settings(nproc: int, gpus: int | None = None) -> dict:
     if gpus > 0 and nproc > gpus:
         raise UserError(f"--nproc: {nproc} processes but this machine has {gpus} GPU(s); one process per GPU")
     if nproc > 1:
-        return {"backend": backend, "nproc_per_node": nproc}
+        return {"backend": backend, "nproc_per_node": nproc, "master_addr": "127.0.0.1", "master_port": rendezvous_port()}
     return {"backend": None}
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def rendezvous_port() -> int:
+    """The port the processes of a run meet on: ``$MASTER_PORT`` when set (a one-line error when it is
+    taken), else a free one chosen by the system, as torchrun's ``--standalone`` does; so two runs
+    of several processes on one machine do not collide."""
+    given = os.environ.get("MASTER_PORT")
+    if given:
+        if not given.isdigit() or not port_is_free(int(given)):
+            raise UserError(f"MASTER_PORT={given}: that port is taken (another run of several processes on this "
+                            "machine?) or no port; unset MASTER_PORT to have a free one chosen, or give another")
+        return int(given)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 # how the Python API's errors name what the caller passed (the command line's name it as typed)

@@ -182,10 +182,26 @@ def test_launch_settings(monkeypatch):
     from adarand.core.errors import UserError
     from adarand.engine.launch import launch_settings
 
+    import socket
+
     monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
     assert launch_settings(1, gpus=0) == {"backend": None}
-    assert launch_settings(2, gpus=0) == {"backend": "gloo", "nproc_per_node": 2}
-    assert launch_settings(2, gpus=4) == {"backend": "nccl", "nproc_per_node": 2}
+    two = launch_settings(2, gpus=0)
+    assert {k: two[k] for k in ("backend", "nproc_per_node", "master_addr")} == {
+        "backend": "gloo", "nproc_per_node": 2, "master_addr": "127.0.0.1"}
+    assert launch_settings(2, gpus=4)["backend"] == "nccl"
+    # a free port each time (another run of several processes may hold the last one)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert launch_settings(2, gpus=0)["master_port"] != port
+        monkeypatch.setenv("MASTER_PORT", str(port))  # given and taken: one line naming the setting
+        with pytest.raises(UserError, match=f"MASTER_PORT={port}: that port is taken"):
+            launch_settings(2, gpus=0)
+    assert launch_settings(2, gpus=0)["master_port"] == port  # given and free
+    monkeypatch.delenv("MASTER_PORT")
     with pytest.raises(UserError, match="--nproc: 3 processes but this machine has 2 GPU"):
         launch_settings(3, gpus=2)
     with pytest.raises(UserError, match="--nproc: expected a positive number"):
