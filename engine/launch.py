@@ -12,8 +12,8 @@ import gc
 import json
 import logging
 import os
-import socket
 import signal
+import socket
 import sys
 import time
 from collections.abc import Mapping, Sequence

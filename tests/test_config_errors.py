@@ -179,10 +179,10 @@ def test_cli_missing_config_file(tmp_path):
 
 
 def test_launch_settings(monkeypatch):
+    import socket
+
     from adarand.core.errors import UserError
     from adarand.engine.launch import launch_settings
-
-    import socket
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.delenv("MASTER_PORT", raising=False)
