@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from ..core.errors import UserError
+from ..core.errors import UserError, short_repr
 
 LAYOUT = "root/annotations/instances_<split>.json and root/<split>/<file_name> for the splits train and test (val optional)"
 
@@ -35,13 +35,20 @@ def read_coco_split(root: Path, split: str, classes: list[str] | None = None) ->
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path}: not a COCO instances file ({e.__class__.__name__}: {e}; expected images, "
                         "annotations and categories)") from None
+    for k, c in enumerate(categories):
+        missing = [key for key in ("id", "name") if not isinstance(c, dict) or key not in c]
+        if missing:
+            raise UserError(f"{path}: category entry {k} ({short_repr(c)}) has no {' and no '.join(missing)}")
     cats = sorted(categories, key=lambda c: c["id"])
     names = [str(c["name"]) for c in cats]
     if classes is not None and names != classes:
         raise UserError(f"{path}: categories {names} differ from the training split's {classes}")
     index = {c["id"]: k for k, c in enumerate(cats)}
     records, by_id = [], {}
-    for img in images:
+    for k, img in enumerate(images):
+        missing = [key for key in ("id", "file_name", "height", "width") if not isinstance(img, dict) or key not in img]
+        if missing:
+            raise UserError(f"{path}: image entry {k} ({short_repr(img)}) has no {', '.join(missing)}")
         r = {"file": str(root / split / img["file_name"]), "height": int(img["height"]), "width": int(img["width"]),
              "instances": []}
         by_id[img["id"]] = r
@@ -62,6 +69,10 @@ def read_coco_split(root: Path, split: str, classes: list[str] | None = None) ->
         polygons_ok = isinstance(seg, list) and seg and all(isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
                                                              for p in seg)
         rle_ok = isinstance(seg, dict) and "counts" in seg and "size" in seg
+        odd = [i for i, p in enumerate(seg) if isinstance(p, list) and len(p) % 2] if isinstance(seg, list) else []
+        if odd:
+            raise UserError(f"{where}: polygon {odd[0]} has an odd number of coordinates ({len(seg[odd[0]])}); a "
+                            "polygon is x, y pairs")
         if not (polygons_ok or rle_ok):
             raise UserError(f"{where}: segmentation is neither polygons (lists of at least 3 x, y pairs) nor RLE "
                             "(counts and size)")

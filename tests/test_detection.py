@@ -130,6 +130,15 @@ def test_coco_reader_names_a_bad_annotation(tmp_path):
     write_coco(tmp_path, "train", [{**bad, "bbox": [1, 1, 2, 2], "category_id": 9}])
     with pytest.raises(UserError, match="annotation 41: category_id 9"):
         read_coco_split(tmp_path, "train")
+    write_coco(tmp_path, "train", [{**bad, "bbox": [1, 1, 2, 2], "segmentation": [[1, 1, 5, 1, 5, 5, 3]]}])
+    with pytest.raises(UserError, match="annotation 41: polygon 0 has an odd number of coordinates \\(7\\)"):
+        read_coco_split(tmp_path, "train")
+    path = tmp_path / "annotations" / "instances_train.json"
+    data = json.loads(path.read_text())
+    data["categories"].append({"name": "no_id"})
+    path.write_text(json.dumps(data))
+    with pytest.raises(UserError, match=r"instances_train.json: category entry \d+ \(.*no_id.*\) has no id$"):
+        read_coco_split(tmp_path, "train")
 
 
 def test_image_label_rules():
