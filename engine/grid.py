@@ -23,6 +23,7 @@ from typing import Any, Union, get_args, get_origin
 import yaml
 
 from ..core.config import Config
+from ..core.errors import ConfigError
 from ..core.schema import yaml_key
 from ..handlers.registry import get_regularizer_class
 
@@ -99,6 +100,12 @@ def axes(overrides: list[str], method: str) -> list[tuple[str, list[Any]] | str]
     for item, (key, value) in zip(overrides, named, strict=True):
         is_axis = isinstance(value, list) and len(value) > 0 and (
             not holds_list(key, method) or all(isinstance(v, list) for v in value))
+        if is_axis:
+            texts = [format_value(v) for v in value]
+            repeated = next((t for i, t in enumerate(texts) if t in texts[:i]), None)
+            if repeated is not None:
+                raise ConfigError("command line", key, f"the grid gives the value {repeated} twice ({item}); "
+                                                       "give each value once")
         out.append((key, list(value)) if is_axis else item)
     return out
 

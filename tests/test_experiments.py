@@ -94,6 +94,13 @@ def test_grid_points_and_labels():
     assert len(long) <= 60 and long != folder_label([f"method.k{i}={i}" for i in range(31)])
 
 
+def test_a_repeated_grid_value_is_named(capsys):
+    assert sweep_main(["demo_adarand", "method.lambda=[0.1,0.3,0.1]", "--seeds", "0", "--root", "unused", "--plan"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("error: command line: key 'method.lambda': the grid gives the value 0.1 twice "
+                           "(method.lambda=[0.1,0.3,0.1]); give each value once")
+
+
 def test_output_with_another_experiment_or_a_finished_run_is_refused_up_front(tmp_path):
     cfg = write_tiny_config(tmp_path, "finetune")
     out = tmp_path / "run"
