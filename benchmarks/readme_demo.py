@@ -69,14 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", choices=["table", "lambda"], help="regenerate one of the two parts")
     args = p.parse_args(argv)
     root = (REPO / args.root).resolve()
-    text = README.read_text()
+    blocks = {}
     if args.only in (None, "table"):
         table_root = root / "demo_table"
         command("adarand.engine.sweep", "--bases", "yaml/base/digits_small_cnn.yaml", "--methods", *METHODS,
                 "method.source_root=[sklearn_digits:source]", "method.select_classes=[3]", "--seeds", "0", "1", "2",
                 "--root", str(table_root))
-        text = replace_block(text, "demo-table", command("adarand.engine.report", str(table_root), "--paired",
-                                                         "finetune", capture=True))
+        blocks["demo-table"] = command("adarand.engine.report", str(table_root), "--paired", "finetune", capture=True)
     if args.only in (None, "lambda"):
         grid = root / "lambda"
         command("adarand.engine.sweep", "--bases", "base/digits_small_cnn", "--methods", "methods/finetune",
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--root", str(grid))
         selected = command("adarand.engine.report", str(grid), "--select", "val", "--paired", "finetune", capture=True)
         selected = selected[selected.index("Selected on validation"):]
-        text = replace_block(text, "demo-lambda", lambda_table(grid) + "\n\n" + selected)
+        blocks["demo-lambda"] = lambda_table(grid) + "\n\n" + selected
         out = root / "figures"
         command("adarand.engine.plots", str(grid), "--figure", "lambda", "--out", str(out))
         cells = [grid / name for name in ("digits_small_cnn-finetune", "digits_small_cnn-randreg_normal-lambda1",
@@ -93,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         FIGURES.mkdir(parents=True, exist_ok=True)
         for name in ("figure_lambda", "figure2", "figure3", "figure_prior"):
             shutil.copyfile(out / f"{name}.png", FIGURES / f"demo_{name}.png")
+    text = README.read_text()  # read at the end: the runs take minutes
+    for name, body in blocks.items():
+        text = replace_block(text, name, body)
     README.write_text(text)
     print(f"README.md and {FIGURES} regenerated from {root}")
     return 0
