@@ -3,9 +3,10 @@ for the splits ``train`` and ``test`` (and ``val``, if there is one).
 
 The JSON's ``images`` (id, file_name, height, width), ``annotations`` (image_id, category_id,
 bbox as [x, y, w, h], segmentation as polygons or RLE, iscrowd) and ``categories`` (id, name).
-Classes are the categories in order of their ids. Crowd annotations are left out (COCO's
-evaluation ignores them too). An annotation that cannot be read stops with one line naming the
-file and the annotation's id.
+Classes are the categories in order of their ids. Crowd annotations (``iscrowd: 1``) are kept as
+instances marked ``crowd``: training leaves them out, evaluation passes them to COCO's AP as
+crowds, which ignores a detection they cover, as COCOeval does. An annotation that cannot be read
+stops with one line naming the file and the annotation's id.
 """
 
 from __future__ import annotations
@@ -59,8 +60,7 @@ def read_coco_split(root: Path, split: str, classes: list[str] | None = None) ->
             raise UserError(f"{where}: image_id {ann.get('image_id')!r} is not among the images")
         if ann.get("category_id") not in index:
             raise UserError(f"{where}: category_id {ann.get('category_id')!r} is not among the categories")
-        if ann.get("iscrowd", 0):
-            continue
+        crowd = bool(ann.get("iscrowd", 0))
         box = ann.get("bbox")
         if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) and math.isfinite(v)
                                                                  for v in box) and box[2] > 0 and box[3] > 0):
@@ -78,6 +78,7 @@ def read_coco_split(root: Path, split: str, classes: list[str] | None = None) ->
                             "(counts and size)")
         x, y, w, h = (float(v) for v in box)
         r = by_id[ann["image_id"]]
-        r["instances"].append({"label": index[ann["category_id"]], "box": [x, y, x + w, y + h],
-                               "area": float(ann.get("area") or w * h), "mask": {"coco": seg}})
+        instance = {"label": index[ann["category_id"]], "box": [x, y, x + w, y + h],
+                    "area": float(ann.get("area") or w * h), "mask": {"coco": seg}}
+        r["instances"].append({**instance, "crowd": True} if crowd else instance)
     return records, names

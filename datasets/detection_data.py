@@ -63,5 +63,6 @@ def create_detection_datasets(cfg: DataConfig, det: DetectionConfig, root: Path,
     tt, et = detection_transforms(cfg.hflip)
     train_ds = InstanceDataset(train, tt, det.masks)
     return DataSplits(train=train_ds, train_eval=ImageLabels(InstanceDataset(train, et, det.masks)),
-                      val=InstanceDataset(val, et, det.masks), test=InstanceDataset(test, et, det.masks),
+                      val=InstanceDataset(val, et, det.masks, crowds=True),
+                      test=InstanceDataset(test, et, det.masks, crowds=True),
                       classes=classes, root=str(root))

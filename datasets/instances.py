@@ -2,9 +2,11 @@
 label y that AdaRand's class-conditional priors use, and the detector's batches.
 
 A record is plain data (it goes into cache keys): ``{"file", "height", "width", "instances":
-[{"label", "box", "area", "mask"}], "label"}`` with 0-based class indices, boxes ``[x1, y1, x2, y2]``
-in pixels and ``mask`` how to draw the instance's mask: ``{"coco": polygons or RLE}`` or
-``{"png": [SegmentationObject file, instance id]}``. ``label`` is the image's y (SPEC §8b).
+[{"label", "box", "area", "mask"[, "crowd"]}], "label"}`` with 0-based class indices, boxes
+``[x1, y1, x2, y2]`` in pixels and ``mask`` how to draw the instance's mask: ``{"coco": polygons or
+RLE}`` or ``{"png": [SegmentationObject file, instance id]}``. ``label`` is the image's y (SPEC
+§8b), from its instances that are not crowds. A crowd region (``"crowd": true``, COCO's
+``iscrowd``) is left out of training targets and kept in evaluation targets as ``iscrowd``.
 """
 
 from __future__ import annotations
@@ -45,10 +47,11 @@ def with_image_labels(records: list[dict], rule: str, single_class_only: bool) -
     (and, with ``single_class_only``, only those whose instances share one class)."""
     out = []
     for r in records:
-        classes = {inst["label"] for inst in r["instances"]}
+        solid = [inst for inst in r["instances"] if not inst.get("crowd")]
+        classes = {inst["label"] for inst in solid}
         if not classes or (single_class_only and len(classes) > 1):
             continue
-        out.append({**r, "label": image_label(r["instances"], rule)})
+        out.append({**r, "label": image_label(solid, rule)})
     return out
 
 
@@ -83,11 +86,13 @@ class InstanceDataset(Dataset):
     "image_label", "image_id"}``; ``transform`` (torchvision transforms v2) moves image, boxes and
     masks together. ``masks: false`` leaves the masks out (Faster R-CNN)."""
 
-    def __init__(self, records: Sequence[dict], transform: Callable | None = None, masks: bool = True):
+    def __init__(self, records: Sequence[dict], transform: Callable | None = None, masks: bool = True,
+                 crowds: bool = False):
         self.records = list(records)
         self.samples = self.records  # what the feature caches key on
         self.transform = transform
         self.masks = masks
+        self.crowds = crowds  # evaluation: crowd regions kept, marked ``iscrowd``; training: left out
 
     def __len__(self) -> int:
         return len(self.records)
@@ -103,7 +108,7 @@ class InstanceDataset(Dataset):
         if (h, w) != (r["height"], r["width"]):
             raise UserError(f"{r['file']}: the image is {w} x {h} pixels, its annotation says "
                             f"{r['width']} x {r['height']}")
-        insts = r["instances"]
+        insts = [i for i in r["instances"] if self.crowds or not i.get("crowd")]
         target = {
             "boxes": tv_tensors.BoundingBoxes(torch.tensor([i["box"] for i in insts], dtype=torch.float32).reshape(-1, 4),
                                               format="XYXY", canvas_size=(h, w)),
@@ -111,6 +116,8 @@ class InstanceDataset(Dataset):
             "image_label": torch.tensor(-1 if r.get("label") is None else r["label"]),
             "image_id": torch.tensor(index),
         }
+        if self.crowds:
+            target["iscrowd"] = torch.tensor([int(bool(i.get("crowd"))) for i in insts], dtype=torch.int64)
         if self.masks:
             pngs: dict = {}
             stack = [instance_mask(i["mask"], h, w, pngs) for i in insts]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
 import torch
 from ignite.engine import Engine
 from ignite.metrics import Metric
@@ -26,6 +27,9 @@ from ..models.detection import build_detector
 from .task import Task
 
 AP_NAMES = {"ap": "map", "ap50": "map_50", "ap75": "map_75"}  # ours -> torchmetrics' suffix
+# COCOeval's thresholds, in float64 as it builds them (torchmetrics' defaults are float32: 0.550000012, ...)
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True).tolist()
+RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True).tolist()
 
 
 def ap_backend() -> str:
@@ -39,6 +43,8 @@ def map_inputs(detections: list[dict], targets: list[dict], masks: bool) -> tupl
     for d, t in zip(detections, targets, strict=True):
         p = {"boxes": d["boxes"].float(), "scores": d["scores"].float(), "labels": d["labels"]}
         g = {"boxes": t["boxes"].float(), "labels": t["labels"]}
+        if "iscrowd" in t:  # COCO's crowd regions: a detection they cover is ignored, not a false positive
+            g["iscrowd"] = t["iscrowd"]
         if masks:
             p["masks"] = d["masks"][:, 0] > 0.5
             g["masks"] = t["masks"].bool()
@@ -57,7 +63,8 @@ class AveragePrecision(Metric):
         self.masks = masks
         self.per_class = per_class
         self.map = MeanAveragePrecision(iou_type=("bbox", "segm") if masks else "bbox", backend=ap_backend(),
-                                        class_metrics=per_class)
+                                        class_metrics=per_class, iou_thresholds=IOU_THRESHOLDS,
+                                        rec_thresholds=RECALL_THRESHOLDS)
         super().__init__(device=device)
 
     @reinit__is_reduced

@@ -90,7 +90,7 @@ def evaluate_detection(cfg: Config, args: argparse.Namespace, weights: Path) -> 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     split = {"test": data.test, "val": data.val, "train": data.train}[args.split]
     if args.split == "train":  # without the training augmentation
-        split = type(split)(split.records, data.test.transform, cfg.detection.masks)
+        split = type(split)(split.records, data.test.transform, cfg.detection.masks, crowds=True)
     evaluator = create_detection_evaluator(net.to(device), device, masks=cfg.detection.masks, per_class=True)
     evaluator.run(DataLoader(split, batch_size=args.batch_size or cfg.data.eval_batch, collate_fn=split.collate))
     metrics = evaluator.state.metrics["average_precision"]

@@ -2,6 +2,8 @@
 hand-worked case, AdaRand's updates on detection features, methods refused on detection, and a
 resumed detection run against an uninterrupted one."""
 
+import contextlib
+import io
 import json
 import math
 
@@ -112,9 +114,12 @@ def test_coco_reader_polygon_and_rle(tmp_path):
     records, classes = read_coco_split(tmp_path, "train")
     assert classes == ["dog", "cat"]  # in the order of the category ids
     (r,) = records
-    assert [i["label"] for i in r["instances"]] == [1, 0]  # the crowd annotation is left out
+    assert [(i["label"], i.get("crowd", False)) for i in r["instances"]] == [(1, False), (0, False), (0, True)]
     assert r["instances"][0]["box"] == [1.0, 1.0, 5.0, 5.0]
-    _, target = InstanceDataset([{**r, "label": 1}])[0]
+    _, target = InstanceDataset([{**r, "label": 1}])[0]  # training: the crowd region left out
+    assert target["labels"].tolist() == [2, 1] and "iscrowd" not in target
+    _, evaluated = InstanceDataset([{**r, "label": 1}], crowds=True)[0]  # evaluation: kept, marked
+    assert evaluated["labels"].tolist() == [2, 1, 1] and evaluated["iscrowd"].tolist() == [0, 0, 1]
     expected_rle = torch.zeros(8, 8, dtype=torch.bool)
     expected_rle[2:5, 1] = True
     assert target["masks"][1].bool().equal(expected_rle)
@@ -396,3 +401,56 @@ def test_the_detector_loads_its_backbone_from_a_weights_file_strictly(tmp_path, 
     cfg = demo_detection_config(cache_dir, "model.arch=resnet18", f"model.pretrained={tmp_path / 'partial.pt'}")
     with pytest.raises(UserError, match="partial.pt: .* tensors matched; not found: layer4"):
         detection_model(cfg, SimpleNamespace(num_classes=3))
+
+
+def cocoeval_ap(gts: list[dict], dets: list[dict], size=(200, 200)) -> float:
+    """COCOeval's bbox AP (pycocotools, the reference papers report) of one image's detections."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt = COCO()
+    gt.dataset = {"images": [{"id": 1, "height": size[0], "width": size[1]}], "categories": [{"id": 1, "name": "a"}],
+                  "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1, "bbox": g["bbox"],
+                                   "area": g["bbox"][2] * g["bbox"][3], "iscrowd": g.get("iscrowd", 0)}
+                                  for i, g in enumerate(gts)]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        dt = gt.loadRes([{"image_id": 1, "category_id": 1, "bbox": d["bbox"], "score": d["score"]} for d in dets])
+        ev = COCOeval(gt, dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return float(ev.stats[0])
+
+
+def project_ap(gts: list[dict], dets: list[dict]) -> float:
+    from adarand.engine.detection import AveragePrecision
+
+    def xyxy(b):
+        return [b[0], b[1], b[0] + b[2], b[1] + b[3]]
+
+    metric = AveragePrecision(masks=False)
+    target = {"boxes": torch.tensor([xyxy(g["bbox"]) for g in gts], dtype=torch.float32),
+              "labels": torch.ones(len(gts), dtype=torch.int64),
+              "iscrowd": torch.tensor([g.get("iscrowd", 0) for g in gts], dtype=torch.int64)}
+    detection = {"boxes": torch.tensor([xyxy(d["bbox"]) for d in dets], dtype=torch.float32),
+                 "scores": torch.tensor([d["score"] for d in dets]), "labels": torch.ones(len(dets), dtype=torch.int64)}
+    metric.update(([detection], [target]))
+    return metric.compute()["bbox_ap"]
+
+
+def test_ap_is_cocoevals_at_a_threshold_where_float32_and_float64_disagree():
+    """IoU exactly 0.55: a match at COCOeval's float64 threshold 0.55, none at float32's 0.550000012
+    (AP 0.2 against 0.1)."""
+    gts, dets = [{"bbox": [0, 0, 100, 100]}], [{"bbox": [0, 0, 100, 55], "score": 0.9}]
+    reference = cocoeval_ap(gts, dets)
+    assert reference == pytest.approx(0.2)
+    assert project_ap(gts, dets) == pytest.approx(reference, abs=1e-6)  # torchmetrics returns float32
+
+
+def test_a_detection_on_a_crowd_region_is_ignored_as_cocoeval_ignores_it():
+    gts = [{"bbox": [10, 10, 50, 50]}, {"bbox": [120, 120, 60, 60], "iscrowd": 1}]
+    dets = [{"bbox": [10, 10, 50, 50], "score": 0.9}, {"bbox": [125, 125, 40, 40], "score": 0.95}]
+    reference = cocoeval_ap(gts, dets)
+    assert reference == pytest.approx(1.0)  # every ground truth found; the crowd's detection ignored
+    assert project_ap(gts, dets) == pytest.approx(reference, abs=1e-6)  # torchmetrics returns float32
