@@ -179,3 +179,21 @@ def test_a_step_of_the_trainer_replaces_the_ce_and_trains_the_projection_at_the_
     assert all(torch.equal(a, b) for a, b in zip(after, again, strict=True))
     assert reg.report()["projection_head_mib"] == pytest.approx(
         sum(t.numel() * 4 for t in reg.projection.parameters()) / 2**20)
+
+
+def test_the_mixing_weights_are_numpys_beta_draws_from_the_saved_stream(tmp_path):
+    """perm, max(Beta(a, a), floor) and Beta(a, a) drawn again from the state the method saves."""
+    import numpy as np
+
+    run = build_run(load_config(write_tiny_config(tmp_path, "core_tuning"), ["method.alpha=0.4",
+                                                                              "method.negative_floor=0.7"]))
+    reg = run.regularizer
+    saved = reg.state_dict()["rng"]
+    perm, lam_neg, lam_pos = reg.mixing_weights(64, torch.device("cpu"))
+    again = np.random.default_rng()
+    again.bit_generator.state = saved
+    assert perm.tolist() == again.permutation(64).tolist()
+    assert np.allclose(lam_neg.numpy(), np.maximum(again.beta(0.4, 0.4, 64), 0.7), atol=1e-7)
+    assert np.allclose(lam_pos.numpy(), again.beta(0.4, 0.4, 64), atol=1e-7)
+    # Beta(0.4, 0.4) piles up at 0 and 1, which uniform draws would not
+    assert float(((lam_pos < 0.1) | (lam_pos > 0.9)).float().mean()) > 0.3

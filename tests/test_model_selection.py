@@ -49,3 +49,18 @@ def test_the_best_checkpoint_follows_the_record(tmp_path):
     assert sorted(p.name for p in folder.glob("*.pt")) == [best.name, "last_checkpoint_5.pt"]
     state = torch.load(best, weights_only=True)
     assert float(state["head.bias"][0]) == 3.0
+
+
+def test_detection_selects_on_bbox_ap_then_mask_ap():
+    """bbox AP first; a tie in it goes to the higher mask AP, a tie in both to the earlier epoch."""
+    from adarand.engine.detection import detection_task
+    from adarand.engine.state import RunRecord
+
+    task = detection_task(masks=True)
+    record = RunRecord()
+    epochs = {1: (0.30, 0.10), 2: (0.30, 0.20), 3: (0.25, 0.50), 4: (0.30, 0.20)}
+    for epoch, (bbox, mask) in epochs.items():
+        metrics = {"bbox_ap": bbox, "mask_ap": mask}
+        record.observe(epoch, metrics, task.selection_key(metrics))
+    assert record.best_epoch == 2  # epoch 3's higher mask AP does not beat a higher bbox AP
+    assert record.best_val == {"bbox_ap": 0.30, "mask_ap": 0.20}

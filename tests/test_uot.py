@@ -65,9 +65,10 @@ def uot_config(tmp_path, extra=""):
     return cfg, source
 
 
-def test_the_joint_step_is_target_ce_plus_lambda_source_ce(tmp_path):
+@pytest.mark.parametrize("lam", [1.0, 0.3])
+def test_the_joint_step_is_target_ce_plus_lambda_source_ce(tmp_path, lam):
     cfg_file, _ = uot_config(tmp_path)
-    run = build_run(load_config(cfg_file))
+    run = build_run(load_config(cfg_file, [f"method.lambda={lam}"]))
     reg = run.regularizer
     seen = {}
 
@@ -96,7 +97,7 @@ def test_the_joint_step_is_target_ce_plus_lambda_source_ce(tmp_path):
     assert set(source_labels.tolist()) <= {0, 1}  # the selected classes, renumbered
     with torch.no_grad():
         source_ce = F.cross_entropy(seen["head"](seen["features"][b:]), source_labels)
-    assert seen["losses"]["uot_source"] == pytest.approx(float(source_ce), rel=1e-6)  # lambda_u = 1
+    assert seen["losses"]["uot_source"] == pytest.approx(lam * float(source_ce), rel=1e-6)  # lambda_u CE_source
     after = seen["after"]  # what the training log reads: the target rows only
     assert after.features.shape[0] == after.logits.shape[0] == after.y.shape[0] == b
     report = reg.report()
