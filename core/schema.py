@@ -11,6 +11,7 @@ as a string (``1e6``) is read as the number.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import types
@@ -101,6 +102,12 @@ def convert(value: Any, tp: Any, key: str, where: Provenance) -> Any:
     raise TypeError(f"schema type {tp!r} is not supported")
 
 
+def did_you_mean(name: str, known, spell=lambda k: k) -> str:
+    """``did you mean X? `` for the known name closest to ``name`` (difflib), or ''."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"did you mean {spell(close[0])}? " if close else ""
+
+
 def build(cls: type, data: dict, prefix: str, where: Provenance) -> Any:
     """Build dataclass ``cls`` from ``data``; ``prefix`` is the dotted path of ``data``."""
     hints = typing.get_type_hints(cls)
@@ -109,7 +116,8 @@ def build(cls: type, data: dict, prefix: str, where: Provenance) -> Any:
     for k in data:
         if k not in fields:
             known = ", ".join(sorted(fields))
-            raise ConfigError(where(dotted(k)), dotted(k), f"unknown key (known keys here: {known})")
+            raise ConfigError(where(dotted(k)), dotted(k), f"unknown key ({did_you_mean(str(k), fields, dotted)}"
+                                                           f"known keys here: {known})")
     kwargs = {}
     for k, f in fields.items():
         if k in data:

@@ -46,7 +46,7 @@ import submitit
 from ignite.engine import Events
 
 from ..core.console import result_words
-from ..core.errors import Interrupted, NonFiniteLoss, UserError
+from ..core.errors import ConfigError, Interrupted, NonFiniteLoss, UserError
 from .cluster import cluster_executor
 from .config import load_config
 from .grid import display_value, format_value, grid_points
@@ -155,11 +155,18 @@ class Study:
                 raise UserError(f"{self.args.space}: key '{dim.key}' is searched and also given as an override")
         if len(grid_points(self.overrides, selected_method(self.configs))) > 1:
             raise UserError("adarand-tune: a grid override (a list of values) belongs in the search space")
+        load_config(self.configs, self.overrides, seed=self.seed)  # the configs' own mistakes, named as they are
         base = [d.corners()[0] for d in self.space]
         for i, dim in enumerate(self.space):
             for value in dim.corners():
                 point = [f"{d.key}={format_value(value if j == i else base[j])}" for j, d in enumerate(self.space)]
-                load_config(self.configs, [*self.overrides, *point], seed=self.seed)
+                try:
+                    load_config(self.configs, [*self.overrides, *point], seed=self.seed)
+                except ConfigError as e:  # the configs load without the space: its keys or values are wrong
+                    key = next((d.key for d in self.space if e.key and (d.key == e.key or d.key.startswith(e.key + "."))),
+                               e.key)
+                    message = str(e).split(f"key '{e.key}': ", 1)[-1] if e.key else str(e)
+                    raise ConfigError(str(self.args.space), key, message) from None
 
     def settings(self) -> dict:
         return {"configs": [str(c) for c in self.configs], "overrides": self.overrides, "seed": self.seed,
@@ -171,9 +178,9 @@ class Study:
         if saved is None:
             self.study.set_user_attr("settings", mine)
             return
-        differ = [k for k in mine if saved.get(k) != mine[k]]
+        differ = changed_leaves(saved, mine)
         if differ:
-            what = "; ".join(f"{k} (study: {saved.get(k)}, now: {mine[k]})" for k in differ)
+            what = "; ".join(f"{k}: {display_value(a)} → {display_value(b)}" for k, a, b in differ)
             raise UserError(f"--study-name {self.args.study} in {self.url} was started with other settings: {what}; "
                             "choose another --study-name or --root")
 
@@ -294,6 +301,17 @@ class Study:
                   f"{shown}",
                   f"[tune] its final table over seeds: {shlex.join(sweep)} && adarand-table {final}"]
         return "\n".join(lines)
+
+
+def changed_leaves(before, after, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, before, after) for each leaf that differs between two nested dicts
+    (``space.method.lambda.high``), a missing one shown as None."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        out = []
+        for k in list(before) + [k for k in after if k not in before]:
+            out += changed_leaves(before.get(k), after.get(k), f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return [] if before == after else [(prefix, before, after)]
 
 
 def describe(values: list[tuple[str, object]]) -> str:

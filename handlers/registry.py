@@ -42,7 +42,7 @@ import yaml
 
 from ..core.config import MethodConfig
 from ..core.errors import ConfigError, UserError, error_summary
-from ..core.schema import build, yaml_key
+from ..core.schema import build, did_you_mean, yaml_key
 from ..core.step import TrainEvents
 from ..methods.base import Method
 from .context import RunContext
@@ -212,7 +212,8 @@ def build_params(method: MethodConfig, where: Callable[[str], str]) -> tuple[Any
     name = method.name
     if name not in known_regularizers():
         raise ConfigError(where("method.name"), "method.name",
-                          f"unknown method {name!r} (known: {', '.join(known_regularizers())})")
+                          f"unknown method {name!r} ({did_you_mean(str(name), known_regularizers())}"
+                          f"known: {', '.join(known_regularizers())})")
     entry = get_method(name)
     raw = dict(method.params or {})
     for key, value in entry.fixed.items():

@@ -127,6 +127,14 @@ class UOT(MethodAdapter):
         p = self.params
         key = "method.source_list" if p.source_list is not None else "method.source_root"
         samples, names = self.ctx.image_sets.read(p.source_root, p.source_list, key)
+        counts = [0] * len(names)
+        for _, label in samples:
+            counts[label] += 1
+        empty = [name for name, n in zip(names, counts, strict=True) if n == 0]
+        if empty:  # a class mean of no image: its cost row is NaN and the selection meaningless
+            given = p.source_list if p.source_list is not None else p.source_root
+            raise UserError(f"{key}: {len(empty)} source class(es) of {given} hold no (readable) image: "
+                            f"{', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}; remove them or add images")
         if len(names) < p.select_classes:
             raise UserError(f"{key}: {len(names)} source classes, fewer than method.select_classes "
                             f"({p.select_classes})")

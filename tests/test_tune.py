@@ -185,3 +185,24 @@ def test_printed_values_are_rounded_the_trained_ones_exact():
     assert tune.describe([("method.alpha", alpha), ("optim.name", "sgd"), ("data.batch_size", 16)]) == \
         "method.alpha=0.3 optim.name=sgd data.batch_size=16"
     assert float(format_value(alpha)) == alpha  # the override a trial trains with is the exact value
+
+
+def test_errors_name_the_space_file_and_a_changed_space_shows_what_changed(tmp_path, capsys):
+    cfg = write_tiny_config(tmp_path, "adarand")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method.lamda: {type: float, low: 0.01, high: 10.0, log: true}\n")
+    assert tune.main([str(cfg), "--space", str(bad), "--trials", "1", "--root", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {bad}: key 'method.lamda': unknown key (did you mean method.lambda?")
+    bad.write_text("optm.lr: {type: float, low: 0.01, high: 0.1}\n")  # a typo in the space, not the config
+    assert tune.main([str(cfg), "--space", str(bad), "--trials", "1", "--root", str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {bad}: key 'optm.lr': unknown key (did you mean optim?")
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    args = [str(cfg), "--space", str(space), "--trials", "1", "--root", str(tmp_path / "study")]
+    tune.Study(tune.parse_args(args), tune.require_optuna())
+    space.write_text(SPACE.replace("high: 10.0", "high: 5.0"))
+    with pytest.raises(tune.UserError) as e:
+        tune.Study(tune.parse_args(args), tune.require_optuna())
+    assert "other settings: space.method.lambda.high: 10 → 5;" in str(e.value)
+    assert "alpha" not in str(e.value)  # only what changed

@@ -144,3 +144,12 @@ def test_the_source_data_is_checked(tmp_path):
     (source / "class0" / "000.png").write_bytes(b"broken")
     with pytest.raises(UserError, match=r"method.source_root: 1 unreadable image\(s\): .*class0/000.png"):
         build_run(load_config(cfg_file))
+
+
+def test_an_empty_source_class_is_refused_naming_the_folder(tmp_path):
+    cfg_file, source = uot_config(tmp_path)
+    (source / "class9").mkdir()  # a class folder without images
+    run_cfg = load_config(cfg_file)
+    with pytest.raises(UserError, match=r"method.source_root: 1 source class\(es\) of .*source/train hold no "
+                                        r"\(readable\) image: class9; remove them or add images"):
+        build_run(run_cfg)
