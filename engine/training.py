@@ -84,7 +84,9 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
         for name, text in run.regularizer.run_files().items():
             write_text_atomic(run_dir / name, text)
     try:
-        if run.trainer.state.epoch < cfg.train.epochs:
+        stop = cfg.train.stop_after
+        # a run that stopped at train.stop_after, continued with it still set: nothing more to train
+        if run.trainer.state.epoch < cfg.train.epochs and (stop is None or run.trainer.state.epoch < stop):
             run.trainer.run(run.loaders.train, max_epochs=cfg.train.epochs)
         method_report = run.regularizer.report()  # before close(), which releases what it reports on
     except KeyboardInterrupt:

@@ -27,6 +27,17 @@ def test_resume_into_a_new_folder_trains_and_tests_there(tmp_path):
     assert not (first / "results.json").exists()  # the first folder is left as it was
 
 
+def test_continuing_a_stopped_run_with_stop_after_still_set_trains_nothing_and_says_how_to_go_on(tmp_path):
+    cfg = write_tiny_config(tmp_path, "finetune")
+    out = tmp_path / "run"
+    assert run_main(cfg, "train.epochs=4", "train.stop_after=2", "--output", out).returncode == 0
+    r = run_main(cfg, "train.epochs=4", "train.stop_after=2", "--output", out)  # the same command again
+    assert r.returncode == 0, r.stderr
+    assert [row.split(",")[0] for row in (out / "epochs.csv").read_text().splitlines()[1:]] == ["1", "2"]
+    assert "stopped after epoch 2 of 4; continue with:" in r.stdout and "train.stop_after=null" in r.stdout
+    assert not (out / "results.json").exists()
+
+
 def test_a_model_whose_evaluation_loss_is_not_finite_is_no_result(tmp_path, cache_dir):
     out = tmp_path / "run"
     r = run_main("demo_adarand", "train.epochs=3", "optim.lr=1e6", f"cache_dir={cache_dir}", "--output", out,
