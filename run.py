@@ -52,7 +52,9 @@ def summary(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser, args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # --quiet (a sweep's runs): warnings and errors only, not the caches' INFO lines
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
     for name in ("ignite", "ignite.distributed.launcher.Parallel", "faster_coco_eval"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # what each command needs is imported when it runs (``--help`` loads no torch)

@@ -51,6 +51,18 @@ def quiet_ignite_logs() -> None:
     any exception; the run's own one-line errors say it all, so both stay quiet."""
     logging.getLogger("ignite.distributed.launcher.Parallel").setLevel(logging.WARNING)
     logging.getLogger("ignite.engine.engine.Engine").setLevel(logging.CRITICAL)
+    # auto_model's "Apply torch DistributedDataParallel" line: its logger is set to INFO anew at each
+    # call (ignite.utils.setup_logger), so a filter, which stays, drops its INFO records
+    auto = logging.getLogger("ignite.distributed.auto.auto_model")
+    if not any(isinstance(f, BelowWarning) for f in auto.filters):
+        auto.addFilter(BelowWarning())
+
+
+class BelowWarning(logging.Filter):
+    """Drops records below WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
 
 
 def choose_run(cfg: Config, output: str | Path | None, resume: str | Path | None) -> tuple[Path, Path | None]:
@@ -216,6 +228,7 @@ def run_worker(local_rank: int, cfg: Config, run_dir: Path, resume: Path | None,
     """One process of the run. A spawned process cannot hand its exception to the caller: it prints
     the one line (rank 0 for errors of the run, every process for an OS error) and exits with the
     error's code."""
+    quiet_ignite_logs()  # a spawned process starts with the logging configuration of a new interpreter
     if idist.get_world_size() > 1:  # one folder for all processes (torchrun: each chose its own)
         run_dir = Path(idist.broadcast(str(run_dir), src=0))
     if cfg.train.threads is not None:

@@ -66,5 +66,7 @@ class AxisLabelledWriter(SummaryWriter):
             return
         summary = scalar(tag, scalar_value, double_precision=double_precision)
         summary.value[0].metadata.summary_description = description
+        # a value with metadata names its plugin (TensorBoard's readers warn of one that does not)
+        summary.value[0].metadata.plugin_data.plugin_name = "scalars"
         self.file_writer.add_summary(summary, global_step, walltime)
 

@@ -66,6 +66,7 @@ def test_command_line_with_two_processes(tmp_path):
     r = run_cli(cfg_file, "train.epochs=1", "--nproc", "2", "--output", out)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("test accuracy:") == 1  # printed by rank 0 only
+    assert "DistributedDataParallel" not in r.stdout + r.stderr  # Ignite's INFO line stays quiet
     res = json.loads((out / "results.json").read_text())
     assert res["world_size"] == 2
     # a checkpoint written by 2 processes continues in 1
