@@ -32,7 +32,6 @@ from adarand.engine.report import collect, fmt_acc
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 FIGURES = REPO / "docs" / "figures"
-METHODS = sorted(str(p.relative_to(REPO)) for p in (REPO / "yaml" / "methods").glob("*.yaml"))
 LAMBDAS = "[0.1,0.3,1,3,10]"
 
 
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     blocks = {}
     if args.only in (None, "table"):
         table_root = root / "demo_table"
-        command("adarand.engine.sweep", "--bases", "yaml/base/digits_small_cnn.yaml", "--methods", *METHODS,
+        command("adarand.engine.sweep", "--bases", "base/digits_small_cnn", "--methods", "methods/*",
                 "method.source_root=[sklearn_digits:source]", "method.select_classes=[3]", "--seeds", "0", "1", "2",
                 "--root", str(table_root))
         blocks["demo-table"] = command("adarand.engine.report", str(table_root), "--paired", "finetune", capture=True)

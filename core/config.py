@@ -9,6 +9,7 @@ command line are applied last; the value is parsed as YAML (``train.epochs=3``,
 from __future__ import annotations
 
 import copy
+import fnmatch
 import dataclasses
 import importlib.util
 import re
@@ -439,6 +440,18 @@ def resolve_config(item: str | Path) -> Path:
         return packaged
     raise ConfigError(str(item), None, "no such config file, nor a packaged config of that name "
                                        "(adarand-run --list lists them)")
+
+
+def expand_packaged(item: str) -> list[str]:
+    """A name with ``*`` or ``?`` (``methods/*``) as the packaged configs it matches, by name, sorted;
+    any other item as it is. A pattern that matches no packaged config is refused."""
+    if not any(c in item for c in "*?[") or Path(item).is_file():
+        return [item]
+    names = sorted(str(p.relative_to(CONFIG_DIR).with_suffix("")) for p in CONFIG_DIR.rglob("*.yaml"))
+    found = fnmatch.filter(names, item.removesuffix(".yaml"))
+    if not found:
+        raise ConfigError(item, None, "matches no packaged config (adarand-run --list lists them)")
+    return found
 
 
 def first_sentence(text: str) -> str:

@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..core.config import config_name, merged_files
+from ..core.config import config_name, expand_packaged, merged_files
 from ..core.console import result_words
 from ..core.errors import UserError
 from .cluster import RunJob, cluster_executor
@@ -61,6 +61,8 @@ def config_groups(configs: list[str], bases: list[str], methods: list[str]) -> l
     """The file lists of the runs: each positional config, then every base x method (each may join
     files with ``+``)."""
     runs = [c.split("+") for c in configs]
+    bases = [name for b in bases for name in expand_packaged(b)]
+    methods = [name for m in methods for name in expand_packaged(m)]
     runs += [b.split("+") + m.split("+") for b in bases for m in methods]
     return runs
 
@@ -194,7 +196,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     args.methods = [i for i in args.methods if "=" not in i]
     args.items += overrides_after
     args.overrides = [i for i in args.items if "=" in i]
-    args.groups = config_groups([i for i in args.items if "=" not in i], args.bases, args.methods)
+    try:
+        args.groups = config_groups([i for i in args.items if "=" not in i], args.bases, args.methods)
+    except UserError as e:  # a pattern that names no packaged config
+        p.exit(2, f"error: {e}\n")
     if not args.groups:
         p.error("no config given")
     if bool(args.bases) != bool(args.methods):

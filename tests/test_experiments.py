@@ -4,6 +4,8 @@ another experiment."""
 
 import json
 
+import pytest
+
 import yaml
 from adarand.engine.grid import folder_label, grid_points
 from adarand.engine.sweep import main as sweep_main
@@ -92,6 +94,21 @@ def test_grid_points_and_labels():
     assert a != b and a.startswith("roota_b-") and len(a.split("-")[-1]) == 8
     long = folder_label([f"method.k{i}={i}" * 1 for i in range(30)])
     assert len(long) <= 60 and long != folder_label([f"method.k{i}={i}" for i in range(31)])
+
+
+def test_packaged_names_and_patterns_plan_the_demo_table_from_any_folder(tmp_path, monkeypatch, capsys):
+    """The README's demo-table command works where no yaml/ folder is (an installed wheel)."""
+    monkeypatch.chdir(tmp_path)
+    assert sweep_main(["--bases", "base/digits_small_cnn", "--methods", "methods/*",
+                       "method.source_root=[sklearn_digits:source]", "method.select_classes=[3]", "--seeds", "0",
+                       "--root", str(tmp_path / "table"), "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "plan: 18 runs (18 configs x 1 seed)" in out and "digits_small_cnn-uot" in out
+    with pytest.raises(SystemExit) as stopped:  # as argparse stops on a bad argument
+        sweep_main(["--bases", "base/digits_small_cnn", "--methods", "methods/nothing*", "--seeds", "0",
+                    "--root", str(tmp_path / "t"), "--plan"])
+    assert stopped.value.code == 2
+    assert "methods/nothing*: matches no packaged config" in capsys.readouterr().err
 
 
 def test_a_repeated_grid_value_is_named(capsys):
