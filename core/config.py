@@ -9,8 +9,8 @@ command line are applied last; the value is parsed as YAML (``train.epochs=3``,
 from __future__ import annotations
 
 import copy
-import fnmatch
 import dataclasses
+import fnmatch
 import importlib.util
 import re
 from dataclasses import dataclass, field
