@@ -31,6 +31,7 @@ from .checkpoints import CHECKPOINTS, copy_best_models, find_last_checkpoint, la
 from .config import load_config
 from .folder_lock import FolderLock
 from .run_folder import FINISHED, folder_state
+from .trackers import check_tracker_stores
 from .training import run_training
 
 
@@ -196,6 +197,7 @@ def run(config: str | Path | Sequence[str | Path], overrides: Mapping | Sequence
         lock.acquire()
     try:
         run_dir, checkpoint = choose_run(cfg, output, resume)
+        check_tracker_stores(cfg, run_dir)  # before anything is written: a store that fails is one line
         settings = launch_settings(nproc, gpus=0 if cfg.train.device == "cpu" else None)  # CPU processes: gloo
         with idist.Parallel(**settings) as parallel:
             parallel.run(run_worker, cfg, run_dir, checkpoint, nproc > 1, on_engines,

@@ -29,9 +29,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import socket
 from pathlib import Path
 
 from ..core.config import Config
+from ..core.errors import UserError
 from ..core.files import write_json_atomic
 from .tb_writer import AXES
 
@@ -55,15 +57,51 @@ def sweep_of(run_dir: Path) -> tuple[Path, str] | None:
     return None
 
 
-def mlflow_uri(cfg: Config, run_dir: Path | None = None) -> str:
+def mlflow_uri(cfg: Config, run_dir: Path | None = None, create: bool = True) -> str:
     if cfg.logging.mlflow_uri:
         return cfg.logging.mlflow_uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     sweep = sweep_of(run_dir) if run_dir is not None else None
     root = sweep[0].resolve() if sweep else Path(cfg.output_root).expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    if create:
+        root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def writable_folder(folder: Path) -> bool:
+    """Whether ``folder`` is, or could be made, a folder this process writes in."""
+    while not folder.exists():
+        if folder.parent == folder:
+            return False
+        folder = folder.parent
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+
+
+def check_tracker_stores(cfg: Config, run_dir: Path, timeout_s: float = 3.0) -> None:
+    """Before the run folder is made: the MLflow store can be reached and written (a server that
+    answers within ``timeout_s``, a SQLite file in a folder that can be written). One line naming
+    ``logging.mlflow_uri`` otherwise (UserError); MLflow's own retries would take minutes."""
+    if "mlflow" not in cfg.logging.trackers:
+        return
+    uri = mlflow_uri(cfg, run_dir, create=False)
+    scheme, _, rest = uri.partition("://") if "://" in uri else ("file", "", uri)
+    fix = "give sqlite:///PATH/mlflow.db (a local file) or the http(s):// address of a running MLflow server"
+    if scheme in ("http", "https"):
+        host_port = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+        host, _, port = host_port.rpartition(":") if ":" in host_port else (host_port, "", "")
+        try:
+            socket.create_connection((host, int(port) if port else (443 if scheme == "https" else 80)),
+                                     timeout=timeout_s).close()
+        except (OSError, ValueError) as e:
+            raise UserError(f"logging.mlflow_uri: {uri}: no MLflow server answers there within {timeout_s:g} s "
+                            f"({e.__class__.__name__}: {e}); start it, or {fix}") from None
+    elif scheme == "sqlite":
+        folder = Path(rest.removeprefix("/")).parent if rest.startswith("/") else Path(rest).parent
+        if not writable_folder(folder):
+            raise UserError(f"logging.mlflow_uri: {uri}: its folder {folder} cannot be written; {fix}")
+    elif scheme == "file":
+        raise UserError(f"logging.mlflow_uri: {uri}: a file store, which MLflow 3 no longer writes; {fix}")
 
 
 def run_tags(cfg: Config, run_dir: Path) -> dict[str, str]:

@@ -117,11 +117,11 @@ def run_training(local_rank: int, cfg: Config, run_dir: Path, resume: Path | Non
         kept = test_features(run.net, run.data.test, cfg.diagnostics.test_features, run.device, cfg.data.eval_batch,
                              t.amp, t.channels_last)
         save_test_features(run_dir / TEST_FEATURES, kept, run.data.classes)
+    if idist.get_rank() == 0:  # the results first: what the trackers do next cannot cost them
+        write_json_atomic(run_dir / "results.json", results)
     if log is not None:
         log.finish(results, handlers["diagnostics"].last_features, run.data.classes)
         log.close()
-    if idist.get_rank() == 0:
-        write_json_atomic(run_dir / "results.json", results)
     return results
 
 

@@ -4,6 +4,7 @@ offline stores: MLflow's SQLite database and W&B's offline run file."""
 import json
 import struct
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,50 @@ def test_mlflows_default_store_is_the_sweeps_root(tmp_path, monkeypatch):
     root = tmp_path / "sweeps" / "lambda"
     assert mlflow_uri(cfg, root / "adarand-lambda0.1" / "seed2") == f"sqlite:///{root.resolve() / 'mlflow.db'}"
     assert mlflow_uri(cfg, tmp_path / "one_run") == f"sqlite:///{(tmp_path / 'elsewhere').resolve() / 'mlflow.db'}"
+
+
+def test_an_unreachable_or_unwritable_store_is_one_line_before_the_run_folder(tmp_path):
+    from conftest import run_cli
+
+    cfg = write_tiny_config(tmp_path, "finetune")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    for uri, words in ((f"http://127.0.0.1:{free_port()}", "no MLflow server answers there within 3 s"),
+                       (f"file://{tmp_path / 'store'}", "a file store, which MLflow 3 no longer writes"),
+                       (f"sqlite:///{blocker / 'sub' / 'mlflow.db'}", "cannot be written")):
+        out = tmp_path / f"run{len(words)}"
+        start = time.time()
+        r = run_cli(cfg, "train.epochs=1", "logging.trackers=[mlflow]", f"logging.mlflow_uri={uri}", "--output", out)
+        assert r.returncode == 2 and time.time() - start < 60
+        errors = [line for line in r.stderr.splitlines() if line.strip()]
+        assert len(errors) == 1 and errors[0].startswith(f"error: logging.mlflow_uri: {uri}: ") and words in errors[0]
+        assert not out.exists()  # nothing half-made
+
+
+def test_a_tracker_that_fails_after_training_costs_nothing_of_the_run(tmp_path):
+    """An MLflow experiment whose artifact folder cannot be made: the run trains, writes its results
+    and selected model, and says in one line that MLflow failed; exit 0."""
+    from conftest import run_cli
+
+    cfg = write_tiny_config(tmp_path, "finetune")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    mlflow.set_tracking_uri(store)
+    mlflow.create_experiment("broken", artifact_location=(blocker / "artifacts").as_uri())
+    out = tmp_path / "run"
+    r = run_cli(cfg, "train.epochs=1", "logging.trackers=[tensorboard, mlflow]", f"logging.mlflow_uri={store}",
+                "logging.experiment=broken", "--output", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((out / "results.json").read_text())["epochs"] == 1
+    assert list((out / "checkpoints").glob("best_model_*.pt"))
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning: MLflow failed")]
+    assert len(warnings) == 1 and "results.json" in warnings[0]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again: nothing listens there
