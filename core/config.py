@@ -465,6 +465,10 @@ def first_sentence(text: str) -> str:
     return text
 
 
+# the entry-point group through which other installed packages add methods (``method.name``)
+PLUGIN_GROUP = "adarand.regularizers"
+
+
 def packaged_configs() -> list[tuple[str, str]]:
     """(name, the first sentence of its leading comment) for every config shipped with the package."""
     out = []

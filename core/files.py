@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-import torch
 
 TEMP_SUFFIX = ".tmp"
 
@@ -87,6 +86,8 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 
 def save_atomic(obj, path: Path) -> None:
     """``torch.save(obj, path)`` through :func:`write_atomic`."""
+    import torch  # here, not at the top: the commands that read configs only (--list) load no torch
+
     write_atomic(path, lambda f: torch.save(obj, f))
 
 

@@ -40,7 +40,7 @@ from ignite.engine import Engine, Events
 
 import yaml
 
-from ..core.config import MethodConfig
+from ..core.config import PLUGIN_GROUP, MethodConfig
 from ..core.errors import ConfigError, UserError, error_summary
 from ..core.schema import build, did_you_mean, yaml_key
 from ..core.step import TrainEvents
@@ -48,7 +48,6 @@ from ..methods.base import Method
 from .context import RunContext
 
 _REGISTRY: dict[str, MethodEntry] = {}
-PLUGIN_GROUP = "adarand.regularizers"
 
 
 @dataclass(kw_only=True)

@@ -128,8 +128,8 @@ if __name__ == "__main__":
 
 
 def test_the_commands_that_train_nothing_load_only_what_they_need():
-    """``--help`` loads no torch; ``--list`` no models and no datasets (torchvision, timm); a config of
-    a torchvision backbone, printed, no timm (their times: ``benchmarks/startup.py``)."""
+    """``--help`` and ``--list`` load no torch; a config of a torchvision backbone, printed, no timm
+    (their times: ``benchmarks/startup.py``)."""
     import subprocess
 
     # one fresh interpreter, the commands one after another: what each adds to what the one before loaded
@@ -142,4 +142,14 @@ def test_the_commands_that_train_nothing_load_only_what_they_need():
     r = subprocess.run([sys.executable, "-c", probe.format(run=str(REPO / "run.py"))], capture_output=True, text=True,
                        cwd=REPO, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.splitlines() == ["[]", "['ignite', 'torch']", "['ignite', 'torch', 'torchvision']"]
+    assert r.stdout.splitlines() == ["[]", "[]", "['ignite', 'torch', 'torchvision']"]
+
+
+def test_every_built_in_method_has_its_packaged_config():
+    """--list names the methods by their packaged configs (methods/<name>.yaml) without importing
+    them: the configs and the registry must agree."""
+    from adarand.core.config import CONFIG_DIR
+    from adarand.handlers.registry import known_regularizers, plugins
+
+    shipped = {p.stem for p in (CONFIG_DIR / "methods").glob("*.yaml")}
+    assert shipped == set(known_regularizers()) - set(plugins())
