@@ -16,9 +16,11 @@ LOCK_FILE = ".lock"
 
 
 class FolderLock:
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, busy: str = "another run is writing to this folder",
+                 instead: str = "wait for it to end, or choose another --output"):
         self.folder = Path(folder)
         self.fd: int | None = None
+        self.busy, self.instead = busy, instead
 
     def acquire(self) -> None:
         """Take the lock, or raise UserError naming the folder and the process that holds it."""
@@ -30,8 +32,8 @@ class FolderLock:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             pid, _, host = holder.partition(" ")
-            raise UserError(f"{self.folder}: another run is writing to this folder (process {pid} on {host or 'this host'}); "
-                            "wait for it to end, or choose another --output") from None
+            raise UserError(f"{self.folder}: {self.busy} (process {pid} on {host or 'this host'}); "
+                            f"{self.instead}") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
         self.fd = fd

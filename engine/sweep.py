@@ -40,6 +40,7 @@ from ..core.console import result_words
 from ..core.errors import UserError
 from .cluster import RunJob, cluster_executor
 from .config import load_config
+from .folder_lock import FolderLock
 from .grid import folder_label, grid_points, undeclared_axes
 from .run_folder import DISPLAY_KEYS, FINISHED, NEW, STARTED, folder_state
 
@@ -223,6 +224,15 @@ def main(argv: list[str] | None = None) -> int:
     todo = [r for r in runs if r.state != FINISHED]
     start = time.time()
     if args.launcher == "local":
+        # one sweep at a time in a root: a second would start the runs the first is training
+        lock = FolderLock(root, busy="another adarand-sweep is running in this root",
+                          instead="it runs what this command would (the same command later skips what it "
+                                  "finished): wait for it, or give another --root")
+        try:
+            lock.acquire()
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         try:
             failed = run_local(todo, args.verbose)
         except KeyboardInterrupt:
@@ -231,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"(finished runs are skipped, a stopped one continues): adarand-sweep {shlex.join(argv)}",
                   file=sys.stderr)
             return 130
+        finally:
+            lock.release()
     else:
         failed = run_cluster(todo, args, root)
         if failed is None:

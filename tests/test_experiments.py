@@ -111,6 +111,23 @@ def test_packaged_names_and_patterns_plan_the_demo_table_from_any_folder(tmp_pat
     assert "methods/nothing*: matches no packaged config" in capsys.readouterr().err
 
 
+def test_a_second_sweep_into_a_busy_root_is_refused_in_one_line(tmp_path, capsys):
+    from adarand.engine.folder_lock import FolderLock
+
+    cfg = write_tiny_config(tmp_path, "finetune")
+    root = tmp_path / "root"
+    first = FolderLock(root)  # what a running sweep holds
+    first.acquire()
+    try:
+        assert sweep_main([str(cfg), "train.epochs=1", "--seeds", "0", "--root", str(root)]) == 2
+    finally:
+        first.release()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {root}: another adarand-sweep is running in this root")
+    assert not list(root.glob("*/seed0"))  # nothing started
+    assert sweep_main([str(cfg), "train.epochs=1", "--seeds", "0", "--root", str(root)]) == 0  # free again
+
+
 def test_a_repeated_grid_value_is_named(capsys):
     assert sweep_main(["demo_adarand", "method.lambda=[0.1,0.3,0.1]", "--seeds", "0", "--root", "unused", "--plan"]) == 2
     err = capsys.readouterr().err
