@@ -194,7 +194,7 @@ def figure2(Figure, dataset: str, rows: list[Row]):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     outside_legend(fig, axes[0])
-    fig.suptitle(f"Training diagnostics, mean ± std over seeds — {dataset}", fontsize="medium")
+    fig.suptitle(f"Training diagnostics, mean ± std over seeds\n{dataset}", fontsize="medium")
     data = [(row.method, name, int(e), m, s, curve[name][3]) for row, curve in curves for name, _ in DIAGNOSTICS
             if name in curve for e, m, s in zip(*curve[name][:3], strict=True)]
     return fig, ["method", "diagnostic", "epoch", "mean", "std", "runs"], data
@@ -233,7 +233,7 @@ def figure_prior(Figure, dataset: str, rows: list[Row]):
         ax.grid(alpha=0.3)
     axes[1].set_ylim(0, 1)
     outside_legend(fig, axes[0])
-    fig.suptitle(f"AdaRand's prior over training, mean ± std over seeds — {dataset}", fontsize="medium")
+    fig.suptitle(f"AdaRand's prior over training, mean ± std over seeds\n{dataset}", fontsize="medium")
     return fig, ["method", "quantity", "epoch", "mean", "std", "runs"], data
 
 
@@ -260,8 +260,8 @@ def figure3(Figure, dataset: str, rows: list[Row]):
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles[:20], labels[:20], loc="outside right upper", markerscale=3, fontsize="small")
-    fig.suptitle(f"PCA of the selected model's features g(x) on test images, one basis for all panels — {dataset}",
+    fig.legend(handles[:20], labels[:20], loc="outside right center", markerscale=3, fontsize="small")
+    fig.suptitle(f"PCA of the selected model's features g(x) on test images, one basis for all panels\n{dataset}",
                  fontsize="medium")
     return fig, ["method", "run_dir", "class", "pc1", "pc2"], data
 
@@ -312,7 +312,7 @@ def figure_sweep(Figure, dataset: str, rows: list[Row], key: str):
     ax.set_ylabel(f"test {label}")
     ax.grid(alpha=0.3)
     outside_legend(fig, ax)
-    fig.suptitle(f"Test {label} against {symbol(key)}, mean ± std over seeds — {dataset}", fontsize="medium")
+    fig.suptitle(f"Test {label} against {symbol(key)}, mean ± std over seeds\n{dataset}", fontsize="medium")
     return fig, ["method", key, "mean", "std", "runs"], data
 
 
@@ -329,7 +329,7 @@ def outside_legend(fig, ax) -> None:
     makes room for it)."""
     handles, labels = ax.get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="outside right upper", fontsize="small", frameon=False)
+        fig.legend(handles, labels, loc="outside right center", fontsize="small", frameon=False)
 
 
 # --- files ----------------------------------------------------------------------------------------

@@ -146,8 +146,9 @@ def test_no_text_overlaps_or_leaves_the_canvas_and_the_axes_name_the_metric(runs
 
     Figure = plots.require_matplotlib()
     rows = collect([runs])
-    figures = {"2": plots.figure2(Figure, rows[0].dataset, rows), "3": plots.figure3(Figure, rows[0].dataset, rows),
-               "lambda": plots.figure_sweep(Figure, rows[0].dataset, rows, "method.lambda")}
+    long = "sklearn_digits 10% [small_cnn] and a dataset name as long as a real one"  # the title spans the figure
+    figures = {"2": plots.figure2(Figure, long, rows), "3": plots.figure3(Figure, long, rows),
+               "lambda": plots.figure_sweep(Figure, long, rows, "method.lambda")}
     for name, (fig, _, _) in figures.items():
         assert text_problems(fig) == [], name
         assert not any(ax.get_legend() for ax in fig.axes), name  # a figure legend, outside the axes
