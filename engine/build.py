@@ -44,8 +44,9 @@ def setup_data(cfg: Config) -> tuple[DataSplits, Loaders]:
         raise UserError(f"data: the training split has {len(data.train)} images, fewer than one global batch "
                         f"(batch_size {d.batch_size} x {world} processes)")
     if data.num_classes < task.min_classes:
+        fewest = {1: "one", 2: "two"}.get(task.min_classes, str(task.min_classes))
         raise UserError(f"data.root: {data.root} has {data.num_classes} class ({', '.join(data.classes)}); "
-                        f"{task.name} needs at least {task.min_classes}")
+                        f"{task.name} needs at least {fewest}")
     if len(data.val) == 0:
         raise UserError("data.val_ratio: the validation split is empty; model selection needs one")
     pin = torch.cuda.is_available()

@@ -157,7 +157,7 @@ def test_mlflows_default_store_is_the_sweeps_root(tmp_path, monkeypatch):
 
 
 def test_an_unreachable_or_unwritable_store_is_one_line_before_the_run_folder(tmp_path):
-    from conftest import run_cli
+    from conftest import run_main
 
     cfg = write_tiny_config(tmp_path, "finetune")
     blocker = tmp_path / "a_file"
@@ -167,7 +167,7 @@ def test_an_unreachable_or_unwritable_store_is_one_line_before_the_run_folder(tm
                        (f"sqlite:///{blocker / 'sub' / 'mlflow.db'}", "cannot be written")):
         out = tmp_path / f"run{len(words)}"
         start = time.time()
-        r = run_cli(cfg, "train.epochs=1", "logging.trackers=[mlflow]", f"logging.mlflow_uri={uri}", "--output", out)
+        r = run_main(cfg, "train.epochs=1", "logging.trackers=[mlflow]", f"logging.mlflow_uri={uri}", "--output", out)
         assert r.returncode == 2 and time.time() - start < 60
         errors = [line for line in r.stderr.splitlines() if line.strip()]
         assert len(errors) == 1 and errors[0].startswith(f"error: logging.mlflow_uri: {uri}: ") and words in errors[0]
@@ -177,7 +177,7 @@ def test_an_unreachable_or_unwritable_store_is_one_line_before_the_run_folder(tm
 def test_a_tracker_that_fails_after_training_costs_nothing_of_the_run(tmp_path):
     """An MLflow experiment whose artifact folder cannot be made: the run trains, writes its results
     and selected model, and says in one line that MLflow failed; exit 0."""
-    from conftest import run_cli
+    from conftest import run_main
 
     cfg = write_tiny_config(tmp_path, "finetune")
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -186,8 +186,8 @@ def test_a_tracker_that_fails_after_training_costs_nothing_of_the_run(tmp_path):
     mlflow.set_tracking_uri(store)
     mlflow.create_experiment("broken", artifact_location=(blocker / "artifacts").as_uri())
     out = tmp_path / "run"
-    r = run_cli(cfg, "train.epochs=1", "logging.trackers=[tensorboard, mlflow]", f"logging.mlflow_uri={store}",
-                "logging.experiment=broken", "--output", out)
+    r = run_main(cfg, "train.epochs=1", "logging.trackers=[tensorboard, mlflow]", f"logging.mlflow_uri={store}",
+                 "logging.experiment=broken", "--output", out)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((out / "results.json").read_text())["epochs"] == 1
     assert list((out / "checkpoints").glob("best_model_*.pt"))
