@@ -24,6 +24,22 @@ def annotation_file(root: Path, split: str) -> Path:
     return root / "annotations" / f"instances_{split}.json"
 
 
+def coco_ids(root: Path) -> tuple[dict[str, int], list[int]]:
+    """(each image's id by its file's path, the category ids in the order of the classes) over the
+    dataset's annotation files: the ids a COCO results file names."""
+    images: dict[str, int] = {}
+    categories: list[int] | None = None
+    for split in ("train", "val", "test"):
+        path = annotation_file(root, split)
+        if not path.is_file():
+            continue
+        data = json.loads(path.read_text(encoding="utf-8"))
+        images.update({str(root / split / img["file_name"]): img["id"] for img in data["images"]})
+        if categories is None:
+            categories = [c["id"] for c in sorted(data["categories"], key=lambda c: c["id"])]
+    return images, categories or []
+
+
 def read_coco_split(root: Path, split: str, classes: list[str] | None = None) -> tuple[list[dict], list[str]]:
     """(records, classes) of one split (``datasets/instances.py`` gives a record's form). ``classes``:
     the training split's, which a later split must name alike."""

@@ -16,9 +16,11 @@ import argparse
 import csv
 import dataclasses
 import io
+import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from ignite.engine import Events
 from ignite.metrics import ConfusionMatrix
@@ -28,6 +30,7 @@ from ..core.config import Config
 from ..core.errors import UserError
 from ..core.files import write_json_atomic, write_text_atomic
 from ..datasets import create_datasets
+from ..datasets.coco_instances import coco_ids
 from ..datasets.folder import scan_class_folders
 from ..datasets.image_list import ImageList
 from ..datasets.list_file import load_list
@@ -75,12 +78,45 @@ def evaluate(model: torch.nn.Module, dataset, num_classes: int, device: torch.de
             "images": int(cm.sum()), "per_class_accuracy": per_class, "confusion_matrix": cm.tolist()}, predictions
 
 
+def coco_detections(detections: dict, image_id, category_ids: list[int]) -> list[dict]:
+    """One image's detections as COCO results: ``image_id``, ``category_id`` (the dataset's own),
+    ``bbox`` as [x, y, width, height], ``score`` and, with masks, ``segmentation`` as an RLE of the
+    mask at 0.5 (what the AP is computed on)."""
+    boxes = detections["boxes"].detach().cpu().double()
+    out = []
+    rles = None
+    if "masks" in detections:
+        from pycocotools import mask as coco_mask  # the detection extra's
+
+        binary = (detections["masks"][:, 0] > 0.5).cpu().numpy().astype(np.uint8)
+        rles = [coco_mask.encode(np.asfortranarray(m)) for m in binary]
+    for k, (box, score, label) in enumerate(zip(boxes.tolist(), detections["scores"].tolist(),
+                                               detections["labels"].tolist(), strict=True)):
+        x1, y1, x2, y2 = box
+        row = {"image_id": image_id, "category_id": category_ids[int(label) - 1],
+               "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)}
+        if rles is not None:
+            row["segmentation"] = {"size": [int(v) for v in rles[k]["size"]], "counts": rles[k]["counts"].decode("ascii")}
+        out.append(row)
+    return out
+
+
+def dataset_ids(data, records: list[dict]):
+    """(image id of a record at an index, category ids by class): a COCO-format dataset's own ids;
+    otherwise (VOC) the image's index in the split and the 1-based class index."""
+    images, categories = coco_ids(Path(data.root)) if (Path(data.root) / "annotations").is_dir() else ({}, [])
+    if images and len(categories) == len(data.classes):
+        return (lambda i: images[records[i]["file"]]), categories
+    return (lambda i: i), list(range(1, len(data.classes) + 1))
+
+
 def evaluate_detection(cfg: Config, args: argparse.Namespace, weights: Path) -> tuple[dict, list[str], str]:
     """A detection run's model on a split of its dataset: COCO's AP (bbox and mask; IoU 0.50:0.95,
-    0.50, 0.75) and each class's AP, the classes, and a name for what is evaluated."""
-    if args.folder or args.list or args.predictions:
-        raise UserError("--folder, --list and --predictions are for classification runs; a detection run evaluates "
-                        "a split of its dataset (--split)")
+    0.50, 0.75) and each class's AP, the classes, and a name for what is evaluated. With
+    ``--predictions FILE.json`` the detections are written as a COCO results file."""
+    if args.folder or args.list:
+        raise UserError("--folder and --list are for classification runs; a detection run evaluates a split of its "
+                        "dataset (--split)")
     data = create_datasets(cfg.data, cfg.cache_dir, detection=cfg.detection)
     net, _ = detection_model(cfg, data)
     try:
@@ -92,7 +128,18 @@ def evaluate_detection(cfg: Config, args: argparse.Namespace, weights: Path) -> 
     if args.split == "train":  # without the training augmentation
         split = type(split)(split.records, data.test.transform, cfg.detection.masks, crowds=True)
     evaluator = create_detection_evaluator(net.to(device), device, masks=cfg.detection.masks, per_class=True)
+    results: list[dict] = []
+    if args.predictions:
+        image_id, category_ids = dataset_ids(data, split.records)
+
+        @evaluator.on(Events.ITERATION_COMPLETED)
+        def keep(engine) -> None:
+            for d, t in zip(*engine.state.output, strict=True):
+                results.extend(coco_detections(d, image_id(int(t["image_id"])), category_ids))
+
     evaluator.run(DataLoader(split, batch_size=args.batch_size or cfg.data.eval_batch, collate_fn=split.collate))
+    if args.predictions:
+        write_text_atomic(Path(args.predictions), json.dumps(results))
     metrics = evaluator.state.metrics["average_precision"]
     result = {k: v for k, v in metrics.items() if not k.endswith("per_class")} | {"images": len(split)}
     for kind in ("bbox", "mask"):
@@ -142,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", help="evaluate a file of path,label lines instead")
     p.add_argument("--output", help="the JSON to write (default: RUN/eval_<split|folder|list>.json)")
     p.add_argument("--batch-size", type=int, help="default: the run's evaluation batch size")
-    p.add_argument("--predictions", metavar="FILE.csv",
-                   help="also write each image's path, label, prediction and confidence to this CSV")
+    p.add_argument("--predictions", metavar="FILE",
+                   help="also write each image's path, label, prediction and confidence to this CSV (classification), "
+                        "or the detections as a COCO results JSON (detection)")
     args = p.parse_args(argv)
     try:
         run_dir, weights = locate(Path(args.run))
@@ -187,6 +235,8 @@ def report_detection(run_dir: Path, weights: Path, result: dict, classes: list[s
                         f"AP75 {100 * result[f'{kind}_ap75']:.2f})" for kind in ("bbox", "mask") if f"{kind}_ap" in result)
     print(f"{what}: {figures} on {result['images']} images; {out}")
     print("per class (worst bbox AP first):\n" + per_class_ap_table(result))
+    if args.predictions:
+        print(f"predictions: {args.predictions} (a COCO results file: score it with COCOeval)")
     return 0
 
 

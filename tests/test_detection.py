@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import math
+from pathlib import Path
 
 import ignite.distributed as idist
 import numpy as np
@@ -310,6 +311,34 @@ def check_detection_export(run_dir, tmp_path):
         assert got[key].shape == tuple(want[key].shape), key
         np.testing.assert_allclose(got[key], want[key].numpy(), atol=1e-4, rtol=0)
     assert run_entry(export.main, str(run_dir), "--format", "pt2").returncode == 2  # onnx only, one line
+    check_coco_results_file(run_dir, tmp_path)
+
+
+def check_coco_results_file(run_dir, tmp_path):
+    """adarand-eval --predictions: a COCO results file that pycocotools' COCOeval scores to the
+    project's own bbox and mask AP, with the dataset's own image and category ids."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    import adarand
+    from adarand.datasets import create_datasets
+
+    preds = tmp_path / "detections.json"
+    r = run_entry(evaluation.main, str(run_dir), "--predictions", str(preds), "--output", str(tmp_path / "e.json"))
+    assert r.returncode == 0, r.stderr
+    ours = json.loads((tmp_path / "e.json").read_text())
+    cfg = adarand.load_model(run_dir).config
+    root = Path(create_datasets(cfg.data, cfg.cache_dir, detection=cfg.detection).root)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(root / "annotations" / "instances_test.json"))
+        dt = gt.loadRes(str(preds))
+        for kind, key in (("bbox", "bbox_ap"), ("segm", "mask_ap")):
+            ev = COCOeval(gt, dt, kind)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+            assert ev.stats[0] == pytest.approx(ours[key], abs=1e-6), kind
+    assert {d["category_id"] for d in json.loads(preds.read_text())} <= set(gt.getCatIds())
 
 
 def _priors_and_ap(local_rank, cache_dir, weights, out):
