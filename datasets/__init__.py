@@ -16,7 +16,7 @@ from .folder import load_image_folder, scan_class_folders
 from .image_list import ImageList
 from .list_file import class_order, labelled, load_lists, read_list
 from .resized_cache import build_resized_cache
-from .scan import find_bad_images
+from .scan import scan_images
 from .sklearn_digits import materialize_digits
 from .splits import reduce_and_split
 from .stanford_cars import load_stanford_cars
@@ -41,10 +41,18 @@ def dataset_root(cfg: DataConfig, cache_dir: str) -> Path:
     return root.resolve()
 
 
-def check_images(splits: list[list], cfg: DataConfig, cache_dir: str, progress: bool, key: str) -> list[list]:
+def check_images(splits: list[list], cfg: DataConfig, cache_dir: str, progress: bool, key: str,
+                 expected_sizes: dict[str, tuple[int, int]] | None = None) -> list[list]:
     """The sample lists of ``splits`` (scanned together) without unreadable images: one stops the
-    run with one line naming it, or, with ``data.skip_bad_images``, is left out with a warning."""
-    bad = find_bad_images([p for samples in splits for p, _ in samples], Path(cache_dir).expanduser(), progress)
+    run with one line naming it, or, with ``data.skip_bad_images``, is left out with a warning.
+    ``expected_sizes``: {path: (width, height)} the annotations give (detection); an image of
+    another size stops the run with one line, before anything of it is written."""
+    bad, sizes = scan_images([p for samples in splits for p, _ in samples], Path(cache_dir).expanduser(), progress)
+    wrong = [(p, sizes[p], size) for p, size in (expected_sizes or {}).items() if p in sizes and tuple(sizes[p]) != size]
+    if wrong:
+        p, (w, h), (ew, eh) = wrong[0]
+        raise UserError(f"{key}: {len(wrong)} image(s) of another size than their annotation says, e.g. {p}: "
+                        f"{w} x {h} pixels, its annotation {ew} x {eh}")
     if not bad:
         return splits
     listed = "; ".join(f"{p} ({why})" for p, why in list(bad.items())[:5]) + ("; ..." if len(bad) > 5 else "")

@@ -47,7 +47,8 @@ def create_detection_datasets(cfg: DataConfig, det: DetectionConfig, root: Path,
         raise UserError(f"data.root: {root} has no categories")
     key = "data.root"
     files = [[(r["file"], 0) for r in split] for split in (pool, test, val or [])]
-    kept = [{p for p, _ in split} for split in check_images(files, cfg, cache_dir, progress, key)]
+    sizes = {r["file"]: (r["width"], r["height"]) for split in (pool, test, val or []) for r in split}
+    kept = [{p for p, _ in split} for split in check_images(files, cfg, cache_dir, progress, key, sizes)]
     pool, test = [r for r in pool if r["file"] in kept[0]], [r for r in test if r["file"] in kept[1]]
     val = None if val is None else [r for r in val if r["file"] in kept[2]]
     pool = with_image_labels(pool, det.image_label, det.single_class_only)

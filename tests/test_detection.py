@@ -391,6 +391,22 @@ def test_a_corrupt_image_is_named_before_training(tmp_path):
                         detection=DetectionConfig())
 
 
+def test_an_image_of_another_size_than_its_annotation_is_named_before_the_run(tmp_path):
+    from adarand.engine.launch import train
+
+    ann = {"id": 1, "image_id": 7, "category_id": 5, "bbox": [1, 1, 4, 4], "segmentation": [[1, 1, 5, 1, 5, 5, 1, 5]]}
+    for split in ("train", "test"):
+        write_coco(tmp_path, split, [ann])
+    Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(tmp_path / "test" / "a.png")  # the JSON says 8 x 8
+    cfg = tmp_path / "det.yaml"
+    cfg.write_text(f"extends: [{REPO / 'yaml/demo_detection.yaml'}]\ndata: {{name: coco, root: '{tmp_path}'}}\n")
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match=r"data.root: 1 image\(s\) of another size than their annotation says, "
+                                        r"e.g. .*test/a.png: 10 x 8 pixels, its annotation 8 x 8"):
+        train(cfg, [f"cache_dir={tmp_path / 'cache'}"], output=out, quiet=True)
+    assert not out.exists()  # nothing of the run written
+
+
 def test_without_masks_the_detector_is_faster_rcnn_scored_on_boxes(cache_dir):
     from adarand.engine.build import build_run
 
