@@ -36,9 +36,9 @@ from ..datasets.image_list import ImageList
 from ..datasets.list_file import load_list
 from ..datasets.transforms import eval_transform
 from .config import load_config
-from .detection import create_detection_evaluator, detection_model
+from .detection import create_detection_evaluator
 from .evaluator import create_evaluator
-from .trained import load_model, locate, model_weights
+from .trained import load_model, locate
 
 
 def samples_to_evaluate(cfg: Config, args: argparse.Namespace) -> tuple[ImageList, list[str], str]:
@@ -118,16 +118,12 @@ def evaluate_detection(cfg: Config, args: argparse.Namespace, weights: Path) -> 
         raise UserError("--folder and --list are for classification runs; a detection run evaluates a split of its "
                         "dataset (--split)")
     data = create_datasets(cfg.data, cfg.cache_dir, detection=cfg.detection)
-    net, _ = detection_model(cfg, data)
-    try:
-        net.load_state_dict(model_weights(weights))
-    except RuntimeError as e:
-        raise UserError(f"{weights}: does not fit the run's model ({str(e).splitlines()[0]})") from None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net = load_model(weights, device).model
     split = {"test": data.test, "val": data.val, "train": data.train}[args.split]
     if args.split == "train":  # without the training augmentation
         split = type(split)(split.records, data.test.transform, cfg.detection.masks, crowds=True)
-    evaluator = create_detection_evaluator(net.to(device), device, masks=cfg.detection.masks, per_class=True)
+    evaluator = create_detection_evaluator(net, device, masks=cfg.detection.masks, per_class=True)
     results: list[dict] = []
     if args.predictions:
         image_id, category_ids = dataset_ids(data, split.records)

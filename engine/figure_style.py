@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import zlib
 
+from .report import format_value
+
 # the methods in the order of the paper's tables, each with its display name
 METHODS = {
     "finetune": "FT", "lp_ft": "LP-FT", "l2sp": "L2-SP", "delta": "DELTA", "bss": "BSS", "co_tuning": "Co-Tuning",
@@ -49,15 +51,11 @@ def marker(method: str) -> str:
     return MARKERS[style_index(method) % len(MARKERS)]
 
 
-def format_number(value) -> str:
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
 def row_label(method: str, varied: dict, experiment: dict) -> str:
     """A row's name in a figure: its method's display name, and the keys in which it differs from
     the other rows of its method with their symbols (``AdaRand (λ=0.1)``)."""
     keys = [k for k in varied if k in experiment and k != "method.name"]
-    shown = ", ".join(f"{symbol(k)}={format_number(experiment[k])}" for k in keys)
+    shown = ", ".join(f"{symbol(k)}={format_value(experiment[k])}" for k in keys)
     return f"{display_name(method)} ({shown})" if shown else display_name(method)
 
 
