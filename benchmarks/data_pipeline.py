@@ -8,9 +8,11 @@ photographs scikit-learn ships (``load_sample_images``), each a different crop, 
 brightness. Paths:
 
 * ``pil``: PIL decoding and torchvision's PIL transforms (``data.decoder: pil``);
-* ``torchvision``: ``decode_jpeg`` (libjpeg-turbo) and transforms v2 on uint8 tensors (the default);
+* ``torchcodec``: TorchCodec's ``decode_image`` (libjpeg-turbo) and transforms v2 on uint8 tensors
+  (the default; where TorchCodec does not load, PIL decodes, and the row says so);
+* ``torchvision``: ``torchvision.io.decode_jpeg`` and transforms v2 (``data.decoder: torchvision``);
 * ``cache``: the decoded copy of ``data.cache: resized`` (shorter side 1.15 x resize_size, uint8,
-  memory-mapped), then transforms v2; its build time is printed too.
+  memory-mapped; decoded by the default decoder), then transforms v2; its build time is printed too.
 
 One core: ``torch.set_num_threads(1)`` and every image read in this process, as one loader worker
 reads them. Train: RandomResizedCrop(224) + flip + normalise; eval: Resize(256) + CenterCrop(224)
@@ -26,10 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision
 from PIL import Image, ImageEnhance
 from sklearn.datasets import load_sample_images
 
 from adarand.core.config import STANDARD_PREPROCESSING, DataConfig
+from adarand.datasets.decode import decoder_in_use
 from adarand.datasets.image_list import ImageList
 from adarand.datasets.resized_cache import build_resized_cache
 from adarand.datasets.transforms import eval_transform, train_transform
@@ -67,6 +71,14 @@ def images_per_second(dataset, repeats: int) -> float:
     return best
 
 
+def codec_version() -> str:
+    try:
+        import torchcodec
+    except (ImportError, OSError, RuntimeError):
+        return "not available"
+    return torchcodec.__version__
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=256)
@@ -77,24 +89,26 @@ def main() -> None:
         paths = make_images(Path(tmp), args.images)
         samples = [(path, 0) for path in paths]
         rows = []
-        for decoder in ("pil", "torchvision"):
+        for decoder in ("pil", "torchcodec", "torchvision"):
             cfg = DataConfig(root=tmp, decoder=decoder).with_preprocessing(STANDARD_PREPROCESSING)
             train = images_per_second(ImageList(samples, train_transform(cfg), decoder=decoder), args.repeats)
             evaluation = images_per_second(ImageList(samples, eval_transform(cfg), decoder=decoder), args.repeats)
-            rows.append((decoder, train, evaluation))
+            rows.append((decoder, decoder_in_use(decoder), train, evaluation))
         cfg = DataConfig(root=tmp, cache="resized").with_preprocessing(STANDARD_PREPROCESSING)
         start = time.perf_counter()
-        cache = build_resized_cache(paths, Path(tmp) / "cache", round(1.15 * cfg.resize_size), "torchvision",
+        cache = build_resized_cache(paths, Path(tmp) / "cache", round(1.15 * cfg.resize_size), cfg.decoder,
                                     cfg.interpolation, False, workers=1, progress=False)
         build_s = time.perf_counter() - start
         train = images_per_second(ImageList(samples, train_transform(cfg), cache=cache), args.repeats)
         evaluation = images_per_second(ImageList(samples, eval_transform(cfg), cache=cache), args.repeats)
-        rows.append(("cache", train, evaluation))
-    base_train, base_eval = rows[0][1], rows[0][2]
-    print(f"{args.images} JPEGs of 800 x 600, one core, best of {args.repeats}")
-    print(f"{'path':<14}{'train img/s':>12}{'x PIL':>8}{'eval img/s':>12}{'x PIL':>8}")
-    for name, train, evaluation in rows:
-        print(f"{name:<14}{train:>12.0f}{train / base_train:>8.2f}{evaluation:>12.0f}{evaluation / base_eval:>8.2f}")
+        rows.append(("cache", f"{decoder_in_use(cfg.decoder)}, once", train, evaluation))
+    base_train, base_eval = rows[0][2], rows[0][3]
+    print(f"{args.images} JPEGs of 800 x 600, one core, best of {args.repeats}; torch {torch.__version__}, "
+          f"torchvision {torchvision.__version__}, torchcodec {codec_version()}")
+    print(f"{'path':<14}{'decoded by':<32}{'train img/s':>12}{'x PIL':>8}{'eval img/s':>12}{'x PIL':>8}")
+    for name, by, train, evaluation in rows:
+        print(f"{name:<14}{by:<32}{train:>12.0f}{train / base_train:>8.2f}{evaluation:>12.0f}"
+              f"{evaluation / base_eval:>8.2f}")
     print(f"cache build (decode + resize, one worker): {build_s:.1f} s, {args.images / build_s:.0f} img/s")
 
 

@@ -37,7 +37,8 @@ from adarand.handlers.context import RunContext
 from adarand.handlers.core_tuning import CoreTuning, CoreTuningParams
 from adarand.handlers.registry import Regularizer
 from adarand.handlers.training_log import TrainingDiagnostics
-from adarand.handlers.uot import UOT, UOTParams
+from adarand.handlers.uot import UOT, UOTRunParams
+from adarand.methods import uot
 from adarand.methods.statistics import ClassStatistics
 from adarand.models import create_model
 from adarand.models.detection import build_detector
@@ -83,7 +84,8 @@ def build(arch, channels, k, device, method, size=224, detection=False):
 
 def method_regularizer(method: str, net, info, k: int, device, channels: int, size: int):
     """The method's regularizer on a context of synthetic prior statistics (AdaRand) or synthetic
-    source batches (UOT: mu = 1, so each step carries B source images more, 100 source classes)."""
+    source batches (UOT: mu = 1, so each step carries B source images more, 100 source classes
+    selected of 1,000, a source head over all 1,000)."""
     d = net.feature_dim
     feats = torch.randn(4 * k, d, dtype=torch.float64, device=device).abs()
     labels = torch.arange(4 * k, device=device) % k
@@ -102,11 +104,13 @@ def method_regularizer(method: str, net, info, k: int, device, channels: int, si
         reg.in_step = time_handlers(reg, ("add_loss", "update_priors"))
     elif method == "core_tuning":
         reg = CoreTuning(CoreTuningParams(), ctx)
-    else:  # uot, without its source files: the selected classes' batches are synthetic
-        params = UOTParams(source_root="synthetic")
+    else:  # uot, without its source files: ImageNet's 1,000 source classes, the selected ones' batches synthetic
+        params = UOTRunParams(source_root="synthetic")
         reg = UOT.__new__(UOT)
         Regularizer.__init__(reg, params, ctx)
-        reg.source_head = torch.nn.Linear(d, params.select_classes).to(device)
+        reg.method = uot.UOT(d, SOURCE_CLASSES, selected=list(range(params.select_classes)), device=device,
+                             params=params)
+        reg.source_head = reg.method.source_head
         reg.position, reg._labels = 0, None
         g = torch.Generator().manual_seed(1)
         batches = [(torch.randn(STEP_BATCH[0], channels, size, size, generator=g),
@@ -116,6 +120,8 @@ def method_regularizer(method: str, net, info, k: int, device, channels: int, si
     return reg
 
 
+DOUBLE, UOT_OVER_DOUBLE = "finetune_2b", "uot_over_finetune_2b"  # the rows that put UOT's cost in proportion
+SOURCE_CLASSES = 1000  # ImageNet-1k's: the published source head's outputs
 STEP_BATCH = [16]  # the case's batch size, which UOT's synthetic source batches match
 
 
@@ -226,22 +232,29 @@ def main() -> None:
             batches = [(torch.randn(b, ch, size, size, generator=g).to(device),
                         torch.randint(0, k, (b,), generator=g).to(device)) for _ in range(steps or args.steps)]
         built = {m: build(arch, ch, k, device, m, size, detection) for m in ("finetune", *methods)}
+        data = {m: batches for m in built}
+        if "uot" in methods:  # fine-tuning on the (1 + mu) B images of UOT's step: the floor of its cost
+            built[DOUBLE] = build(arch, ch, k, device, "finetune", size, detection)
+            data[DOUBLE] = [(torch.cat([x, x]), torch.cat([y, y])) for x, y in batches]
         trainers = {m: t for m, (t, _) in built.items()}
         regs = {m: r for m, (_, r) in built.items()}
-        for t in trainers.values():  # warm-up (and AdaRand's prior initialisation)
-            time_steps(t, batches[:3], device)
+        for m, t in trainers.items():  # warm-up (and AdaRand's prior initialisation)
+            time_steps(t, data[m][:3], device)
         if "adarand" in regs:
             for tally in regs["adarand"].in_step.values():
                 tally[:] = [0.0, 0]
         times = {m: [] for m in trainers}
-        ratios = {m: [] for m in methods}  # per round: runs adjacent in time, so slow drifts of the machine cancel
+        ratios = {m: [] for m in (*methods, *([DOUBLE, UOT_OVER_DOUBLE] if DOUBLE in trainers else []))}  # per round: runs adjacent in time, so slow drifts of the machine cancel
         rounds = 5 if steps is not None else args.rounds * (5 if arch == "small_cnn" else 1)
         for r in range(rounds):
             order = list(trainers) if r % 2 == 0 else list(reversed(trainers))
             for m in order:
-                times[m].append(time_steps(trainers[m], batches, device))
+                times[m].append(time_steps(trainers[m], data[m], device))
             for m in methods:
                 ratios[m].append(times[m][-1] / times["finetune"][-1])
+            if DOUBLE in trainers:
+                ratios[DOUBLE].append(times[DOUBLE][-1] / times["finetune"][-1])
+                ratios[UOT_OVER_DOUBLE].append(times["uot"][-1] / times[DOUBLE][-1])
         ft = statistics.median(times["finetune"])
         for m in methods:
             ad = statistics.median(times[m])
@@ -250,6 +263,13 @@ def main() -> None:
             print(f"{name + ' ' + m:56s} {1e3 * ft:12.2f} {1e3 * ad:12.2f} {1e3 * (ad - ft):8.2f} "
                   f"{statistics.median(ratios[m]):7.3f}  (per-round ratios: quartiles {q[0]:.3f}-{q[2]:.3f}, "
                   f"{rounds} rounds; fastest rounds {fastest:.3f})", flush=True)
+        if DOUBLE in trainers:
+            for label, key in ((f"{name} fine-tuning on 2B images / on B", DOUBLE),
+                               ("  uot / fine-tuning on 2B images (its cost beyond its images)", UOT_OVER_DOUBLE)):
+                q = statistics.quantiles(ratios[key], n=4) if len(ratios[key]) > 3 else [min(ratios[key]), 0,
+                                                                                         max(ratios[key])]
+                print(f"{label:56s} {'':12s} {'':12s} {'':8s} {statistics.median(ratios[key]):7.3f}  (per-round "
+                      f"ratios: quartiles {q[0]:.3f}-{q[2]:.3f})", flush=True)
         if "adarand" in regs:
             inside = {name: 1e3 * t / max(n, 1) for name, (t, n) in regs["adarand"].in_step.items()}
             alone = handler_work(trainers["adarand"], regs["adarand"], batches[0], device)

@@ -76,9 +76,10 @@ class DataConfig:
     shapes_task: Literal["source", "target"] = "target"  # only for name: synthetic_shapes
     extra_test: list[ExtraTestConfig] = field(default_factory=list)
     skip_bad_images: bool = False  # leave unreadable images out (with a warning) instead of stopping
-    # torchvision: JPEG by libjpeg-turbo (other formats by PIL) and transforms v2 on uint8 tensors;
-    # pil: PIL decoding and transforms (the published code's pipeline)
-    decoder: Literal["torchvision", "pil"] = "torchvision"
+    # torchcodec: JPEG and PNG by TorchCodec (other formats, or no TorchCodec: PIL) and transforms v2
+    # on uint8 tensors; torchvision: JPEG by torchvision.io (deprecated by torchvision 0.29), then the
+    # same; pil: PIL decoding and transforms (the published code's pipeline)
+    decoder: Literal["torchcodec", "torchvision", "pil"] = "torchcodec"
     # resized: every image decoded once and kept resized (shorter side cache_short_side, default
     # 1.15 x resize_size) as uint8 in a memory-mapped file under cache_dir (datasets/resized_cache.py)
     cache: Literal["none", "resized"] = "none"

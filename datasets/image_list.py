@@ -20,7 +20,7 @@ class ImageList(Dataset):
     transforms are the decoder's either way."""
 
     def __init__(self, samples: Sequence[Sample], transform: Callable | None = None, grayscale: bool = False,
-                 decoder: str = "torchvision", cache: ResizedCache | None = None):
+                 decoder: str = "torchcodec", cache: ResizedCache | None = None):
         self.samples = list(samples)
         self.cache = cache  # data.cache: resized, the images already decoded (uint8 tensors)
         self.targets = [label for _, label in self.samples]

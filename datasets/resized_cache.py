@@ -30,7 +30,7 @@ from torchvision.transforms.v2 import functional as F
 from tqdm import tqdm
 
 from ..core.files import remove_temp_files, write_atomic, write_json_atomic
-from .decode import read_pil, read_tensor
+from .decode import decoder_in_use, read_pil, read_tensor
 
 VERSION = 1
 
@@ -43,7 +43,7 @@ def shorter_side_resize(img: torch.Tensor, short_side: int, interpolation: str) 
 
 
 def cache_key(paths: list[str], short_side: int, decoder: str, interpolation: str, grayscale: bool) -> str:
-    h = hashlib.sha256(json.dumps({"version": VERSION, "short_side": short_side, "decoder": decoder,
+    h = hashlib.sha256(json.dumps({"version": VERSION, "short_side": short_side, "decoder": decoder_in_use(decoder),
                                    "interpolation": interpolation, "grayscale": grayscale}).encode())
     for p in paths:
         st = os.stat(p)
@@ -53,7 +53,7 @@ def cache_key(paths: list[str], short_side: int, decoder: str, interpolation: st
 
 def _decode_and_resize(args: tuple[str, int, str, str, bool]) -> np.ndarray:
     path, short_side, decoder, interpolation, grayscale = args
-    img = read_tensor(path, grayscale) if decoder == "torchvision" else F.pil_to_tensor(read_pil(path, grayscale))
+    img = F.pil_to_tensor(read_pil(path, grayscale)) if decoder == "pil" else read_tensor(path, grayscale, decoder)
     return shorter_side_resize(img, short_side, interpolation).numpy()
 
 

@@ -1,7 +1,7 @@
 """The paper's transforms: train RandomResizedCrop + flip, test Resize + CenterCrop, at the
 sizes, normalisation and interpolation of ``DataConfig`` (its unset fields resolved first).
 
-With ``data.decoder: torchvision`` they are transforms v2 on uint8 tensors (resizing with
+With ``data.decoder: torchcodec`` or ``torchvision`` they are transforms v2 on uint8 tensors (resizing with
 antialiasing, as PIL does; the result differs from PIL's by rounding, at most a few levels of 255
 in a pixel); with ``decoder: pil`` torchvision's transforms on PIL images.
 """

@@ -14,7 +14,8 @@ Selection, once before training (cached under ``cache_dir/uot/``):
 
 Training: each step takes the target batch of B images and mu B images of the selected source
 classes (a second loader, ``source_ratio`` = mu), through the backbone in one forward pass; a new
-source head h_s (N(0, 0.01^2), bias 0) reads their features:
+source head h_s (N(0, 0.01^2), bias 0; over every source class with the original labels, or over
+the selected ones with ``source_head: selected``) reads their features:
 
     L = CE(target head, target rows) + lambda_u * CE(h_s, source rows)
 
@@ -109,7 +110,7 @@ class UOT(MethodAdapter):
         super().__init__(params, ctx)
         self.samples, self.source_names = self.read_source()
         self.eval_set = ctx.image_sets.dataset(self.samples, train=False)
-        self.method = uot.UOT(ctx.net.feature_dim, device=ctx.device, params=params)
+        self.method = uot.UOT(ctx.net.feature_dim, len(self.source_names), device=ctx.device, params=params)
         self.source_head = self.method.source_head
         average_gradients_across_processes(self.source_head)
         self.selected: list[int] = []  # source class indices, highest score first
@@ -169,6 +170,7 @@ class UOT(MethodAdapter):
             if idist.get_rank() == 0:
                 write_json_atomic(cache_file, {"scores": scores.tolist(), "classes": self.source_names})
         self.selected = top_classes(scores, p.select_classes)
+        self.method.selected = self.selected
         self.scores = [float(v) for v in scores]
 
     def selected_names(self) -> list[str]:
@@ -176,11 +178,17 @@ class UOT(MethodAdapter):
 
     # --- training ----------------------------------------------------------------------------
 
+    def source_images(self) -> list[tuple[str, int]]:
+        """The selected classes' images, each with its source head label (:meth:`UOT.head_labels`)."""
+        chosen = set(self.selected)
+        kept = [(f, label) for f, label in self.samples if label in chosen]
+        labels = self.method.head_labels(torch.tensor([label for _, label in kept], dtype=torch.long)).tolist()
+        return [(f, label) for (f, _), label in zip(kept, labels, strict=True)]
+
     def source_loader(self) -> DataLoader:
-        """The selected classes' images, labelled 0 .. select_classes - 1 in the order of selection,
-        as an endless stream from the current position."""
-        relabel = {s: i for i, s in enumerate(self.selected)}
-        kept = [(f, relabel[label]) for f, label in self.samples if label in relabel]
+        """The selected classes' images with their source head labels, as an endless stream from
+        the current position."""
+        kept = self.source_images()
         d, cfg = self.ctx.cfg.data, self.ctx.cfg
         dataset = self.ctx.image_sets.dataset(kept, train=True)
         batch = max(1, round(self.params.source_ratio * d.batch_size))
@@ -228,6 +236,7 @@ class UOT(MethodAdapter):
 
     def load_state_dict(self, state: dict) -> None:
         self.selected, self.scores = [int(s) for s in state["selected"]], [float(v) for v in state["scores"]]
+        self.method.selected = self.selected
         self.position = int(state["position"])
         self.source_head.load_state_dict(state["source_head"])
         self._stream = None  # started again from the position when training starts
@@ -239,8 +248,10 @@ class UOT(MethodAdapter):
 
     def report(self) -> dict:
         d = self.ctx.cfg.data
-        kept = sum(1 for _, label in self.samples if label in set(self.selected))
+        chosen = set(self.selected)
+        kept = sum(1 for _, label in self.samples if label in chosen)
         return {"source_classes": self.selected_names(), "source_images": kept,
+                "source_head": f"{self.params.source_head} ({self.source_head.out_features} outputs)",
                 "source_batch": max(1, round(self.params.source_ratio * d.batch_size)),
                 "source_head_mib": module_mib(self.source_head), "selection_cache_hit": self.cache_hit}
 

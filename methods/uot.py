@@ -16,11 +16,19 @@ the backbone (one forward pass); a new source head h_s (N(0, 0.01^2), bias 0) re
 features (:class:`UOT`):
 
     L = CE(target head, target rows) + lambda_u * CE(h_s, source rows)
+
+h_s covers every source class and each source image keeps its original label, as the published
+code's ``fc_up`` (1,000 outputs on ImageNet): its softmax has S terms, though only the selected
+classes' images reach it (``source_head: all``, the default). ``source_head: selected`` gives a
+head over the k selected classes only (labels 0 .. k - 1 in the order of selection), for a source
+label set too large to hold a head over (ImageNet-21k's 21,843 classes: 2048 x 21,843 weights
+with their Adam moments are 0.5 GiB).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -71,28 +79,50 @@ class UOTParams:
     eps: float = field(default=1.0, metadata={"range": "> 0"})
     reg_source: float = field(default=1.0, metadata={"range": "> 0"})
     reg_target: float = field(default=100.0, metadata={"range": "> 0"})
+    source_head: Literal["all", "selected"] = "all"  # all: the published fc_up, one output per source class
 
 
 class UOT(Method):
     """UOT's source term: ``lambda_u * CE(h_s(g(x_s)), y_s)`` over the source rows of the step, with
-    a new source head h_s over the selected classes (labels 0 .. select_classes - 1 in the order
-    of selection). ``terms`` takes the *source* rows' features and labels.
+    a new source head h_s. With ``source_head="all"`` (the default, the published code's) h_s has
+    one output per source class and ``y_s`` is each image's original source label; with
+    ``"selected"`` it has ``select_classes`` outputs and ``y_s`` is the class's place in the
+    selection (:meth:`head_labels` maps either way). ``terms`` takes the *source* rows' features
+    and labels.
 
         chosen, _ = select_source_classes(source_means, target_means, k=100, p_m=0.1, eps=1.0,
                                           reg_source=1.0, reg_target=100.0)
-        reg = UOT(feature_dim, select_classes=100, lam=1.0)
+        reg = UOT(feature_dim, source_classes=1000, selected=chosen, lam=1.0)
         _, f = model(torch.cat([x, xs]))                 # target and source images, one pass
-        loss = F.cross_entropy(logits[:len(x)], y) + reg(f[len(x):], ys)
+        loss = F.cross_entropy(logits[:len(x)], y) + reg(f[len(x):], reg.head_labels(ys))
     """
 
     Params = UOTParams
 
-    def __init__(self, feature_dim: int, *, device: torch.device | str | None = None, params: UOTParams | None = None,
-                 **hyperparameters):
+    def __init__(self, feature_dim: int, source_classes: int, *, selected: list[int] | None = None,
+                 device: torch.device | str | None = None, params: UOTParams | None = None, **hyperparameters):
         super().__init__(params, **hyperparameters)
-        self.source_head = nn.Linear(feature_dim, self.params.select_classes).to(device)
+        if source_classes < self.params.select_classes:
+            raise ValueError(f"{source_classes} source classes, fewer than select_classes ({self.params.select_classes})")
+        self.source_classes = source_classes
+        self.selected: list[int] = list(selected or [])
+        outputs = source_classes if self.params.source_head == "all" else self.params.select_classes
+        self.source_head = nn.Linear(feature_dim, outputs).to(device)
         nn.init.normal_(self.source_head.weight, std=0.01)  # a new head, as the target's: N(0, 0.01^2), bias 0
         nn.init.zeros_(self.source_head.bias)
+
+    def head_labels(self, source_labels: torch.Tensor) -> torch.Tensor:
+        """The source head's targets for images of original source labels ``source_labels`` (each
+        from a selected class): the labels themselves for the all-classes head, their places in
+        :attr:`selected` for the selected-classes head."""
+        if self.params.source_head == "all":
+            return source_labels
+        place = torch.full((self.source_classes,), -1, dtype=torch.long)
+        place[torch.tensor(self.selected, dtype=torch.long)] = torch.arange(len(self.selected))
+        mapped = place.to(source_labels.device)[source_labels]
+        if (mapped < 0).any():
+            raise ValueError("a source label outside the selected classes")
+        return mapped
 
     def parameter_groups(self, lr: float) -> list[dict]:
         """The source head, at ``lr`` (the engine gives the head's: lr x head_lr_mult)."""
@@ -102,7 +132,8 @@ class UOT(Method):
         return {"uot_source": self.params.lam * F.cross_entropy(self.source_head(features), labels)}
 
     def state_dict(self) -> dict:
-        return {"source_head": self.source_head.state_dict()}
+        return {"source_head": self.source_head.state_dict(), "selected": list(self.selected)}
 
     def load_state_dict(self, state: dict) -> None:
         self.source_head.load_state_dict(state["source_head"])
+        self.selected = [int(s) for s in state.get("selected", self.selected)]

@@ -11,7 +11,7 @@ from PIL import Image
 from adarand.core.config import STANDARD_PREPROCESSING, DataConfig
 from adarand.datasets.decode import read_pil, read_tensor
 from adarand.datasets.image_list import ImageList
-from adarand.datasets.resized_cache import build_resized_cache, shorter_side_resize
+from adarand.datasets.resized_cache import build_resized_cache, cache_key, shorter_side_resize
 from adarand.datasets.transforms import eval_transform, train_transform
 
 from conftest import run_main, write_tiny_config
@@ -25,12 +25,13 @@ def photo(seed=0, size=(120, 90)):
     return Image.fromarray(np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8))
 
 
-def test_jpeg_and_png_decode_as_pil_does(tmp_path):
+@pytest.mark.parametrize("decoder", ["torchcodec", "torchvision"])
+def test_jpeg_and_png_decode_as_pil_does(tmp_path, decoder):
     photo().save(tmp_path / "a.jpg", quality=90)
     photo(1).save(tmp_path / "b.png")
     for name in ("a.jpg", "b.png"):
         for gray in (False, True):
-            ours = read_tensor(str(tmp_path / name), gray)
+            ours = read_tensor(str(tmp_path / name), gray, decoder)
             pil = torch.from_numpy(np.array(read_pil(str(tmp_path / name), gray)))
             pil = pil.unsqueeze(0) if gray else pil.permute(2, 0, 1)
             assert ours.dtype == torch.uint8 and ours.shape == pil.shape
@@ -43,7 +44,7 @@ def test_jpeg_and_png_decode_as_pil_does(tmp_path):
 def test_transforms_on_tensors_match_pil_transforms(tmp_path):
     photo().save(tmp_path / "a.jpg", quality=95)
     cfgs = {d: DataConfig(root=str(tmp_path), decoder=d, image_size=48, resize_size=56)
-            .with_preprocessing(STANDARD_PREPROCESSING) for d in ("pil", "torchvision")}
+            .with_preprocessing(STANDARD_PREPROCESSING) for d in ("pil", "torchcodec", "torchvision")}
     samples = [(str(tmp_path / "a.jpg"), 0)]
     one_level = 1 / 255 / min(STANDARD_PREPROCESSING["std"])  # a grey level after normalisation
     for make in (eval_transform, train_transform):
@@ -51,10 +52,11 @@ def test_transforms_on_tensors_match_pil_transforms(tmp_path):
         for d, cfg in cfgs.items():
             torch.manual_seed(3)  # the same crop and flip: v2 draws them as the PIL transforms do
             out[d], _ = ImageList(samples, make(cfg), decoder=d)[0]
-        assert out["pil"].shape == out["torchvision"].shape == (3, 48, 48)
-        diff = (out["pil"] - out["torchvision"]).abs()
-        # antialiased resizing on uint8 tensors follows PIL's up to rounding (and the decoders' level)
-        assert diff.mean() < one_level and diff.max() < 6 * one_level, (make.__name__, diff.mean(), diff.max())
+        for d in ("torchcodec", "torchvision"):
+            assert out["pil"].shape == out[d].shape == (3, 48, 48)
+            diff = (out["pil"] - out[d]).abs()
+            # antialiased resizing on uint8 tensors follows PIL's up to rounding (and the decoders' level)
+            assert diff.mean() < one_level and diff.max() < 6 * one_level, (d, make.__name__, diff.mean(), diff.max())
 
 
 def test_the_resized_cache_holds_each_image_resized_once(tmp_path):
@@ -116,3 +118,27 @@ def test_a_cache_that_resizes_nothing_trains_exactly_as_the_images(tmp_path, dec
                for c in ("none", "resized")]
     for k in weights[0]:
         assert torch.equal(weights[0][k], weights[1][k]), k
+
+
+def test_without_torchcodec_pil_decodes_and_says_so_once(tmp_path, monkeypatch, caplog):
+    """The fallback: the same tensor as PIL's, one warning line with the reason, another cache key."""
+    import sys
+
+    from adarand.datasets import decode
+    photo().save(tmp_path / "a.jpg", quality=90)
+    path = str(tmp_path / "a.jpg")
+    with_codec = cache_key([path], 60, "torchcodec", "bilinear", False)
+    monkeypatch.setitem(sys.modules, "torchcodec", None)  # an import of it fails, as where it is not installed
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", None)
+    decode.torchcodec_decode.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="adarand.datasets.decode"):
+            first, second = read_tensor(path), read_tensor(path)
+        pil = torch.from_numpy(np.array(read_pil(path))).permute(2, 0, 1)
+        assert torch.equal(first, pil) and torch.equal(second, pil)
+        lines = [r.getMessage() for r in caplog.records]
+        assert lines == ["data.decoder: torchcodec not installed; PIL decodes the images instead (pip install torchcodec)"]
+        assert decode.decoder_in_use("torchcodec") == "pil (torchcodec unavailable)"
+        assert cache_key([path], 60, "torchcodec", "bilinear", False) != with_codec  # PIL's pixels are cached apart
+    finally:
+        decode.torchcodec_decode.cache_clear()

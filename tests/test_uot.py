@@ -65,10 +65,10 @@ def uot_config(tmp_path, extra=""):
     return cfg, source
 
 
-@pytest.mark.parametrize("lam", [1.0, 0.3])
-def test_the_joint_step_is_target_ce_plus_lambda_source_ce(tmp_path, lam):
+@pytest.mark.parametrize("lam,head", [(1.0, "all"), (0.3, "all"), (1.0, "selected")])
+def test_the_joint_step_is_target_ce_plus_lambda_source_ce(tmp_path, lam, head):
     cfg_file, _ = uot_config(tmp_path)
-    run = build_run(load_config(cfg_file, [f"method.lambda={lam}"]))
+    run = build_run(load_config(cfg_file, [f"method.lambda={lam}", f"method.source_head={head}"]))
     reg = run.regularizer
     seen = {}
 
@@ -94,7 +94,12 @@ def test_the_joint_step_is_target_ce_plus_lambda_source_ce(tmp_path, lam):
     target_ce = F.cross_entropy(seen["logits"][:b], y[:b])
     assert seen["losses"]["ce"] == pytest.approx(float(target_ce), rel=1e-6)
     source_labels = reg._labels
-    assert set(source_labels.tolist()) <= {0, 1}  # the selected classes, renumbered
+    if head == "all":  # the published fc_up: one output per source class, each image's own label
+        assert reg.source_head.out_features == 4
+        assert set(source_labels.tolist()) <= set(reg.selected) and len(set(reg.selected)) == 2
+    else:  # the selected classes only, numbered in the order of selection
+        assert reg.source_head.out_features == 2
+        assert set(source_labels.tolist()) <= {0, 1}
     with torch.no_grad():
         source_ce = F.cross_entropy(seen["head"](seen["features"][b:]), source_labels)
     assert seen["losses"]["uot_source"] == pytest.approx(lam * float(source_ce), rel=1e-6)  # lambda_u CE_source
@@ -102,7 +107,8 @@ def test_the_joint_step_is_target_ce_plus_lambda_source_ce(tmp_path, lam):
     assert after.features.shape[0] == after.logits.shape[0] == after.y.shape[0] == b
     report = reg.report()
     d = run.net.feature_dim
-    assert report["source_head_mib"] == pytest.approx((d * 2 + 2) * 4 / 2**20)
+    outputs = 4 if head == "all" else 2
+    assert report["source_head_mib"] == pytest.approx((d * outputs + outputs) * 4 / 2**20)
     assert len(report["source_classes"]) == 2 and report["source_batch"] == 4
 
 
@@ -153,3 +159,25 @@ def test_an_empty_source_class_is_refused_naming_the_folder(tmp_path):
     with pytest.raises(UserError, match=r"method.source_root: 1 source class\(es\) of .*source/train hold no "
                                         r"\(readable\) image: class9; remove them or add images"):
         build_run(run_cfg)
+
+
+def test_the_source_head_labels_against_a_lookup():
+    """All-classes head (the published fc_up): the original labels; selected head: the place in the selection."""
+    from adarand.methods.uot import UOT as UOTMethod
+    chosen = [7, 2, 11]
+    labels = torch.tensor([2, 11, 7, 7, 2])
+    full = UOTMethod(8, 12, selected=chosen, select_classes=3)
+    assert full.source_head.out_features == 12 and torch.equal(full.head_labels(labels), labels)
+    small = UOTMethod(8, 12, selected=chosen, select_classes=3, source_head="selected")
+    place = {s: i for i, s in enumerate(chosen)}
+    assert small.source_head.out_features == 3
+    assert small.head_labels(labels).tolist() == [place[int(v)] for v in labels]
+    with pytest.raises(ValueError, match="outside the selected classes"):
+        small.head_labels(torch.tensor([5]))
+    f = torch.randn(5, 8)
+    expected = 0.5 * F.cross_entropy(full.source_head(f), labels)
+    full.params.lam = 0.5
+    assert full(f, full.head_labels(labels)).item() == pytest.approx(expected.item(), rel=1e-6)
+    copy_ = UOTMethod(8, 12, select_classes=3)
+    copy_.load_state_dict(full.state_dict())
+    assert copy_.selected == chosen and torch.equal(copy_.source_head.weight, full.source_head.weight)
