@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     # what each command needs is imported when it runs (``--help`` loads no torch)
     try:
         if args.list:
-            from adarand.engine.catalog import catalog
+            from adarand.experiments.catalog import catalog
 
             print(catalog())
             return 0

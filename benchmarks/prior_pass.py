@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from adarand.core.cache import load_or_compute_tensors
 from adarand.core.config import ModelConfig
-from adarand.engine.evaluator import create_evaluator
 from adarand.methods.statistics import accumulate_statistics
 from adarand.models import create_model
+from adarand.tasks.evaluator import create_evaluator
 
 CASES = {
     "demo small_cnn (1x16x16, 2048 images, K=5)": ("small_cnn", 1, 16, 2048, 5, 128),

@@ -26,8 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from adarand.engine.figure_style import display_name
-from adarand.engine.report import collect, fmt_acc
+from adarand.experiments.figure_style import display_name
+from adarand.experiments.report import collect, fmt_acc
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -71,23 +71,23 @@ def main(argv: list[str] | None = None) -> int:
     blocks = {}
     if args.only in (None, "table"):
         table_root = root / "demo_table"
-        command("adarand.engine.sweep", "--bases", "base/digits_small_cnn", "--methods", "methods/*",
+        command("adarand.experiments.sweep", "--bases", "base/digits_small_cnn", "--methods", "methods/*",
                 "method.source_root=[sklearn_digits:source]", "method.select_classes=[3]", "--seeds", "0", "1", "2",
                 "--root", str(table_root))
-        blocks["demo-table"] = command("adarand.engine.report", str(table_root), "--paired", "finetune", capture=True)
+        blocks["demo-table"] = command("adarand.experiments.report", str(table_root), "--paired", "finetune", capture=True)
     if args.only in (None, "lambda"):
         grid = root / "lambda"
-        command("adarand.engine.sweep", "--bases", "base/digits_small_cnn", "--methods", "methods/finetune",
+        command("adarand.experiments.sweep", "--bases", "base/digits_small_cnn", "--methods", "methods/finetune",
                 "methods/randreg_normal", "methods/adarand", f"method.lambda={LAMBDAS}", "--seeds", "0", "1", "2",
                 "--root", str(grid))
-        selected = command("adarand.engine.report", str(grid), "--select", "val", "--paired", "finetune", capture=True)
+        selected = command("adarand.experiments.report", str(grid), "--select", "val", "--paired", "finetune", capture=True)
         selected = selected[selected.index("Selected on validation"):]
         blocks["demo-lambda"] = lambda_table(grid) + "\n\n" + selected
         out = root / "figures"
-        command("adarand.engine.plots", str(grid), "--figure", "lambda", "--out", str(out))
+        command("adarand.experiments.plots", str(grid), "--figure", "lambda", "--out", str(out))
         cells = [grid / name for name in ("digits_small_cnn-finetune", "digits_small_cnn-randreg_normal-lambda1",
                                           "digits_small_cnn-adarand-lambda1")]
-        command("adarand.engine.plots", *map(str, cells), "--figure", "2", "3", "prior", "--out", str(out))
+        command("adarand.experiments.plots", *map(str, cells), "--figure", "2", "3", "prior", "--out", str(out))
         FIGURES.mkdir(parents=True, exist_ok=True)
         for name in ("figure_lambda", "figure2", "figure3", "figure_prior"):
             shutil.copyfile(out / f"{name}.png", FIGURES / f"demo_{name}.png")

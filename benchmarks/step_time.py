@@ -29,8 +29,6 @@ from ignite.engine import Engine
 
 from adarand.core.config import DetectionConfig, ModelConfig
 from adarand.core.step import StepState
-from adarand.engine.classification import classification_forward
-from adarand.engine.detection import detection_forward
 from adarand.engine.trainer import create_trainer
 from adarand.handlers.adarand import AdaRand, AdaRandParams
 from adarand.handlers.context import RunContext
@@ -42,6 +40,8 @@ from adarand.methods import uot
 from adarand.methods.statistics import ClassStatistics
 from adarand.models import create_model
 from adarand.models.detection import build_detector
+from adarand.tasks.classification import classification_forward
+from adarand.tasks.detection import detection_forward
 
 CASES = {
     # name: (arch, in_channels, image size, batch, classes, steps per round (None: --steps))
@@ -244,7 +244,8 @@ def main() -> None:
             for tally in regs["adarand"].in_step.values():
                 tally[:] = [0.0, 0]
         times = {m: [] for m in trainers}
-        ratios = {m: [] for m in (*methods, *([DOUBLE, UOT_OVER_DOUBLE] if DOUBLE in trainers else []))}  # per round: runs adjacent in time, so slow drifts of the machine cancel
+        # per round: runs adjacent in time, so slow drifts of the machine cancel
+        ratios = {m: [] for m in (*methods, *([DOUBLE, UOT_OVER_DOUBLE] if DOUBLE in trainers else []))}
         rounds = 5 if steps is not None else args.rounds * (5 if arch == "small_cnn" else 1)
         for r in range(rounds):
             order = list(trainers) if r % 2 == 0 else list(reversed(trainers))

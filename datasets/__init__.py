@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
 
 from ..core.config import STANDARD_PREPROCESSING, DataConfig, DetectionConfig
 from ..core.distributed import rank0_first
 from ..core.errors import UserError
+from ..core.moved import MovedModules
 from .cub import load_cub
 from .data_splits import DataSplits
-from .detection_data import create_detection_datasets
+from .detection.detection_data import create_detection_datasets
 from .folder import load_image_folder, scan_class_folders
 from .image_list import ImageList
 from .list_file import class_order, labelled, load_lists, read_list
@@ -23,6 +25,11 @@ from .stanford_cars import load_stanford_cars
 from .synthetic_shapes import materialize_shapes
 from .torchvision_sets import SPECS, load_torchvision_dataset
 from .transforms import eval_transform, train_transform
+
+MOVED = {f"adarand.datasets.{name}": f"adarand.datasets.detection.{name}"
+         for name in ("coco_instances", "voc_instances", "instances", "detection_data")}
+if not any(isinstance(f, MovedModules) and f.moved == MOVED for f in sys.meta_path):
+    sys.meta_path.append(MovedModules(MOVED, until="0.3"))
 
 
 def config_path(value: str, cache_dir: str) -> Path:

@@ -2,7 +2,7 @@
 
 Two disjoint tasks, as the digits demo has:
 
-* ``target``: instance segmentation in COCO format (``datasets/coco_instances.py``'s layout),
+* ``target``: instance segmentation in COCO format (``datasets/detection/coco_instances.py``'s layout),
   64 x 64 images holding one to three shapes of one category (triangle, disk, diamond) with their
   masks: polygons for the triangles and diamonds, RLE for the disks;
 * ``source``: classification of other shapes (square, cross, ring, bar), one centred per image,

@@ -18,8 +18,8 @@ from ..core.errors import NonFiniteEvaluation
 from ..handlers.training_log import TrainingDiagnostics
 from .build import Run
 from .checkpoints import BEST_PREFIX, CHECKPOINTS, LAST_PREFIX, DurableSaver
-from .epoch_log import EPOCH_LOG, write_epoch_log
-from .run_log import RunLog
+from .logs.epoch_log import EPOCH_LOG, write_epoch_log
+from .logs.run_log import RunLog
 from .state import ConfigState, RNGState, RunRecord
 
 

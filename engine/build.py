@@ -21,9 +21,9 @@ from ..datasets import DataSplits, ImageSets
 from ..handlers.context import RunContext
 from ..handlers.registry import Regularizer, get_regularizer_class
 from ..models import Classifier, backbone_preprocessing
+from ..tasks import get_task
+from ..tasks.task import Task
 from .optim import create_lr_scheduler, create_optimizer
-from .task import Task
-from .tasks import get_task
 from .trainer import create_trainer
 
 

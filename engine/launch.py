@@ -27,11 +27,11 @@ import yaml
 
 from ..core.config import Config, save_config
 from ..core.errors import Interrupted, NonFiniteLoss, ProcessDied, UserError, error_line, os_error_message
+from ..core.folder_lock import FolderLock
 from .checkpoints import CHECKPOINTS, copy_best_models, find_last_checkpoint, last_checkpoints
 from .config import load_config
-from .folder_lock import FolderLock
+from .logs.trackers import check_tracker_stores
 from .run_folder import FINISHED, folder_state
-from .trackers import check_tracker_stores
 from .training import run_training
 
 

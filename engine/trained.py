@@ -25,9 +25,9 @@ import torch
 
 from ..core.config import Config
 from ..core.errors import UserError
+from ..tasks import get_task
 from .checkpoints import BEST_PREFIX, CHECKPOINTS, last_checkpoints, read_checkpoint
 from .config import load_config
-from .tasks import get_task
 
 
 def locate(path: Path) -> tuple[Path, Path]:

@@ -9,7 +9,7 @@ import torch
 from ignite.engine import Engine
 
 from ..core.step import StepState, TrainEvents
-from .classification import classification_forward
+from ..tasks.classification import classification_forward
 
 
 def create_trainer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
@@ -17,7 +17,7 @@ def create_trainer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, dev
     """An Ignite Engine whose step is: forward and the task's loss terms -> COMPUTE_LOSS ->
     backward -> step.
 
-    ``forward(model, batch, device, amp, channels_last)`` is the task's (``engine/task.py``): the
+    ``forward(model, batch, device, amp, channels_last)`` is the task's (``tasks/task.py``): the
     forward pass and its loss terms (classification: the CE) in a StepState. With ``amp`` only the
     forward pass runs under autocast; the task's and the regularizers' terms (COMPUTE_LOSS handlers)
     and everything after the step run in float32. ``fp16`` scales the loss with a GradScaler

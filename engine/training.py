@@ -20,6 +20,7 @@ from ..core.console import progress_bars
 from ..core.distributed import broadcast_tensors
 from ..core.errors import Interrupted, NonFiniteEvaluation, UserError
 from ..core.files import write_json_atomic, write_text_atomic
+from ..tasks.evaluator import create_evaluator
 from .attach import attach_handlers
 from .build import Run, build_run
 from .checkpoints import (
@@ -32,7 +33,6 @@ from .checkpoints import (
     read_checkpoint,
     stale_files,
 )
-from .evaluator import create_evaluator
 from .state import RESUMABLE_CHANGES, RunRecord, config_differences
 from .test_features import TEST_FEATURES, save_test_features, test_features
 

@@ -1,21 +1,29 @@
-"""The packages depend one way, and the registry is complete on import.
+"""The folders show the architecture and the packages depend one way; the registry is complete
+on import; moved modules keep their old import path for one release.
 
-    run.py -> engine -> handlers -> methods -> models, datasets -> core
+    run.py -> experiments -> engine -> tasks, handlers -> methods -> models, datasets -> core
 
 ``python tests/test_architecture.py`` prints the import graph between the packages.
 """
 
 import ast
 import sys
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ["core", "models", "datasets", "methods", "handlers", "engine"]
+PACKAGES = ["core", "models", "datasets", "methods", "handlers", "tasks", "engine", "experiments"]
 # what each package may import (besides itself)
+BELOW_METHODS = {"core", "models", "datasets"}
 ALLOWED = {"core": set(), "models": {"core"}, "datasets": {"core"}, "methods": {"core"},
-           "handlers": {"core", "models", "datasets", "methods"},
-           "engine": {"core", "models", "datasets", "methods", "handlers"}, "run.py": {"core", "engine"}}
+           "handlers": BELOW_METHODS | {"methods"}, "tasks": BELOW_METHODS,
+           "engine": BELOW_METHODS | {"methods", "handlers", "tasks"},
+           "experiments": BELOW_METHODS | {"methods", "handlers", "tasks", "engine"},
+           "run.py": {"core", "engine", "experiments"}}
+MOST_MODULES = 16  # per package folder (its __init__.py included)
 
 
 def package_of(path: Path) -> str:
@@ -71,6 +79,50 @@ def test_packages_depend_one_way():
     for a, targets in edges.items():
         for b in targets:
             assert a not in edges.get(b, set()), (a, b)  # no package imports one that imports it back
+
+
+def test_no_package_folder_holds_more_than_about_fifteen_modules():
+    crowded = {str(d.relative_to(REPO)): n for d in REPO.rglob("__init__.py") if ".venv" not in d.parts
+               and (n := len(list(d.parent.glob("*.py")))) > MOST_MODULES}
+    assert crowded == {}
+
+
+def test_every_package_folder_is_installed():
+    """A folder of modules missing from setup.cfg's packages would be left out of the wheel."""
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    listed = set(cfg["options"]["packages"].split())
+    found = {"adarand" + "".join("." + p for p in d.parent.relative_to(REPO).parts) for d in REPO.rglob("__init__.py")
+             if not {".venv", "tests", "benchmarks", "docs"} & set(d.parts)}
+    assert found == listed
+
+
+@pytest.mark.parametrize("old,new", [("adarand.engine.sweep", "adarand.experiments.sweep"),
+                                     ("adarand.engine.task", "adarand.tasks.task"),
+                                     ("adarand.engine.tasks", "adarand.tasks"),
+                                     ("adarand.engine.trackers", "adarand.engine.logs.trackers")])
+def test_a_moved_module_keeps_its_old_path_with_a_deprecation_warning(old, new):
+    import importlib
+
+    module = importlib.import_module(new)
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=f"{old} has moved to {new}; the old name is removed in 0.3"):
+        assert importlib.import_module(old) is module
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        importlib.import_module(new)  # the new path warns nothing
+
+
+def test_every_old_path_of_a_moved_module_answers():
+    import importlib
+
+    from adarand.engine import MOVED
+    for old, new in MOVED.items():
+        sys.modules.pop(old, None)
+        with pytest.warns(DeprecationWarning):
+            assert importlib.import_module(old) is importlib.import_module(new)
 
 
 def test_no_project_import_inside_a_function():

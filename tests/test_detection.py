@@ -15,13 +15,13 @@ import torch
 from PIL import Image
 
 from adarand.core.errors import ConfigError, UserError
-from adarand.datasets.coco_instances import read_coco_split
-from adarand.datasets.instances import InstanceDataset, box_of_mask, detection_transforms, image_label
-from adarand.datasets.voc_instances import read_voc_split
-from adarand.engine import evaluation, report
+from adarand.datasets.detection.coco_instances import read_coco_split
+from adarand.datasets.detection.instances import InstanceDataset, box_of_mask, detection_transforms, image_label
+from adarand.datasets.detection.voc_instances import read_voc_split
 from adarand.engine.config import load_config
-from adarand.engine.detection import AveragePrecision
+from adarand.experiments import evaluation, report
 from adarand.handlers.adarand import ema_class_means, prior_loss, prior_lr_factor
+from adarand.tasks.detection import AveragePrecision
 
 from conftest import REPO, run_entry, run_main
 
@@ -295,7 +295,7 @@ def check_detection_export(run_dir, tmp_path):
     import onnxruntime as ort
 
     import adarand
-    from adarand.engine import export
+    from adarand.experiments import export
 
     r = run_entry(export.main, str(run_dir), "--output", str(tmp_path / "det.onnx"))
     assert r.returncode == 0, r.stderr
@@ -426,7 +426,7 @@ def test_the_detector_loads_its_backbone_from_a_weights_file_strictly(tmp_path, 
 
     import torchvision
 
-    from adarand.engine.detection import detection_model
+    from adarand.tasks.detection import detection_model
 
     source = torchvision.models.resnet18(num_classes=1000)
     with torch.no_grad():
@@ -469,7 +469,7 @@ def cocoeval_ap(gts: list[dict], dets: list[dict], size=(200, 200)) -> float:
 
 
 def project_ap(gts: list[dict], dets: list[dict]) -> float:
-    from adarand.engine.detection import AveragePrecision
+    from adarand.tasks.detection import AveragePrecision
 
     def xyxy(b):
         return [b[0], b[1], b[0] + b[2], b[1] + b[3]]

@@ -90,7 +90,7 @@ def _evaluate(local_rank, cfg_file, weights, out_dir):
     """Validation and test accuracy and loss of the given weights, over this process's shards."""
     from adarand.engine.build import build_run
     from adarand.engine.config import load_config
-    from adarand.engine.evaluator import create_evaluator
+    from adarand.tasks.evaluator import create_evaluator
 
     run = build_run(load_config(cfg_file))
     run.net.load_state_dict(torch.load(weights, weights_only=True))

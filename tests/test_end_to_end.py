@@ -8,7 +8,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from adarand.engine.config import load_config
-from adarand.engine.epoch_log import read_epoch_log
+from adarand.engine.logs.epoch_log import read_epoch_log
 
 from conftest import REPO, run_cli, run_main
 

@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from adarand.engine.evaluation import main as eval_main
+from adarand.experiments.evaluation import main as eval_main
 
 from conftest import run_main, write_tiny_config
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 import yaml
-from adarand.engine.grid import folder_label, grid_points
-from adarand.engine.sweep import main as sweep_main
+from adarand.experiments.grid import folder_label, grid_points
+from adarand.experiments.sweep import main as sweep_main
 
 from conftest import run_main, write_tiny_config
 
@@ -112,7 +112,7 @@ def test_packaged_names_and_patterns_plan_the_demo_table_from_any_folder(tmp_pat
 
 
 def test_a_second_sweep_into_a_busy_root_is_refused_in_one_line(tmp_path, capsys):
-    from adarand.engine.folder_lock import FolderLock
+    from adarand.core.folder_lock import FolderLock
 
     cfg = write_tiny_config(tmp_path, "finetune")
     root = tmp_path / "root"
@@ -167,7 +167,7 @@ def test_ctrl_c_in_a_sweep_says_what_finished_and_the_command_that_continues_it(
     cfg = write_tiny_config(tmp_path)
     root = tmp_path / "sweep"
     args = [str(cfg), "train.epochs=1", "--seeds", "0", "1", "--root", str(root)]
-    sweep = subprocess.Popen([sys.executable, "-c", "import sys; from adarand.engine.sweep import main; "
+    sweep = subprocess.Popen([sys.executable, "-c", "import sys; from adarand.experiments.sweep import main; "
                               "sys.exit(main(sys.argv[1:]))", *args], cwd=REPO, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     first = root / "finetune-epochs1" / "seed0" / "results.json"

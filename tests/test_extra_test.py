@@ -11,8 +11,8 @@ from adarand.core.config import save_config
 from adarand.core.errors import UserError
 from adarand.datasets import create_datasets
 from adarand.engine.config import load_config
-from adarand.engine.report import collect
 from adarand.engine.training import run_training
+from adarand.experiments.report import collect
 from adarand.models import create_model
 
 from conftest import make_image_folder, write_tiny_config

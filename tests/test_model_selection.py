@@ -53,8 +53,8 @@ def test_the_best_checkpoint_follows_the_record(tmp_path):
 
 def test_detection_selects_on_bbox_ap_then_mask_ap():
     """bbox AP first; a tie in it goes to the higher mask AP, a tie in both to the earlier epoch."""
-    from adarand.engine.detection import detection_task
     from adarand.engine.state import RunRecord
+    from adarand.tasks.detection import detection_task
 
     task = detection_task(masks=True)
     record = RunRecord()

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 import adarand
-from adarand.engine import plots
-from adarand.engine.report import collect
+from adarand.experiments import plots
+from adarand.experiments.report import collect
 
 from conftest import write_tiny_config
 
@@ -142,7 +142,7 @@ def test_mean_runs_for_tensorboard_hold_the_mean_over_seeds(runs, tmp_path):
 def test_no_text_overlaps_or_leaves_the_canvas_and_the_axes_name_the_metric(runs):
     """Every figure drawn: no two text boxes overlap and none leaves the canvas (their extents from
     matplotlib's renderer), the legends are outside the axes, and the axes name what they show."""
-    from adarand.engine.figure_style import text_problems
+    from adarand.experiments.figure_style import text_problems
 
     Figure = plots.require_matplotlib()
     rows = collect([runs])
@@ -159,7 +159,7 @@ def test_no_text_overlaps_or_leaves_the_canvas_and_the_axes_name_the_metric(runs
     titles = [ax.get_title() for ax in figures["2"][0].axes]
     assert any("nats" in t and "mutual information" in t for t in titles)
     # one colour per method in every figure
-    from adarand.engine.figure_style import colour
+    from adarand.experiments.figure_style import colour
 
     ft_2 = next(line for line in figures["2"][0].axes[0].get_lines() if line.get_label().startswith("FT"))
     ft_sweep = next(line for line in sweep.get_lines() if line.get_label().startswith("FT"))
@@ -171,7 +171,7 @@ def test_adarands_prior_in_tensorboard_epochs_csv_and_its_figure(tmp_path):
     their means over seeds cleanly."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from adarand.engine.figure_style import text_problems
+    from adarand.experiments.figure_style import text_problems
 
     cfg = write_tiny_config(tmp_path, "adarand")
     root = tmp_path / "runs"

@@ -7,7 +7,7 @@ import pytest
 
 from adarand.core.config import save_config
 from adarand.engine.config import load_config
-from adarand.engine.report import main as table_main
+from adarand.experiments.report import main as table_main
 
 from conftest import REPO
 
@@ -145,8 +145,8 @@ def test_detection_tables_and_figures_name_their_metric(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     from matplotlib.figure import Figure
 
-    from adarand.engine import plots
-    from adarand.engine.report import collect
+    from adarand.experiments import plots
+    from adarand.experiments.report import collect
 
     base, methods = REPO / "yaml/base/shapes_small_cnn.yaml", REPO / "yaml/methods"
     for name in ("finetune", "adarand"):
@@ -174,7 +174,7 @@ def test_detection_tables_and_figures_name_their_metric(tmp_path, capsys):
 
 def test_a_root_without_a_swept_key_draws_no_sweep_figure(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    from adarand.engine import plots
+    from adarand.experiments import plots
 
     base, ada = REPO / "yaml/base/digits_small_cnn.yaml", REPO / "yaml/methods/adarand.yaml"
     for seed in (0, 1):

@@ -5,8 +5,8 @@ import json
 import submitit
 
 import adarand
-from adarand.engine.cluster import RunJob
-from adarand.engine.sweep import main as sweep_main
+from adarand.experiments.cluster import RunJob
+from adarand.experiments.sweep import main as sweep_main
 
 from conftest import write_tiny_config
 

@@ -14,7 +14,7 @@ import yaml
 from adarand import train
 from adarand.core.errors import ConfigError
 from adarand.engine.config import load_config
-from adarand.engine.tb_summary import hparams
+from adarand.engine.logs.tb_summary import hparams
 
 from conftest import write_tiny_config
 
@@ -146,7 +146,7 @@ def test_tensorboard_can_be_left_out_and_a_missing_tracker_package_is_one_line(t
 def test_mlflows_default_store_is_the_sweeps_root(tmp_path, monkeypatch):
     """A run of a sweep (ROOT/<cell>/seed<k>) keeps its MLflow store in ROOT, wherever the command
     was started; a run on its own, in output_root."""
-    from adarand.engine.trackers import mlflow_uri
+    from adarand.engine.logs.trackers import mlflow_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)

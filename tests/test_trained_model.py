@@ -9,8 +9,8 @@ import torch
 
 import adarand
 from adarand.core.errors import UserError
-from adarand.engine import evaluation, export
 from adarand.engine.config import load_config
+from adarand.experiments import evaluation, export
 
 from conftest import run_entry, run_main
 

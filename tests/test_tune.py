@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 import yaml
-from adarand.engine import tune
+from adarand.experiments import tune
 
 from conftest import write_tiny_config
 
@@ -52,7 +52,7 @@ def test_a_study_of_four_trials_continues_after_a_kill(tmp_path, cache_dir, caps
     root = tmp_path / "study"
     argv = ["demo_adarand", "train.epochs=1", "data.use_ratio=0.3", f"cache_dir={cache_dir}", "--space", str(space),
             "--trials", "4", "--root", str(root), "--pruner", "none", "--sampler-seed", "1"]
-    proc = subprocess.Popen([sys.executable, "-m", "adarand.engine.tune", *argv], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "adarand.experiments.tune", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 180
     while not list(root.glob("trial*/results.json")) and time.time() < deadline and proc.poll() is None:
@@ -89,7 +89,7 @@ def test_two_workers_share_one_sqlite_study_without_running_a_trial_twice(tmp_pa
     root = tmp_path / "study"
     argv = [str(cfg), "train.epochs=1", "--space", str(space), "--trials", "4", "--root", str(root), "--pruner", "none"]
     # one worker a local process (--workers starts those), the other a submitit job (what --launcher slurm submits)
-    local = subprocess.Popen([sys.executable, "-m", "adarand.engine.tune", *argv, "--worker-index", "1"],
+    local = subprocess.Popen([sys.executable, "-m", "adarand.experiments.tune", *argv, "--worker-index", "1"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     executor = submitit.AutoExecutor(folder=tmp_path / "jobs", cluster="local")
     executor.update_parameters(timeout_min=10)
@@ -161,7 +161,7 @@ def test_ctrl_c_is_one_line_and_the_trial_is_retried_in_its_folder(tmp_path, cac
     root = tmp_path / "study"
     argv = ["demo_adarand", "train.epochs=300", f"cache_dir={cache_dir}", "--space", str(space), "--trials", "1",
             "--root", str(root), "--pruner", "none", "--study-name", "lambda_search"]
-    proc = subprocess.Popen([sys.executable, "-m", "adarand.engine.tune", *argv], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "adarand.experiments.tune", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (root / "trial0000" / "epochs.csv").exists() and time.time() < deadline:
@@ -179,7 +179,7 @@ def test_ctrl_c_is_one_line_and_the_trial_is_retried_in_its_folder(tmp_path, cac
 
 
 def test_printed_values_are_rounded_the_trained_ones_exact():
-    from adarand.engine.grid import format_value
+    from adarand.experiments.grid import format_value
 
     alpha = 0.1 * 3  # 0.30000000000000004, as a stepped float suggestion comes out
     assert tune.describe([("method.alpha", alpha), ("optim.name", "sgd"), ("data.batch_size", 16)]) == \

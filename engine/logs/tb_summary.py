@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-from ..core.config import Config
-from .state import flatten
+from ...core.config import Config
+from ..state import flatten
 
 HPARAM_KEYS = ("seed", "model.arch", "model.pretrained", "data.name", "optim.name", "optim.lr", "optim.weight_decay",
                "data.batch_size", "train.epochs")

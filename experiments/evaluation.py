@@ -30,15 +30,15 @@ from ..core.config import Config
 from ..core.errors import UserError
 from ..core.files import write_json_atomic, write_text_atomic
 from ..datasets import create_datasets
-from ..datasets.coco_instances import coco_ids
+from ..datasets.detection.coco_instances import coco_ids
 from ..datasets.folder import scan_class_folders
 from ..datasets.image_list import ImageList
 from ..datasets.list_file import load_list
 from ..datasets.transforms import eval_transform
-from .config import load_config
-from .detection import create_detection_evaluator
-from .evaluator import create_evaluator
-from .trained import load_model, locate
+from ..engine.config import load_config
+from ..engine.trained import load_model, locate
+from ..tasks.detection import create_detection_evaluator
+from ..tasks.evaluator import create_evaluator
 
 
 def samples_to_evaluate(cfg: Config, args: argparse.Namespace) -> tuple[ImageList, list[str], str]:

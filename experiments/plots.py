@@ -35,13 +35,13 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from ..core.errors import UserError
-from .epoch_log import EPOCH_LOG, read_epoch_log
+from ..engine.logs.epoch_log import EPOCH_LOG, read_epoch_log
+from ..engine.test_features import TEST_FEATURES
+from ..tasks import task_named
 from .figure_style import METHODS, display_name, row_label, symbol
 from .figure_style import colour as style_colour
 from .figure_style import marker as style_marker
 from .report import Row, collect, mean_std, row_order
-from .tasks import task_named
-from .test_features import TEST_FEATURES
 
 EXTRA = "pip install 'adarand[plot]'"
 DIAGNOSTICS = (("feature_norm", "feature norm ‖g(x)‖²"), ("grad_norm", "gradient norm ‖∇_W ℓ‖²"),

@@ -13,7 +13,7 @@ import io
 import math
 from pathlib import Path
 
-from ..core.files import write_text_atomic
+from ...core.files import write_text_atomic
 
 EPOCH_LOG = "epochs.csv"
 

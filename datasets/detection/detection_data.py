@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.config import DataConfig, DetectionConfig
-from ..core.errors import UserError
+from ...core.config import DataConfig, DetectionConfig
+from ...core.errors import UserError
+from ..data_splits import DataSplits
+from ..splits import reduce_and_split
+from ..synthetic_shapes import materialize_shapes
 from .coco_instances import annotation_file, read_coco_split
-from .data_splits import DataSplits
 from .instances import ImageLabels, InstanceDataset, detection_transforms, with_image_labels
-from .splits import reduce_and_split
-from .synthetic_shapes import materialize_shapes
 from .voc_instances import VOC_CLASSES, read_voc_split
 
 DETECTION_DATASETS = ("coco", "voc_instances", "synthetic_shapes")

@@ -32,9 +32,9 @@ import os
 import socket
 from pathlib import Path
 
-from ..core.config import Config
-from ..core.errors import UserError
-from ..core.files import write_json_atomic
+from ...core.config import Config
+from ...core.errors import UserError
+from ...core.files import write_json_atomic
 from .tb_writer import AXES
 
 RUN_IDS = "trackers.json"

@@ -21,7 +21,7 @@ from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms import v2
 
-from ..core.errors import UserError
+from ...core.errors import UserError
 
 
 def image_label(instances: Sequence[dict], rule: str) -> int | None:

@@ -15,7 +15,7 @@ import json
 import math
 from pathlib import Path
 
-from ..core.errors import UserError, short_repr
+from ...core.errors import UserError, short_repr
 
 LAYOUT = "root/annotations/instances_<split>.json and root/<split>/<file_name> for the splits train and test (val optional)"
 
@@ -41,7 +41,7 @@ def coco_ids(root: Path) -> tuple[dict[str, int], list[int]]:
 
 
 def read_coco_split(root: Path, split: str, classes: list[str] | None = None) -> tuple[list[dict], list[str]]:
-    """(records, classes) of one split (``datasets/instances.py`` gives a record's form). ``classes``:
+    """(records, classes) of one split (``datasets/detection/instances.py`` gives a record's form). ``classes``:
     the training split's, which a later split must name alike."""
     path = annotation_file(root, split)
     if not path.is_file():

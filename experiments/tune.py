@@ -7,7 +7,7 @@ optuna-integration).
 
 Each trial is an ordinary run folder, ``ROOT/trial<number>`` (``adarand-table ROOT`` reads it,
 and a killed trial continues from its last checkpoint), trained with the config files, the
-overrides given and the trial's values for the search space's keys (``engine/search_space.py``),
+overrides given and the trial's values for the search space's keys (``experiments/search_space.py``),
 at one seed (``--seed``). The objective is the run's best validation accuracy, so the test split
 plays no part in the search. Each epoch's validation accuracy is reported to Optuna, and Optuna's
 pruner stops an unpromising trial through optuna-integration's PyTorch Ignite pruning handler.
@@ -47,15 +47,15 @@ from ignite.engine import Events
 
 from ..core.console import result_words
 from ..core.errors import ConfigError, Interrupted, NonFiniteLoss, UserError
+from ..engine.config import load_config
+from ..engine.launch import train
+from ..engine.run_folder import DISPLAY_KEYS, FINISHED, folder_state
+from ..tasks import get_task
 from .cluster import cluster_executor
-from .config import load_config
 from .grid import display_value, format_value, grid_points
-from .launch import train
 from .report import metric_label
-from .run_folder import DISPLAY_KEYS, FINISHED, folder_state
 from .search_space import read_space
 from .sweep import minutes, selected_method
-from .tasks import get_task
 
 EXTRA = "pip install 'adarand[tune]'"
 
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.launcher != "local":
             return submit_workers(args, argv)
-        others = [subprocess.Popen([sys.executable, "-m", "adarand.engine.tune", *argv, "--worker-index", str(i)])
+        others = [subprocess.Popen([sys.executable, "-m", "adarand.experiments.tune", *argv, "--worker-index", str(i)])
                   for i in range(1, args.workers)]
         study.work()
         codes = [p.wait() for p in others]

@@ -10,7 +10,7 @@ import os
 import socket
 from pathlib import Path
 
-from ..core.errors import UserError
+from .errors import UserError
 
 LOCK_FILE = ".lock"
 

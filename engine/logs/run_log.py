@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from ..core.config import Config
-from ..core.errors import error_summary
+from ...core.config import Config
+from ...core.errors import error_summary
 from .tb_summary import hparams, write_summary
 from .tb_writer import AxisLabelledWriter
 from .trackers import open_trackers

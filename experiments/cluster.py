@@ -9,7 +9,7 @@ from pathlib import Path
 
 import submitit
 
-from .launch import train
+from ..engine.launch import train
 
 
 class RunJob(submitit.helpers.Checkpointable):

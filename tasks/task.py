@@ -19,7 +19,7 @@ regularizers, the prior pass, checkpoints and resume, logging and the command li
 * ``labels``: each metric's name in tables and figures (``accuracy (%)``, ``bbox AP``), and
   ``grad_norm_label`` what the gradient-norm diagnostic measures on this task.
 
-``engine/tasks.py`` names the tasks (``task:``); each lives in a module of its own
+``tasks/__init__.py`` names the tasks (``task:``); each lives in a module of its own
 (``classification.py``, ``detection.py``).
 """
 

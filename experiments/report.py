@@ -33,8 +33,8 @@ from scipy import stats
 import yaml
 
 from ..core.errors import UserError
-from .state import flatten
-from .tasks import task_named
+from ..engine.state import flatten
+from ..tasks import task_named
 
 # keys that say nothing about the experiment: the seed, where files go, how the run is displayed
 IGNORED = ("seed", "output_root", "cache_dir", "train.progress", "train.epoch_lines", "train.log_every",

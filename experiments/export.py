@@ -32,7 +32,7 @@ from torch import nn
 
 from ..core.errors import UserError
 from ..core.files import write_text_atomic
-from .trained import TrainedModel, load_model
+from ..engine.trained import TrainedModel, load_model
 
 FORMATS = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".pt"}
 TOLERANCE = 1e-3

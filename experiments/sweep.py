@@ -9,7 +9,7 @@
 A config may join files with ``+`` (``base.yaml+method.yaml``), positional or in ``--bases`` and
 ``--methods``; ``--bases`` x ``--methods`` adds every combination. ``key=value`` overrides apply
 to every run, and an override whose value is a list (for a key that holds no list) is a grid
-axis: the sweep runs the Cartesian product of the axes x the seeds (``engine/grid.py``). The
+axis: the sweep runs the Cartesian product of the axes x the seeds (``experiments/grid.py``). The
 folder's label names what the overrides set (``digits_small_cnn-adarand-lambda0.1/seed0``).
 
 Nothing starts until every run of the plan has loaded and validated its config and every folder
@@ -38,11 +38,11 @@ from pathlib import Path
 from ..core.config import config_name, expand_packaged, merged_files
 from ..core.console import result_words
 from ..core.errors import UserError
+from ..core.folder_lock import FolderLock
+from ..engine.config import load_config
+from ..engine.run_folder import DISPLAY_KEYS, FINISHED, NEW, STARTED, folder_state
 from .cluster import RunJob, cluster_executor
-from .config import load_config
-from .folder_lock import FolderLock
 from .grid import folder_label, grid_points, undeclared_axes
-from .run_folder import DISPLAY_KEYS, FINISHED, NEW, STARTED, folder_state
 
 
 @dataclasses.dataclass
