@@ -20,7 +20,8 @@ import sys
 from adarand.core.errors import Interrupted, NonFiniteLoss, ProcessDied, UserError, error_line, os_error_message
 
 
-def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+def build_parser() -> argparse.ArgumentParser:
+    """adarand-run's options (the command-line reference is generated from them)."""
     p = argparse.ArgumentParser(prog="adarand-run", description="Fine-tune a pretrained backbone (AdaRand and baselines).")
     p.add_argument("items", nargs="*", metavar="CONFIG | key.path=value",
                    help="config files or packaged config names, merged in order, then overrides, "
@@ -34,6 +35,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     p.add_argument("--quiet", action="store_true", help="no progress bars and no per-epoch lines")
     p.add_argument("--list", action="store_true", help="list the packaged configs and the methods, then exit")
     p.add_argument("--print-config", action="store_true", help="print the resolved config, then exit")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    p = build_parser()
     args = p.parse_intermixed_args(argv)
     args.configs = [i for i in args.items if "=" not in i]
     args.overrides = [i for i in args.items if "=" in i]

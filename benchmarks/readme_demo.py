@@ -1,20 +1,22 @@
-"""Regenerate every demo table and figure of the README from the commands the README prints.
+"""Regenerate every demo table and figure of the README and the documentation from the commands they print.
 
     OMP_NUM_THREADS=1 python benchmarks/readme_demo.py [--root runs/readme] [--only table|lambda]
 
 Runs (or continues: a sweep skips what its root holds) the demo table's sweep (18 methods x 3
 seeds) and the λ grid (FT, RandReg-N(0, 1) and AdaRand at five λ, 3 seeds), then writes:
 
-* between ``<!-- demo-table -->`` and ``<!-- /demo-table -->``: ``adarand-table ROOT/demo_table
+* in ``docs/reproducing.md``, between ``<!-- demo-table -->`` and ``<!-- /demo-table -->``:
+  ``adarand-table ROOT/demo_table --paired finetune``; in the README, between
+  ``<!-- demo-table-short -->`` and its end, a few rows of its first table;
+* in ``docs/reproducing.md``, between ``<!-- demo-lambda -->`` and ``<!-- /demo-lambda -->``: the λ x
+  method table of test accuracy (from the same runs), then ``adarand-table ROOT/lambda --select val
   --paired finetune``;
-* between ``<!-- demo-lambda -->`` and ``<!-- /demo-lambda -->``: the λ x method table of test
-  accuracy (from the same runs), then ``adarand-table ROOT/lambda --select val --paired finetune``;
 * ``docs/figures/demo_figure_lambda.png``, ``demo_figure2.png``, ``demo_figure3.png`` and
   ``demo_figure_prior.png`` (``adarand-plot``; Figures 2 and 3 over FT and the two methods at
   λ = 1, AdaRand's prior for AdaRand at λ = 1).
 
-About 20 minutes on 2 CPU cores. The README's prose around the tables is not rewritten: read it
-against the new tables.
+About 20 minutes on 2 CPU cores. The prose around the tables is not rewritten: read it against
+the new tables.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from adarand.experiments.report import collect, fmt_acc
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+REPRODUCING = REPO / "docs" / "reproducing.md"
+SHORT_ROWS = ("finetune", "fnp", "randreg_normal", "randreg_cp", "adarand", "l2sp", "bss")  # the README's excerpt
 FIGURES = REPO / "docs" / "figures"
 LAMBDAS = "[0.1,0.3,1,3,10]"
 
@@ -42,11 +46,18 @@ def command(*args: str, capture: bool = False) -> str:
     return done.stdout if capture else ""
 
 
-def replace_block(text: str, name: str, body: str) -> str:
+def replace_block(text: str, name: str, body: str, page: str = "README.md") -> str:
     pattern = re.compile(rf"(<!-- {name} -->\n).*?(<!-- /{name} -->)", re.S)
     if not pattern.search(text):
-        raise SystemExit(f"error: README.md has no <!-- {name} --> ... <!-- /{name} --> block")
+        raise SystemExit(f"error: {page} has no <!-- {name} --> ... <!-- /{name} --> block")
     return pattern.sub(lambda m: m.group(1) + "\n" + body.strip() + "\n\n" + m.group(2), text)
+
+
+def short_table(table: str) -> str:
+    """The first table of ``adarand-table``'s output, cut to the rows of SHORT_ROWS."""
+    lines = table.strip().split("\n\n")[1].splitlines()
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines[2:]}
+    return "\n".join(lines[:2] + [rows[m] for m in SHORT_ROWS if m in rows])
 
 
 def lambda_table(root: Path) -> str:
@@ -91,11 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         FIGURES.mkdir(parents=True, exist_ok=True)
         for name in ("figure_lambda", "figure2", "figure3", "figure_prior"):
             shutil.copyfile(out / f"{name}.png", FIGURES / f"demo_{name}.png")
-    text = README.read_text()  # read at the end: the runs take minutes
+    text = REPRODUCING.read_text()  # read at the end: the runs take minutes
     for name, body in blocks.items():
-        text = replace_block(text, name, body)
-    README.write_text(text)
-    print(f"README.md and {FIGURES} regenerated from {root}")
+        text = replace_block(text, name, body, "docs/reproducing.md")
+    REPRODUCING.write_text(text)
+    if "demo-table" in blocks:
+        README.write_text(replace_block(README.read_text(), "demo-table-short", short_table(blocks["demo-table"])))
+    print(f"README.md, docs/reproducing.md and {FIGURES} regenerated from {root}")
     return 0
 
 

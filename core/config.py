@@ -35,7 +35,7 @@ STANDARD_PREPROCESSING = {"image_size": 224, "resize_size": 256, "mean": [0.485,
 class ExtraTestConfig:
     """A further test set, evaluated with the selected model (e.g. ImageNet-V2, -R, -A, -Sketch)."""
 
-    name: str
+    name: str  # the set's name in results.json and the tables
     # root/<class>/<image>, the class folders named as the training classes; a set with some of
     # the classes (ImageNet-R and -A have 200 of 1,000) is scored over the logits of its classes
     root: str
@@ -51,8 +51,8 @@ class DataConfig:
     root: str | None = None  # dataset folder (``~`` is expanded, relative paths are taken from the working dir)
     # name: list: files of "path,label" lines (datasets/list_file.py); val_list is optional
     train_list: str | None = None
-    test_list: str | None = None
-    val_list: str | None = None
+    test_list: str | None = None  # name: list: the test split's file of path,label lines
+    val_list: str | None = None  # name: list: a validation split's file (else carved out of train by val_ratio)
     # a validation set given as root/<class>/<image> instead of carved out of train (name: folder and the
     # named datasets); val_ratio is then unused
     val_root: str | None = None
@@ -63,18 +63,19 @@ class DataConfig:
     # or else STANDARD_PREPROCESSING
     image_size: int | None = field(default=None, metadata={"range": ">= 1"})
     resize_size: int | None = field(default=None, metadata={"range": ">= 1"})  # eval: Resize, then CenterCrop(image_size)
-    mean: list[float] | None = None
+    mean: list[float] | None = None  # normalisation mean per channel (null: the backbone's)
+    # normalisation standard deviation per channel (null: the backbone's)
     std: list[float] | None = field(default=None, metadata={"range": "> 0"})
-    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
+    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None  # resizing interpolation (null: the backbone's)
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop scale
-    hflip: bool = True
-    grayscale: bool = False
-    batch_size: int = field(default=64, metadata={"range": ">= 1"})  # per process
+    hflip: bool = True  # random horizontal flips in training
+    grayscale: bool = False  # read the images as one channel
+    batch_size: int = field(default=64, metadata={"range": ">= 1"})  # training images per batch, per process
     eval_batch_size: int | None = field(default=None, metadata={"range": ">= 1"})  # default: batch_size
-    num_workers: int = field(default=4, metadata={"range": ">= 0"})
+    num_workers: int = field(default=4, metadata={"range": ">= 0"})  # DataLoader worker processes per run process
     digits_task: Literal["source", "target"] = "target"  # only for name: sklearn_digits
     shapes_task: Literal["source", "target"] = "target"  # only for name: synthetic_shapes
-    extra_test: list[ExtraTestConfig] = field(default_factory=list)
+    extra_test: list[ExtraTestConfig] = field(default_factory=list)  # further test sets, each scored with the selected model
     skip_bad_images: bool = False  # leave unreadable images out (with a warning) instead of stopping
     # torchcodec: JPEG and PNG by TorchCodec (other formats, or no TorchCodec: PIL) and transforms v2
     # on uint8 tensors; torchvision: JPEG by torchvision.io (deprecated by torchvision 0.29), then the
@@ -83,6 +84,7 @@ class DataConfig:
     # resized: every image decoded once and kept resized (shorter side cache_short_side, default
     # 1.15 x resize_size) as uint8 in a memory-mapped file under cache_dir (datasets/resized_cache.py)
     cache: Literal["none", "resized"] = "none"
+    # the resized cache's shorter side (null: 1.15 x resize_size)
     cache_short_side: int | None = field(default=None, metadata={"range": ">= 1"})
 
     def with_preprocessing(self, defaults: dict) -> DataConfig:
@@ -141,11 +143,11 @@ class ModelConfig:
 
 @dataclass(kw_only=True)
 class OptimConfig:
-    name: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = field(default=0.01, metadata={"range": "> 0"})
-    momentum: float = field(default=0.9, metadata={"range": "[0, 1)"})
-    nesterov: bool = True
-    weight_decay: float = field(default=0.0, metadata={"range": ">= 0"})
+    name: Literal["sgd", "adam", "adamw"] = "sgd"  # the optimizer
+    lr: float = field(default=0.01, metadata={"range": "> 0"})  # the backbone's learning rate (the new head's: lr x head_lr_mult)
+    momentum: float = field(default=0.9, metadata={"range": "[0, 1)"})  # SGD's momentum
+    nesterov: bool = True  # SGD: Nesterov momentum
+    weight_decay: float = field(default=0.0, metadata={"range": ">= 0"})  # weight decay (AdamW: decoupled)
     head_lr_mult: float = field(default=1.0, metadata={"range": "> 0"})  # the new head's lr = lr * head_lr_mult
     # ViTs: transformer block i of L at lr * layer_decay^(L - i), the embeddings at layer_decay^(L + 1)
     layer_decay: float | None = field(default=None, metadata={"range": "(0, 1]"})
@@ -153,8 +155,8 @@ class OptimConfig:
     scheduler: Literal["multistep", "cosine", "constant", "published"] = "multistep"
     # epochs (multistep), increasing; one past the run's end is never reached (no decay)
     milestones: list[int] = field(default_factory=lambda: [60, 120, 160], metadata={"range": ">= 1"})
-    gamma: float = field(default=0.1, metadata={"range": "> 0"})
-    warmup_iterations: int = field(default=30, metadata={"range": ">= 0"})  # published
+    gamma: float = field(default=0.1, metadata={"range": "> 0"})  # multistep: the learning rate's factor at each milestone
+    warmup_iterations: int = field(default=30, metadata={"range": ">= 0"})  # scheduler: published: the warm-up iterations
 
     def check(self):
         if any(b <= a for a, b in zip(self.milestones, self.milestones[1:], strict=False)):
@@ -164,7 +166,7 @@ class OptimConfig:
 
 @dataclass(kw_only=True)
 class TrainConfig:
-    epochs: int = 200
+    epochs: int = 200  # epochs to train
     log_every: int = 10  # iterations between per-iteration TensorBoard points (one host sync each)
     # stop after this epoch (as if interrupted); resume with --resume
     stop_after: int | None = field(default=None, metadata={"range": ">= 1"})
@@ -194,7 +196,7 @@ class TrainConfig:
 
 @dataclass(kw_only=True)
 class DiagnosticsConfig:
-    enabled: bool = True
+    enabled: bool = True  # log feature norm, gradient norm, entropy and mutual information
     max_samples: int = field(default=2000, metadata={"range": ">= 2"})  # training features kept per epoch for entropy / MI
     chunk_size: int = field(default=512, metadata={"range": ">= 1"})  # block size of the pairwise distances (memory ~ chunk^2)
     # the selected model's features g(x) of up to this many test images (evenly spaced over the test
@@ -242,17 +244,17 @@ class DetectionConfig:
     min_size: int = field(default=800, metadata={"range": ">= 1"})  # the detector's resizing (shorter side)
     max_size: int = field(default=1333, metadata={"range": ">= 1"})  # (longer side at most)
     trainable_stages: int = field(default=3, metadata={"range": ">= 0"})  # the last stages trained; the rest frozen
-    fpn_channels: int = field(default=256, metadata={"range": ">= 1"})
-    box_head_width: int = field(default=1024, metadata={"range": ">= 1"})
-    mask_head_width: int = field(default=256, metadata={"range": ">= 1"})
+    fpn_channels: int = field(default=256, metadata={"range": ">= 1"})  # the FPN's channels
+    box_head_width: int = field(default=1024, metadata={"range": ">= 1"})  # the box head's hidden width
+    mask_head_width: int = field(default=256, metadata={"range": ">= 1"})  # the mask head's channels
     # one anchor size per FPN level (pixels); null: 8 x the level's stride (32 ... 512 on a ResNet)
     anchor_sizes: list[int] | None = field(default=None, metadata={"range": ">= 1"})
-    detections_per_image: int = field(default=100, metadata={"range": ">= 1"})
+    detections_per_image: int = field(default=100, metadata={"range": ">= 1"})  # detections kept per image
 
 
 @dataclass(kw_only=True)
 class MethodConfig:
-    name: str = "finetune"
+    name: str = "finetune"  # the method (adarand-run --list names them)
     # the method's parameters: the mapping the files give, until the method's own dataclass is
     # built from it where the method is resolved (``handlers.registry.build_params``)
     params: Any = None
@@ -271,7 +273,7 @@ class Config:
     # classification: (logits, features) models, accuracy; detection: Mask R-CNN, bbox and mask AP
     task: Literal["classification", "detection"] = "classification"
     detection: DetectionConfig = field(default_factory=DetectionConfig)
-    seed: int = 0
+    seed: int = 0  # the run seed: the data order, the augmentations and the methods' random draws
     output_root: str = "runs"  # run folders go to output_root/<config name>-seed<seed>-<time>
     cache_dir: str = "~/.cache/adarand"  # prior statistics and demo data
     # set by read_config, not by the file:

@@ -177,7 +177,8 @@ def write_predictions(path: Path, samples: list, classes: list[str], predictions
     write_text_atomic(path, out.getvalue())
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """adarand-eval's options (the command-line reference is generated from them)."""
     p = argparse.ArgumentParser(prog="adarand-eval", description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="a run folder, or a checkpoint file in one")
     p.add_argument("--split", choices=["test", "val", "train"], default="test", help="a split of the run's dataset")
@@ -188,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--predictions", metavar="FILE",
                    help="also write each image's path, label, prediction and confidence to this CSV (classification), "
                         "or the detections as a COCO results JSON (detection)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     try:
         run_dir, weights = locate(Path(args.run))

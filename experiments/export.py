@@ -164,11 +164,17 @@ def export(run: str | Path, fmt: str = "onnx", output: str | Path | None = None)
     return path, difference
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """adarand-export's options (the command-line reference is generated from them)."""
     p = argparse.ArgumentParser(prog="adarand-export", description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="a run folder, or a checkpoint file in one")
     p.add_argument("--format", choices=sorted(FORMATS), default="onnx")
     p.add_argument("--output", help="the file to write (default: RUN/model.onnx, RUN/model.pt2 or RUN/model.pt)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     try:
         path, difference = export(args.run, args.format, args.output)

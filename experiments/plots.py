@@ -394,7 +394,8 @@ def write_mean_runs(rows: list[Row], out: Path) -> list[Path]:
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """adarand-plot's options (the command-line reference is generated from them)."""
     p = argparse.ArgumentParser(prog="adarand-plot", description=__doc__.split("\n\n")[0])
     p.add_argument("roots", nargs="+", help="folders holding run folders (searched recursively)")
     p.add_argument("--out", required=True, help="the folder the figures go to")
@@ -403,6 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--key", default="method.lambda", help="--figure lambda: the swept key on the x axis")
     p.add_argument("--tensorboard", metavar="DIR",
                    help="also write a TensorBoard run per method (the mean over seeds of the epoch curves) under DIR")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     try:
         rows = collect([Path(r) for r in args.roots])

@@ -503,7 +503,8 @@ def write_runs_csv(rows: list[Row], path: Path) -> None:
                             r.run_dirs[i]])
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """adarand-table's options (the command-line reference is generated from them)."""
     p = argparse.ArgumentParser(prog="adarand-table", description=__doc__.split("\n\n")[0])
     p.add_argument("roots", nargs="+", help="folders holding run folders (searched recursively)")
     p.add_argument("--markdown", help="also write the Markdown tables to this file")
@@ -519,6 +520,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paired", metavar="BASELINE",
                    help="add each method's per-seed differences to this method (e.g. finetune); "
                         "with --select, between the selected points")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.over and not args.select:
         p.error("--over goes with --select val")

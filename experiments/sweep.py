@@ -171,7 +171,8 @@ def run_local(todo: list[PlannedRun], verbose: bool) -> list[str]:
     return failed
 
 
-def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+def build_parser() -> argparse.ArgumentParser:
+    """adarand-sweep's options (the command-line reference is generated from them)."""
     p = argparse.ArgumentParser(prog="adarand-sweep", description=__doc__.split("\n\n")[0])
     p.add_argument("items", nargs="*", metavar="CONFIG[+CONFIG] | key=value | key=[v1,v2,...]")
     p.add_argument("--bases", nargs="*", default=[], help="dataset/backbone files, combined with every --methods file")
@@ -190,6 +191,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     p.add_argument("--slurm-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="slurm: any further sbatch option, e.g. --slurm-arg account=myproject")
     p.add_argument("--wait", action="store_true", help="slurm: wait for the jobs and report how they ended")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    p = build_parser()
     args = p.parse_intermixed_args(argv)
     # --bases and --methods take every word up to the next option: overrides written after them are overrides
     overrides_after = [i for i in args.bases + args.methods if "=" in i]

@@ -75,7 +75,8 @@ def require_optuna():
     return optuna
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """adarand-tune's options (the command-line reference is generated from them)."""
     p = argparse.ArgumentParser(prog="adarand-tune", description=__doc__.split("\n\n")[0])
     p.add_argument("items", nargs="*", metavar="CONFIG | key=value")
     p.add_argument("--space", required=True, help="the search space (YAML: key: {type: float|int|categorical, ...})")
@@ -102,6 +103,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cpus", type=int, default=8, help="slurm: CPUs per job")
     p.add_argument("--slurm-arg", action="append", default=[], metavar="KEY=VALUE", help="slurm: any further sbatch option")
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)  # a worker of a local study
+    return p
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_intermixed_args(argv)
     args.configs = [i for i in args.items if "=" not in i]
     args.overrides = [i for i in args.items if "=" in i]

@@ -20,7 +20,9 @@ def smallest_singular_values_sq(features: torch.Tensor, k: int) -> torch.Tensor:
 
 @dataclass(kw_only=True)
 class BSSParams:
+    # lambda: the weight of the penalty on the k smallest singular values
     lam: float = field(default=0.001, metadata={"key": "lambda", "range": ">= 0"})
+    # how many of the smallest singular values of the batch's features are penalised
     k: int = field(default=1, metadata={"range": ">= 1"})
 
 

@@ -45,8 +45,9 @@ def source_softmax(extractor: nn.Module, source_head: nn.Module) -> nn.Module:
 
 @dataclass(kw_only=True)
 class CoTuningParams:
+    # lambda: the weight of the source head's loss on soft source labels
     lam: float = field(default=2.3, metadata={"key": "lambda", "range": ">= 0"})
-    source_lr_mult: float = field(default=0.1, metadata={"range": "> 0"})
+    source_lr_mult: float = field(default=0.1, metadata={"range": "> 0"})  # the pretrained source head's learning rate, x lr
 
 
 class CoTuning(Method):

@@ -111,8 +111,8 @@ class CoreTuningParams:
     eta: float = field(default=0.1, metadata={"range": ">= 0"})  # the published README's command (its script: 10)
     alpha: float = field(default=1.0, metadata={"range": "> 0"})  # Beta(alpha, alpha) of the mixing weights
     negative_floor: float = field(default=0.8, metadata={"range": "[0, 1]"})  # hard negatives' weights raised to it
-    tau: float = field(default=0.07, metadata={"range": "> 0"})
-    contrast_dim: int = field(default=256, metadata={"range": ">= 1"})
+    tau: float = field(default=0.07, metadata={"range": "> 0"})  # the contrastive loss's temperature
+    contrast_dim: int = field(default=256, metadata={"range": ">= 1"})  # the projection head's output dimension
     detach_originals: bool = False  # the published code: only the mixed rows train the backbone
     zero_index_as_none: bool = False  # the published code's hard-positive search
 

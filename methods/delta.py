@@ -126,12 +126,15 @@ def channel_attention(increases: dict[str, torch.Tensor], temperature: float = 5
 
 @dataclass(kw_only=True)
 class DeltaParams:
+    # lambda: the weight of the channel-weighted feature-map distance to the pretrained network
     lam: float = field(default=0.01, metadata={"key": "lambda", "range": ">= 0"})
-    lambda_head: float = field(default=0.01, metadata={"range": ">= 0"})
+    lambda_head: float = field(default=0.01, metadata={"range": ">= 0"})  # the weight of the L2 penalty on the head
+    # attention: each channel weighted by how much the loss grows without it; uniform
     channel_weights: Literal["uniform", "attention"] = "attention"
     # training batches the cross-entropy increases are averaged over
     attention_batches: int = field(default=10, metadata={"range": ">= 1"})
-    attention_temperature: float = field(default=5.0, metadata={"range": "> 0"})
+    attention_temperature: float = field(default=5.0, metadata={"range": "> 0"})  # softmax temperature of the channel attention
+    # weight decay of the linear probe the attention is measured with
     probe_weight_decay: float = field(default=1e-4, metadata={"range": ">= 0"})
 
 

@@ -62,7 +62,8 @@ def rescale_rows(x: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
 
 @dataclass(kw_only=True)
 class DRTuneParams:
-    bank_size: int = field(default=2048, metadata={"range": ">= 1"})
+    bank_size: int = field(default=2048, metadata={"range": ">= 1"})  # frozen-pretrained features kept in the FIFO bank
+    # iterations between the bank's rotations onto the downstream features
     rotate_every: int = field(default=10, metadata={"range": ">= 1"})
 
 

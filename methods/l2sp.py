@@ -27,8 +27,9 @@ def l2sp_terms(params: list[torch.Tensor], start: list[torch.Tensor], head: list
 
 @dataclass(kw_only=True)
 class L2SPParams:
+    # the weight of ||w - w_0||^2 over the backbone (w_0 pretrained)
     lambda_backbone: float = field(default=0.01, metadata={"range": ">= 0"})
-    lambda_head: float = field(default=0.01, metadata={"range": ">= 0"})
+    lambda_head: float = field(default=0.01, metadata={"range": ">= 0"})  # the weight of ||w||^2 over the new head
 
 
 class L2SP(Method):

@@ -131,11 +131,12 @@ def convert_batchnorm(model: nn.Module, loader, device: torch.device) -> int:
 
 @dataclass(kw_only=True)
 class LPFTParams:
+    # weight decay of the linear probe fitted before fine-tuning
     probe_weight_decay: float = field(default=1e-4, metadata={"range": ">= 0"})
-    probe_max_iter: int = field(default=500, metadata={"range": ">= 1"})
+    probe_max_iter: int = field(default=500, metadata={"range": ">= 1"})  # the linear probe's L-BFGS iterations at most
 
 
 @dataclass(kw_only=True)
 class DAFTParams:
-    convert_bn: bool = True
-    zero_head: bool = True
+    convert_bn: bool = True  # DAFT: BatchNorm layers reset to the target data's statistics
+    zero_head: bool = True  # DAFT: the new head starts at zero

@@ -180,8 +180,10 @@ def prior_diagnostics(mu: torch.Tensor, mu_bar: torch.Tensor, features: torch.Te
 
 @dataclass(kw_only=True)
 class RandRegParams:
+    # lambda: the weight of L_reg = ||g(x) - z||^2 against the cross-entropy
     lam: float = field(default=1.0, metadata={"key": "lambda", "range": ">= 0"})
-    reduction: Literal["mean", "sum"] = "mean"
+    reduction: Literal["mean", "sum"] = "mean"  # L_reg over the feature dimensions: mean (the published code's) or sum
+    # the distribution of the references z: zero (FNP), uniform, normal, global (one Gaussian), class
     prior: Literal["zero", "uniform", "normal", "global", "class"] = "class"
     sigma_floor: float = field(default=1e-4, metadata={"range": "> 0"})  # smallest prior sigma (one image: sigma 0)
 
@@ -272,12 +274,14 @@ class RandReg(Method):
 
 @dataclass(kw_only=True)
 class AdaRandParams(RandRegParams):
+    # EMA factor of the class means: mu_bar <- alpha mu_bar + (1 - alpha) batch mean
     alpha: float = field(default=0.5, metadata={"range": "[0, 1]"})
-    prior_lr: float = field(default=0.01, metadata={"range": ">= 0"})
+    prior_lr: float = field(default=0.01, metadata={"range": ">= 0"})  # the prior means' Adam learning rate
+    # the prior learning rate's schedule: published (the published code's), cosine, constant
     prior_schedule: Literal["published", "cosine", "constant"] = "published"
-    intra: bool = True
-    inter: bool = True
-    prior_loss: Literal["paper", "official"] = "paper"
+    intra: bool = True  # the prior loss's intra-class term (false: the ablation without it)
+    inter: bool = True  # the prior loss's inter-class term (false: the ablation without it)
+    prior_loss: Literal["paper", "official"] = "paper"  # paper: the paper's prior loss; official: the published code's form
 
     def check(self):
         if self.prior != "class":

@@ -72,13 +72,13 @@ def select_source_classes(source_means: np.ndarray, target_means: np.ndarray, k:
 
 @dataclass(kw_only=True)
 class UOTParams:
-    select_classes: int = field(default=100, metadata={"range": ">= 1"})
+    select_classes: int = field(default=100, metadata={"range": ">= 1"})  # source classes kept by the selection
     lam: float = field(default=1.0, metadata={"key": "lambda", "range": ">= 0"})  # lambda_u (published supervised script: 0.3)
     source_ratio: float = field(default=1.0, metadata={"range": "> 0"})  # mu: mu x B source images per step
-    p_m: float = field(default=0.1, metadata={"range": "> 0"})
-    eps: float = field(default=1.0, metadata={"range": "> 0"})
-    reg_source: float = field(default=1.0, metadata={"range": "> 0"})
-    reg_target: float = field(default=100.0, metadata={"range": "> 0"})
+    p_m: float = field(default=0.1, metadata={"range": "> 0"})  # the cost's scale: M = (1 - cos) / p_m
+    eps: float = field(default=1.0, metadata={"range": "> 0"})  # the Sinkhorn iterations' entropic regularisation
+    reg_source: float = field(default=1.0, metadata={"range": "> 0"})  # the KL penalty on the source marginal
+    reg_target: float = field(default=100.0, metadata={"range": "> 0"})  # the KL penalty on the target marginal
     source_head: Literal["all", "selected"] = "all"  # all: the published fc_up, one output per source class
 
 

@@ -1,4 +1,5 @@
-"""The README's "Writing a new regularizer" example, run exactly as printed."""
+"""The "Writing a new regularizer" example of the documentation, run exactly as printed; the blocks
+marked runnable in the README and the pages."""
 
 import re
 
@@ -13,12 +14,27 @@ from adarand.handlers.registry import known_regularizers, register
 from conftest import REPO, write_tiny_config
 
 
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+
+
+def marked_blocks() -> dict[str, list[tuple[str, str]]]:
+    """{name: [(page, code), ...]} for every code block between ``<!-- NAME -->`` and
+    ``<!-- /NAME -->`` in the README and the documentation's pages: the blocks marked runnable."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for page in PAGES:
+        for m in re.finditer(r"<!-- ([\w-]+) -->\s*```\w*\n(.*?)```\s*<!-- /\1 -->", page.read_text(), re.S):
+            found.setdefault(m.group(1), []).append((str(page.relative_to(REPO)), m.group(2)))
+    return found
+
+
 def readme_block(name: str, language: str) -> str:
-    """The README's code block between ``<!-- NAME -->`` and ``<!-- /NAME -->``."""
-    text = (REPO / "README.md").read_text()
-    block = re.search(rf"<!-- {name} -->\s*```{language}\n(.*?)```\s*<!-- /{name} -->", text, re.S)
-    assert block, f"the README lost its {name}"
-    return block.group(1)
+    """The code block between ``<!-- NAME -->`` and ``<!-- /NAME -->`` in the README or a page of the
+    documentation (the same text wherever it is shown: ``test_docs.py`` checks it)."""
+    for page in PAGES:
+        block = re.search(rf"<!-- {name} -->\s*```{language}\n(.*?)```\s*<!-- /{name} -->", page.read_text(), re.S)
+        if block:
+            return block.group(1)
+    raise AssertionError(f"no page holds the block {name}")
 
 
 def readme_example() -> str:
