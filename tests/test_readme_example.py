@@ -13,7 +13,6 @@ from adarand.handlers.registry import known_regularizers, register
 
 from conftest import REPO, write_tiny_config
 
-
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 
 
