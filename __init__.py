@@ -1,9 +1,9 @@
 """AdaRand fine-tuning engine (the repository root is the package ``adarand``).
 
 ``adarand.train(config, overrides, output=...)`` runs a fine-tuning as ``adarand-run`` does and
-returns its results (see :func:`adarand.engine.launch.train`); ``adarand.load_model(run)`` gives a
+returns its results (see ``adarand.engine.launch.train``); ``adarand.load_model(run)`` gives a
 finished run's selected model, its preprocessing and its class names
-(:func:`adarand.engine.trained.load_model`). The methods for any training loop are in
+(``adarand.engine.trained.load_model``). The methods for any training loop are in
 ``adarand.methods``."""
 
 __version__ = "0.1.0"

@@ -3,7 +3,7 @@
 A file is written to ``<name>.<random>.tmp`` beside its destination, flushed to the disk, renamed
 over the destination, and the folder's entry flushed too: after a power cut or a kill -9 the
 destination holds either the old file or the whole new one. What a kill leaves behind is a
-``*.tmp`` file, removed by :func:`remove_temp_files`: a run folder's on the run's next start, a
+``*.tmp`` file, removed by ``remove_temp_files``: a run folder's on the run's next start, a
 cache file's when that cache is next written.
 
 An OS error (a full disk, a read-only folder) is re-raised as the ``OSError`` it is, carrying the
@@ -84,7 +84,7 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 
 
 def save_atomic(obj, path: Path) -> None:
-    """``torch.save(obj, path)`` through :func:`write_atomic`."""
+    """``torch.save(obj, path)`` through ``write_atomic``."""
     import torch  # here, not at the top: the commands that read configs only (--list) load no torch
 
     write_atomic(path, lambda f: torch.save(obj, f))
@@ -111,7 +111,7 @@ def write_json_atomic(path: Path, obj) -> None:
 
 
 def remove_temp_files(folder: Path, name: str = "", min_age_s: float = 0.0) -> list[Path]:
-    """Remove the temporary files an interrupted :func:`write_atomic` left in ``folder`` (those of
+    """Remove the temporary files an interrupted ``write_atomic`` left in ``folder`` (those of
     the destination ``name`` only, if given; only those unmodified for ``min_age_s`` seconds, in a
     folder that other runs may be writing to at the same time)."""
     folder = Path(folder)

@@ -1,8 +1,8 @@
 """Augmentations that depend only on (run seed, epoch, image), never on the global RNG.
 
-The training loader's sampler yields ``(index, seed)`` pairs (:class:`SeededSampler`) and the
+The training loader's sampler yields ``(index, seed)`` pairs (``SeededSampler``) and the
 dataset applies its random transform to image ``index`` with the CPU generator seeded with
-``seed`` (:class:`SeededDataset`), restoring the generator's state afterwards. So the images a
+``seed`` (``SeededDataset``), restoring the generator's state afterwards. So the images a
 step sees are the same whichever method runs beside them (a regularizer that draws random numbers
 does not move the augmentations), whatever the number of loader workers, and after a resume.
 torchvision's random transforms draw from torch's CPU generator, which is the one seeded.

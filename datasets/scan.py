@@ -87,5 +87,5 @@ def scan_images(paths: list[str], cache_dir: Path | None, progress: bool = False
 
 
 def find_bad_images(paths: list[str], cache_dir: Path | None, progress: bool = False) -> dict[str, str]:
-    """{path: problem} for every image of ``paths`` that cannot be read (:func:`scan_images`)."""
+    """{path: problem} for every image of ``paths`` that cannot be read (``scan_images``)."""
     return scan_images(paths, cache_dir, progress)[0]

@@ -1,7 +1,7 @@
 """The run folder's checkpoints: written so that a kill -9 at any instant leaves a run that
 continues, found again on restart, and read with one-line errors.
 
-Two Ignite ``Checkpoint`` handlers share one :class:`DurableSaver`: ``best_model_<epoch>.pt`` (the
+Two Ignite ``Checkpoint`` handlers share one ``DurableSaver``: ``best_model_<epoch>.pt`` (the
 selected model) and ``last_checkpoint_<iteration>.pt`` (everything a resume needs, including the
 name of the best model file). A file is replaced only once its successor is durable, and the
 files a last checkpoint refers to are kept until the next last checkpoint is durable; so the
@@ -35,7 +35,7 @@ class DurableSaver(BaseSaveHandler):
     """Ignite's save handler for the run folder (rank 0 writes, the others do nothing).
 
     Ignite's ``Checkpoint`` asks to remove the file it replaces *before* it saves the new one.
-    Here a removal waits: every file is written through :func:`~adarand.core.files.save_atomic`
+    Here a removal waits: every file is written through ``adarand.core.files.save_atomic``
     (temporary file, flushed, renamed), and the removals asked for are carried out only after the
     next *last* checkpoint is durable, since that is the state a restart goes back to."""
 

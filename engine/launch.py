@@ -144,7 +144,7 @@ PYTHON_WORDING = (("command line: key", "overrides: key"), ("--output DIR", "out
 
 
 def in_python_words(e: UserError) -> UserError:
-    """The error, its message naming the arguments of :func:`train` instead of the command line's."""
+    """The error, its message naming the arguments of ``train`` instead of the command line's."""
     text = str(e)
     for cli, python in PYTHON_WORDING:
         text = text.replace(cli, python)
@@ -155,7 +155,7 @@ def in_python_words(e: UserError) -> UserError:
 def train(config: str | Path | Sequence[str | Path], overrides: Mapping | Sequence[str] | None = None, *,
           output: str | Path | None = None, seed: int | None = None, resume: str | Path | None = None,
           nproc: int = 1, quiet: bool = False, on_engines=None, wording: str = "python") -> dict | None:
-    """Fine-tune as ``adarand-run`` does; see :func:`run`. ``wording``: how errors name the
+    """Fine-tune as ``adarand-run`` does, and return ``results.json``'s contents. ``wording``: how errors name the
     arguments, ``"python"`` (``overrides: key ...``, ``output=``) or ``"command line"`` (as typed)."""
     try:
         return run(config, overrides, output=output, seed=seed, resume=resume, nproc=nproc, quiet=quiet,
@@ -180,8 +180,8 @@ def run(config: str | Path | Sequence[str | Path], overrides: Mapping | Sequence
     more (``adarand-tune`` attaches Optuna's pruning handler); one process only.
 
     The run folder is the command line's: ``config.yaml``, checkpoints, TensorBoard events and
-    ``results.json``. Bad input raises the command line's errors (:class:`~adarand.core.errors.UserError`,
-    with its one-line message); a NaN loss raises :class:`~adarand.core.errors.NonFiniteLoss`."""
+    ``results.json``. Bad input raises the command line's errors (``adarand.core.errors.UserError``,
+    with its one-line message); a NaN loss raises ``adarand.core.errors.NonFiniteLoss``."""
     quiet_ignite_logs()
     configs = [config] if isinstance(config, (str, Path)) else list(config)
     items = override_items(overrides)

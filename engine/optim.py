@@ -22,7 +22,7 @@ def create_optimizer(cfg: OptimConfig, net: Classifier, extra_groups: list[dict]
     the grad scaler's unscaling and inf check itself, where with any other the GradScaler reads its
     inf flag back to the host every step (a device sync on a GPU).
 
-    ``layer_decay`` (ViTs): the backbone in one group per depth (:func:`layer_decay_groups`)."""
+    ``layer_decay`` (ViTs): the backbone in one group per depth (``layer_decay_groups``)."""
     backbone = [(n, p) for n, p in net.backbone.named_parameters() if p.requires_grad]
     if cfg.layer_decay is None:
         backbone_groups = [{"params": [p for _, p in backbone], "lr": cfg.lr, "name": "backbone"}]
@@ -57,7 +57,7 @@ def layer_depth(name: str, num_blocks: int) -> int:
 
 
 def layer_decay_groups(named_params: list[tuple[str, torch.nn.Parameter]], lr: float, decay: float) -> list[dict]:
-    """One group per depth d of a ViT with L blocks (:func:`layer_depth`), at lr * decay^(L + 1 - d)."""
+    """One group per depth d of a ViT with L blocks (``layer_depth``), at lr * decay^(L + 1 - d)."""
     blocks = {int(m.group(1)) for n, _ in named_params if (m := BLOCK.search(n))}
     if not blocks:
         raise UserError("optim.layer_decay: the backbone has no transformer blocks (blocks.N or "
@@ -84,7 +84,7 @@ def create_lr_scheduler(cfg: OptimConfig, optimizer: torch.optim.Optimizer, epoc
                         epochs: int) -> LRScheduler:
     """An Ignite LRScheduler over iterations (attach to ITERATION_STARTED): ``multistep`` drops
     by ``gamma`` at the given epochs, ``cosine`` anneals to 0 over the run, ``constant`` keeps lr,
-    ``published`` is the published configs' schedule (:func:`published_lr_factor`)."""
+    ``published`` is the published configs' schedule (``published_lr_factor``)."""
     if cfg.scheduler == "multistep":
         sched = torch.optim.lr_scheduler.MultiStepLR(optimizer, [m * epoch_length for m in cfg.milestones], cfg.gamma)
     elif cfg.scheduler == "published":

@@ -9,7 +9,7 @@ named directly), built from the run's ``config.yaml`` without its pretrained wei
 with ``torch.load(..., weights_only=True)``, in eval mode. A classification model returns
 ``(logits, features)``; a detection model is torchvision's detector (a list of images in, a list
 of detections out). The transform takes a path, a PIL image or a uint8 tensor and applies the
-run's evaluation preprocessing (:class:`~adarand.datasets.transforms.InferenceTransform`); a
+run's evaluation preprocessing (``adarand.datasets.transforms.InferenceTransform``); a
 detection model normalises inside, and its transform only decodes and scales to [0, 1].
 """
 

@@ -43,7 +43,7 @@ from .registry import MethodAdapter, register
 @register("randreg_cp", prior="class")
 class RandReg(MethodAdapter):
     """Adds ``lambda * L_reg(features, z)`` with z drawn from the prior (``adarand.methods.RandReg``).
-    The statistics priors (``global``, ``class``) are set by :meth:`prepare` from the pretrained
+    The statistics priors (``global``, ``class``) are set by ``prepare`` from the pretrained
     extractor's statistics (the run's shared, cached pass) and saved in checkpoints."""
 
     Params = RandRegParams
@@ -54,7 +54,7 @@ class RandReg(MethodAdapter):
         self.method = rf.RandReg(*self.initial_priors(), generator=ctx.generator, params=params)
 
     def initial_priors(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Zeros and ones until :meth:`prepare` (or a checkpoint) sets the statistics priors."""
+        """Zeros and ones until ``prepare`` (or a checkpoint) sets the statistics priors."""
         rows = {"global": 1, "class": self.ctx.data.num_classes}.get(self.params.prior, 0)
         if not rows:
             return None, None

@@ -23,7 +23,7 @@ preset whose name fixes parameters (``fnp`` is the random-feature class with ``p
 Another installed package adds methods through the entry-point group ``adarand.regularizers``
 (``mymethod = mypackage.module:MyRegularizer``); ``method.name: mymethod`` then finds it.
 
-The context it receives (:class:`RunContext`) gives the model, the device, the data, the run's
+The context it receives (``RunContext``) gives the model, the device, the data, the run's
 length and the shared prior statistics (one pass, cached, whichever method asks first).
 """
 

@@ -179,7 +179,7 @@ class UOT(MethodAdapter):
     # --- training ----------------------------------------------------------------------------
 
     def source_images(self) -> list[tuple[str, int]]:
-        """The selected classes' images, each with its source head label (:meth:`UOT.head_labels`)."""
+        """The selected classes' images, each with its source head label (``UOT.head_labels``)."""
         chosen = set(self.selected)
         kept = [(f, label) for f, label in self.samples if label in chosen]
         labels = self.method.head_labels(torch.tensor([label for _, label in kept], dtype=torch.long)).tolist()

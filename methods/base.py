@@ -80,7 +80,7 @@ class Method:
 
     def __call__(self, features: torch.Tensor, labels: torch.Tensor, *, logits: torch.Tensor | None = None,
                  images: torch.Tensor | None = None) -> torch.Tensor:
-        """The sum of :meth:`terms` (0 when it has none)."""
+        """The sum of ``terms`` (0 when it has none)."""
         terms = self.terms(features, labels, logits=logits, images=images)
         total = features.new_zeros((), dtype=torch.float32)
         for t in terms.values():

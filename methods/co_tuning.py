@@ -52,7 +52,7 @@ class CoTuningParams:
 
 class CoTuning(Method):
     """Co-Tuning: ``lambda * mean_i CE(h_s(g(x_i)), p(. | y_i))`` with the pretrained source head
-    h_s (trained, :meth:`parameter_groups`) and the relationship p (K_target, K_source).
+    h_s (trained, ``parameter_groups``) and the relationship p (K_target, K_source).
 
         reg = CoTuning.from_loader(model.backbone, source_head, loader, num_classes, lam=2.3)
         optimizer.add_param_group(*reg.parameter_groups(lr))     # the source head trains too

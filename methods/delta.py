@@ -14,7 +14,7 @@ the same strength there and here). Channel attention a (per layer, sums to 1):
 - ``attention``: a linear probe is fitted on the frozen pretrained features of the training split;
   for every output channel j of a layer, the increase of the probe's cross-entropy when that
   filter's weights are zeroed, averaged over ``attention_batches`` training batches, is z-scored
-  over the layer's channels: a = softmax(z / attention_temperature) (:func:`measure_attention`);
+  over the layer's channels: a = softmax(z / attention_temperature) (``measure_attention``);
 - ``uniform``: a_c = 1 / C.
 """
 
@@ -143,7 +143,7 @@ def measure_attention(frozen: nn.Module, layers: dict[str, str], feature_loader,
     """The filter-ablation increases {stage: (C,)} of the module docstring: a linear probe fitted on
     ``frozen``'s features over ``feature_loader`` (eval transform), then the cross-entropy increases
     on ``batches`` ((x, y) pairs on the device); in a process group, rank 0's for every process.
-    :func:`channel_attention` turns them into the attention.
+    ``channel_attention`` turns them into the attention.
 
         increases = measure_attention(reg.frozen, reg.layers, eval_loader, [(x, y)], num_classes)
         reg.attention = channel_attention(increases)
@@ -161,7 +161,7 @@ class Delta(Method):
     """DELTA: ``lambda * Omega + lambda_head / 2 ||head||^2`` (module docstring), Omega from the
     feature maps of ``layers`` ({name: module path}; default: the last convolution of each of
     ``stages``) of the trained backbone and of a frozen copy of it made with the object.
-    ``attention``: {name: (C,)}, uniform when not given (see :func:`measure_attention`). The
+    ``attention``: {name: (C,)}, uniform when not given (see ``measure_attention``). The
     trained backbone's maps are recorded by hooks during the step's forward pass (training mode).
 
         reg = Delta(model.backbone, model.head, stages={"layer4": "layer4"}, lam=0.01)

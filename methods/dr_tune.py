@@ -71,7 +71,7 @@ class DRTune(Method):
     """DR-Tune (module docstring): one cross-entropy over [features; calibrated pretrained bank]
     with labels [y; bank labels]; it replaces the cross-entropy (term ``ce``). ``backbone``: the
     pretrained extractor, copied and frozen when the object is made; ``head``: the classifier.
-    :meth:`fill` fills the banks before training; :meth:`update` enqueues the step's batch.
+    ``fill`` fills the banks before training; ``update`` enqueues the step's batch.
 
         reg = DRTune(model.backbone, model.head, feature_dim, bank_size=2048)
         reg.fill(augmented_train_loader)

@@ -1,10 +1,10 @@
 """Preparations that transform the model before training: plain functions.
 
-LP-FT (:func:`linear_probe`): the new head starts from a multinomial logistic regression fitted on
+LP-FT (``linear_probe``): the new head starts from a multinomial logistic regression fitted on
 the frozen pretrained features of the training split (eval transform), minimising
 mean CE + weight_decay / 2 * ||W||^2 (bias not penalised) to convergence with full-batch L-BFGS.
 
-DAFT (:func:`convert_batchnorm`, :func:`zero_head`): (1) one pass over the training loader with the
+DAFT (``convert_batchnorm``, ``zero_head``): (1) one pass over the training loader with the
 pretrained model in eval mode: every BatchNorm normalises with its original running statistics
 (mu_s, var_s) while its input's batch mean mu_t and unbiased variance var_t are recorded (averaged
 over batches). Then
@@ -55,7 +55,7 @@ def fit_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int
 def linear_probe(extractor: nn.Module, head: nn.Linear, loader, num_classes: int, weight_decay: float = 1e-4,
                  max_iter: int = 500, device: torch.device | None = None, amp: str = "off") -> None:
     """LP-FT's first stage: ``head`` (a Linear layer) set to the probe fitted on ``extractor``'s
-    features over ``loader`` (:func:`fit_linear_probe`).
+    features over ``loader`` (``fit_linear_probe``).
 
         linear_probe(model.backbone, model.head, eval_loader, num_classes)
     """

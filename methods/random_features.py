@@ -4,7 +4,7 @@ Every method of the family adds one term to the cross-entropy:
 
     L(theta) = (1/B) sum_i CE(f(x_i), y_i) + lambda * L_reg(g(x), z),   z_i drawn from a prior, detached
 
-and differs only in its prior (:class:`RandReg`, one class parameterised by ``prior``; the engine's
+and differs only in its prior (``RandReg``, one class parameterised by ``prior``; the engine's
 names in the first column):
 
 | name               | prior     | z_i                                                        |
@@ -16,12 +16,12 @@ names in the first column):
 | ``randreg_cp``     | class     | N(mu_{y_i}, diag sigma_{y_i}^2), class statistics, fixed   |
 | ``adarand``        | class     | as ``randreg_cp``, with mu updated every iteration         |
 
-AdaRand (:class:`AdaRand`: ``RandReg`` plus the prior update, :meth:`AdaRand.update`), after each
+AdaRand (``AdaRand``: ``RandReg`` plus the prior update, ``AdaRand.update``), after each
 optimizer step:
 
-1. the running class means mu_bar move towards this batch's class means (:func:`ema_class_means`);
-2. one Adam step on mu along the gradient of L_ada = l_intra + l_inter (:func:`intra_loss`,
-   :func:`inter_loss`, :func:`prior_step`), its lr on the published schedule (:func:`prior_lr_factor`).
+1. the running class means mu_bar move towards this batch's class means (``ema_class_means``);
+2. one Adam step on mu along the gradient of L_ada = l_intra + l_inter (``intra_loss``,
+   ``inter_loss``, ``prior_step``), its lr on the published schedule (``prior_lr_factor``).
    sigma stays at its initial value.
 
 ``adarand_no_intra`` and ``adarand_no_inter`` are ``AdaRand(intra=False)`` and ``AdaRand(inter=False)``.
@@ -85,7 +85,7 @@ def ema_class_means(mu_bar: torch.Tensor, features: torch.Tensor, labels: torch.
                     reduce=None) -> torch.Tensor:
     """mu_bar_k <- alpha mu_bar_k + (1 - alpha) mean_{i: y_i = k} g_i, for the classes k in the batch.
 
-    With the class sums S_k and counts n_k (:func:`class_sums`) this is
+    With the class sums S_k and counts n_k (``class_sums``) this is
     mu_bar_k + (1 - alpha)(S_k - n_k mu_bar_k) / max(n_k, 1), which leaves a class absent from the
     batch (S_k = 0, n_k = 0) as it was. ``reduce`` (an all-reduce in a multi-process run) is
     applied once, to S and n side by side. ``mu_bar``: (K, d); ``features``: (B, d), detached by
@@ -151,7 +151,7 @@ def prior_step(mu: torch.Tensor, mu_bar: torch.Tensor, optimizer: torch.optim.Op
                scheduler: torch.optim.lr_scheduler.LRScheduler, intra: bool, inter: bool,
                form: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One step of ``optimizer`` on the leaf ``mu`` along dL_ada/dmu (autograd through
-    :func:`prior_loss`), then one step of its lr ``scheduler``. Returns the detached losses."""
+    ``prior_loss``), then one step of its lr ``scheduler``. Returns the detached losses."""
     optimizer.zero_grad(set_to_none=True)
     with torch.enable_grad():
         losses = prior_loss(mu, mu_bar, intra, inter, form)
@@ -190,7 +190,7 @@ class RandRegParams:
 
 def priors_from_statistics(stats: ClassStatistics, prior: str, sigma_floor: float,
                            class_names: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mu, sigma) of a statistics prior: ``class`` (K, d) from :func:`class_priors`; ``global``
+    """(mu, sigma) of a statistics prior: ``class`` (K, d) from ``class_priors``; ``global``
     (1, d), the class-agnostic mean and standard deviation (sigma raised to ``sigma_floor``).
 
         mu, sigma = priors_from_statistics(class_statistics(model.backbone, loader, K), "class", 1e-4)
@@ -211,8 +211,8 @@ class RandReg(Method):
         z_i = 0 (zero), U(0, 1) (uniform), N(0, I) (normal), N(mu_s, sigma_s^2) (global),
               N(mu_{y_i}, diag sigma_{y_i}^2) (class)
 
-    ``mu``, ``sigma``: the statistics prior's (K, d) or (1, d) tensors (:func:`priors_from_statistics`,
-    or :meth:`from_loader`); none for ``zero``, ``uniform`` and ``normal``.
+    ``mu``, ``sigma``: the statistics prior's (K, d) or (1, d) tensors (``priors_from_statistics``,
+    or ``from_loader``); none for ``zero``, ``uniform`` and ``normal``.
 
         reg = RandReg(prior="normal", lam=1.0)
         loss = F.cross_entropy(logits, y) + reg(features, y)
@@ -238,7 +238,7 @@ class RandReg(Method):
                     **kwargs):
         """The object with its prior made by one pass of the pretrained ``extractor`` over ``loader``
         (use the evaluation transform), cached under ``cache_dir`` when given (see
-        :func:`~adarand.methods.statistics.class_statistics`). Other arguments go to the constructor."""
+        ``adarand.methods.statistics.class_statistics``). Other arguments go to the constructor."""
         params = kwargs.pop("params", None)
         generator = kwargs.pop("generator", None)
         extra = {k: kwargs.pop(k) for k in ("total_steps",) if k in kwargs}
@@ -293,7 +293,7 @@ class AdaRandParams(RandRegParams):
 
 class AdaRand(RandReg):
     """AdaRand: RandReg-CP whose prior means mu follow the features. After every optimizer step
-    (:meth:`update`):
+    (``update``):
 
         mu_bar_k <- alpha mu_bar_k + (1 - alpha) mean_{i: y_i = k} g(x_i)     (classes in the batch)
         mu <- Adam step on L_ada = l_intra(mu, mu_bar) + l_inter(mu),  lr prior_lr * xi_t / xi
@@ -334,7 +334,7 @@ class AdaRand(RandReg):
     def update(self, features: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """The EMA of the class means (summed over the processes of a process group), then one
         prior step; returns the prior objective's terms (prior_ada, prior_intra, prior_inter) and,
-        after the step, :func:`prior_diagnostics` (prior_mu_norm, prior_feature_norm,
+        after the step, ``prior_diagnostics`` (prior_mu_norm, prior_feature_norm,
         prior_negative_fraction, prior_mu_distance)."""
         p = self.params
         reduce = all_reduce if world_size() > 1 else None

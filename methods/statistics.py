@@ -1,14 +1,14 @@
 """The pretrained extractor's features over a split, and the per-class statistics made from them.
 
 Every method that needs the frozen pretrained model's view of the training split goes through
-:func:`feature_pass` (one pass, in eval mode, without gradients): the prior statistics, the probes
-of LP-FT and DELTA (:func:`extract_features`) and Co-Tuning's relationship. In a run of several
-processes each reads a disjoint shard without padding (:func:`feature_loader`) and the sums are
+``feature_pass`` (one pass, in eval mode, without gradients): the prior statistics, the probes
+of LP-FT and DELTA (``extract_features``) and Co-Tuning's relationship. In a run of several
+processes each reads a disjoint shard without padding (``feature_loader``) and the sums are
 added across processes.
 
 Per class k (SPEC §4, Eq. 9-10): mean mu_k and population variance sigma^2_k, accumulated in
-float64 as sums, sums of squares and counts (:func:`class_statistics`); the class-agnostic mean
-and variance over all samples come from the same sums. :func:`class_priors` turns them into the
+float64 as sums, sums of squares and counts (``class_statistics``); the class-agnostic mean
+and variance over all samples come from the same sums. ``class_priors`` turns them into the
 class-conditional Gaussian priors of RandReg-CP and AdaRand.
 
 Usage::

@@ -1,10 +1,10 @@
 """UOT: fine-tuning jointly on the pre-training classes that unbalanced optimal transport finds
 nearest to the target task (Liu et al., NeurIPS 2022; SPEC §8).
 
-Selection, once before training (:func:`select_source_classes`):
+Selection, once before training (``select_source_classes``):
 
     m_s, m_t   class means of the pretrained features g(x) of every source class s and every
-               target class t (:func:`~adarand.methods.statistics.class_statistics`)
+               target class t (``adarand.methods.statistics.class_statistics``)
     M_st     = (1 - cos(m_s, m_t)) / p_m
     T        = unbalanced Sinkhorn plan between marginals of ones (entropic reg eps, KL penalties
                reg_source on the source side and reg_target on the target side; POT's
@@ -13,7 +13,7 @@ Selection, once before training (:func:`select_source_classes`):
 
 Training: each step takes the target batch and mu B images of the selected source classes through
 the backbone (one forward pass); a new source head h_s (N(0, 0.01^2), bias 0) reads their
-features (:class:`UOT`):
+features (``UOT``):
 
     L = CE(target head, target rows) + lambda_u * CE(h_s, source rows)
 
@@ -87,7 +87,7 @@ class UOT(Method):
     a new source head h_s. With ``source_head="all"`` (the default, the published code's) h_s has
     one output per source class and ``y_s`` is each image's original source label; with
     ``"selected"`` it has ``select_classes`` outputs and ``y_s`` is the class's place in the
-    selection (:meth:`head_labels` maps either way). ``terms`` takes the *source* rows' features
+    selection (``head_labels`` maps either way). ``terms`` takes the *source* rows' features
     and labels.
 
         chosen, _ = select_source_classes(source_means, target_means, k=100, p_m=0.1, eps=1.0,
@@ -114,7 +114,7 @@ class UOT(Method):
     def head_labels(self, source_labels: torch.Tensor) -> torch.Tensor:
         """The source head's targets for images of original source labels ``source_labels`` (each
         from a selected class): the labels themselves for the all-classes head, their places in
-        :attr:`selected` for the selected-classes head."""
+        ``selected`` for the selected-classes head."""
         if self.params.source_head == "all":
             return source_labels
         place = torch.full((self.source_classes,), -1, dtype=torch.long)

@@ -9,7 +9,7 @@ the deeper layers' receptive fields reach from the padding into the image's edge
 twice as tall, the demo's g moves by about 4 % of its largest entry, where a mean over the
 padding would move it by 90 %; ``tests/test_gradients.py`` bounds it).
 
-The network splits as a :class:`~models.classifier.Classifier` does: ``backbone`` is the
+The network splits as a ``models.classifier.Classifier`` does: ``backbone`` is the
 pretrained part (the detector's resizing and normalisation, and the classification network's
 stages, ``backbone(images) -> g``), ``head`` every new part (FPN, RPN, box and mask heads). So the
 methods that read ``net.backbone`` (the prior pass, L2-SP's starting point) and the optimizer's
@@ -83,7 +83,7 @@ class ImageFeatures(nn.Module):
 
 class Detector(nn.Module):
     """``forward(images, targets)``: in training mode ``(losses, g, probe)`` (Mask R-CNN's losses by
-    name, g as above, a :class:`GradientProbe`); in eval mode ``(detections, g)``, detections in
+    name, g as above, a ``GradientProbe``); in eval mode ``(detections, g)``, detections in
     the input images' coordinates. Labels in targets and detections are 1-based (0 is the
     background), as torchvision's detectors count them."""
 

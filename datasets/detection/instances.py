@@ -18,10 +18,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms import v2
 
 from ...core.errors import UserError
+from ..decode import read_tensor
 
 
 def image_label(instances: Sequence[dict], rule: str) -> int | None:
@@ -99,7 +99,7 @@ class InstanceDataset(Dataset):
 
     def image(self, index: int) -> torch.Tensor:
         path = self.records[index]["file"]
-        return decode_image(read_file(path), mode=ImageReadMode.RGB)
+        return read_tensor(path)  # RGB, uint8: TorchCodec, or PIL where it does not load
 
     def __getitem__(self, index: int):
         r = self.records[index]
