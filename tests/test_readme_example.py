@@ -60,3 +60,19 @@ def test_readme_regularizer_example_trains(tmp_path):
     run.trainer.run(run.loaders.train, max_epochs=1)
     assert len(seen) == run.ctx.epoch_length and all(a == pytest.approx(b) for a, b in seen)
     assert seen[0][0] > 0
+
+
+def test_the_python_api_example_trains_the_demo(tmp_path, monkeypatch, cache_dir):
+    """The run page's example, as printed, in a folder of its own: five epochs of the demo."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    code = readme_block("example-python-api", "python")
+    namespace: dict = {}
+    exec(compile(code.replace('{"train.epochs": 5}', f'{{"train.epochs": 5, "cache_dir": "{cache_dir}"}}'),
+                 "docs/concepts/run.md", "exec"), namespace)
+    results = namespace["results"]
+    run = tmp_path / "runs" / "demo5"
+    assert results["run_dir"] == "runs/demo5" and results["test_accuracy"] > 0.25  # five classes: chance is 0.2
+    assert json.loads((run / "results.json").read_text())["test_accuracy"] == results["test_accuracy"]
+    assert len((run / "epochs.csv").read_text().splitlines()) == 1 + 5  # a header and the five epochs
