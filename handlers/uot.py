@@ -169,8 +169,7 @@ class UOT(MethodAdapter):
                                               p.reg_source, p.reg_target)
             if idist.get_rank() == 0:
                 write_json_atomic(cache_file, {"scores": scores.tolist(), "classes": self.source_names})
-        self.selected = top_classes(scores, p.select_classes)
-        self.method.selected = self.selected
+        self.selected = top_classes(scores, p.select_classes)  # the method object's (MethodAdapter sets it there)
         self.scores = [float(v) for v in scores]
 
     def selected_names(self) -> list[str]:
@@ -236,7 +235,6 @@ class UOT(MethodAdapter):
 
     def load_state_dict(self, state: dict) -> None:
         self.selected, self.scores = [int(s) for s in state["selected"]], [float(v) for v in state["scores"]]
-        self.method.selected = self.selected
         self.position = int(state["position"])
         self.source_head.load_state_dict(state["source_head"])
         self._stream = None  # started again from the position when training starts
